@@ -1,0 +1,150 @@
+/** The audit event model and the checks every sink applies before accepting an event. */
+import { looksSecret } from "../security/redact.js";
+import { AuditEventRefusedError } from "./errors.js";
+
+/** Every decision capvend records. */
+export type AuditEventType =
+  | "session.started"
+  | "session.ended"
+  | "token.issued"
+  | "token.renewed"
+  | "token.denied"
+  | "token.revoked"
+  | "stream.opened"
+  | "stream.closed"
+  | "stream.resumed"
+  | "policy.reloaded"
+  | "key.added"
+  | "key.retired";
+
+/** All event types, in declaration order. */
+export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
+  "session.started",
+  "session.ended",
+  "token.issued",
+  "token.renewed",
+  "token.denied",
+  "token.revoked",
+  "stream.opened",
+  "stream.closed",
+  "stream.resumed",
+  "policy.reloaded",
+  "key.added",
+  "key.retired",
+];
+const EVENT_TYPES = new Set<string>(AUDIT_EVENT_TYPES);
+
+/**
+ * One audit event. Tokens are named by `jti` only: an event carrying anything that looks like
+ * a token, session credential or key is refused.
+ */
+export interface AuditEvent {
+  type: AuditEventType;
+  /** ISO 8601; the sink fills it from its clock when absent. */
+  time?: string;
+  /** The replica that recorded the event; always set by the sink. */
+  replica?: string;
+  caller?: { kind: "orchestrator" | "session" | "resource_server" | "system"; id: string };
+  agent_id?: string;
+  user_id?: string;
+  session_id?: string;
+  resource?: string;
+  scopes?: string[];
+  jti?: string;
+  /** Token expiry, seconds since the Unix epoch. */
+  exp?: number;
+  decision?: "allow" | "deny";
+  policy_ids?: string[];
+  reason?: string;
+  target?: { kind: "token_id" | "session_id" | "agent_id" | "user_id" | "resource"; value: string };
+  trace_id?: string;
+  details?: Record<string, string | number | boolean>;
+}
+
+/** An event as stored: the sink's chain fields plus the event, with `time` and `replica` set. */
+export type AuditRecord = AuditEvent & {
+  seq: number;
+  prev: string;
+  hash: string;
+  time: string;
+  replica: string;
+};
+
+/** Field names the chain owns; an event may not set them. */
+export const CHAIN_FIELDS: readonly string[] = ["seq", "prev", "hash"];
+
+/** A JSON value as the chain stores it: plain, finite, no undefined. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/**
+ * Checks an event and returns the body a sink stores: a deep copy (so later changes by the
+ * caller cannot alter what is hashed) with `time` defaulted and `replica` set. Throws
+ * `AuditEventRefusedError` for an unknown type, a chain field, a non-JSON value, or any key or
+ * string that looks like a secret; the message names the field, never the value.
+ */
+export function prepareAuditEvent(
+  event: AuditEvent,
+  stamp: { replica: string; now: number },
+): Record<string, JsonValue> {
+  if (typeof event !== "object" || event === null || Array.isArray(event)) {
+    throw new AuditEventRefusedError("audit event refused: not an object");
+  }
+  if (typeof event.type !== "string" || !EVENT_TYPES.has(event.type)) {
+    throw new AuditEventRefusedError(
+      `audit event refused: unknown type ${typeof event.type === "string" && !looksSecret(event.type) ? JSON.stringify(event.type.slice(0, 40)) : "(not shown)"}`,
+    );
+  }
+  for (const f of CHAIN_FIELDS) {
+    if (f in event) throw new AuditEventRefusedError(`audit event refused: "${f}" is set by the sink`);
+  }
+  if (event.time !== undefined && (typeof event.time !== "string" || Number.isNaN(Date.parse(event.time)))) {
+    throw new AuditEventRefusedError('audit event refused: "time" is not an ISO 8601 string');
+  }
+  const body = copyJson(event, "") as Record<string, JsonValue>;
+  if (body.time === undefined) body.time = new Date(stamp.now).toISOString();
+  body.replica = stamp.replica;
+  return body;
+}
+
+function copyJson(value: unknown, path: string): JsonValue | undefined {
+  switch (typeof value) {
+    case "string":
+      if (looksSecret(value)) {
+        throw new AuditEventRefusedError(
+          `audit event refused: field "${path}" looks like a token, credential or key; audit records name tokens by jti only`,
+        );
+      }
+      return value;
+    case "boolean":
+      return value;
+    case "number":
+      if (!Number.isFinite(value)) throw new AuditEventRefusedError(`audit event refused: field "${path}" is not a finite number`);
+      return value;
+    case "undefined":
+      return undefined;
+    case "object": {
+      if (value === null) return null;
+      if (Array.isArray(value)) {
+        return value.map((item, i) => {
+          const v = copyJson(item, `${path}[${i}]`);
+          if (v === undefined) throw new AuditEventRefusedError(`audit event refused: field "${path}[${i}]" is undefined`);
+          return v;
+        });
+      }
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) {
+        throw new AuditEventRefusedError(`audit event refused: field "${path || "(event)"}" is not a plain object`);
+      }
+      const out: Record<string, JsonValue> = {};
+      for (const key of Object.keys(value)) {
+        const child = path === "" ? key : `${path}.${key}`;
+        if (looksSecret(key)) throw new AuditEventRefusedError(`audit event refused: a key under "${path || "(event)"}" looks like a secret`);
+        const v = copyJson((value as Record<string, unknown>)[key], child);
+        if (v !== undefined) out[key] = v;
+      }
+      return out;
+    }
+    default:
+      throw new AuditEventRefusedError(`audit event refused: field "${path}" has unsupported type ${typeof value}`);
+  }
+}

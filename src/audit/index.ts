@@ -1,0 +1,21 @@
+/** The audit log: sinks, verification, tailing and the `capvend audit` command. */
+export { AuditEventRefusedError, AuditLogCorruptError, AuditUnavailableError } from "./errors.js";
+export { AUDIT_EVENT_TYPES, prepareAuditEvent } from "./event.js";
+export type { AuditEvent, AuditEventType, AuditRecord } from "./event.js";
+export { DEFAULT_AUDIT_MAX_FILE_BYTES, DEFAULT_AUDIT_TIMEOUT_MS } from "./sink.js";
+export type { AuditSink, AuditSinkState } from "./sink.js";
+export { createFileAuditSink, DEFAULT_AUDIT_DURABILITY, DEFAULT_AUDIT_MAX_BATCH_RECORDS } from "./file-sink.js";
+export type { AuditDurability, FileAuditSink, FileAuditSinkOptions, FileAuditSinkState, TornTailRecovery } from "./file-sink.js";
+export { nodeAuditFs } from "./file-system.js";
+export type { AuditFileHandle, AuditFs } from "./file-system.js";
+export { createMemoryAuditSink } from "./memory-sink.js";
+export type { MemoryAuditSink, MemoryAuditSinkMode, MemoryAuditSinkOptions } from "./memory-sink.js";
+export { withAuditTimeout } from "./timeout.js";
+export type { AuditTimeoutOptions } from "./timeout.js";
+export { combineAuditSinks } from "./combine.js";
+export { verifyAuditLog } from "./verify.js";
+export type { AuditVerifyFault, AuditVerifyResult } from "./verify.js";
+export { DEFAULT_AUDIT_TAIL_POLL_MS, tailAuditLog } from "./tail.js";
+export type { AuditTailFilter, TailAuditLogOptions } from "./tail.js";
+export { auditCommand } from "./cli.js";
+export type { AuditCommandIo } from "./cli.js";

@@ -1,0 +1,57 @@
+/**
+ * A promise that settles once, either by the sink or by its deadline. The deadline is what
+ * keeps a stuck sink from holding a caller: the timer rejects the caller, whatever the sink
+ * is still doing.
+ */
+import type { Clock, TimerHandle } from "../clock.js";
+
+/** One caller waiting for its record. */
+export interface Waiter {
+  readonly promise: Promise<void>;
+  readonly settled: boolean;
+  /** Resolves unless already settled. */
+  resolve(): void;
+  /** Rejects unless already settled. */
+  reject(err: Error): void;
+}
+
+/**
+ * A waiter that rejects with `onTimeout()` after `timeoutMs` of `clock` time unless settled
+ * first. `onTimeout` runs only when the timer wins, so it can record that the sink stalled;
+ * `onSettle` runs once, however it settles.
+ */
+export function createWaiter(clock: Clock, timeoutMs: number, onTimeout: () => Error, onSettle?: () => void): Waiter {
+  let settled = false;
+  let resolveFn!: () => void;
+  let rejectFn!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolveFn = res;
+    rejectFn = rej;
+  });
+  const timer: TimerHandle = clock.setTimeout(() => {
+    if (settled) return;
+    settled = true;
+    onSettle?.();
+    rejectFn(onTimeout());
+  }, timeoutMs);
+  return {
+    promise,
+    get settled() {
+      return settled;
+    },
+    resolve() {
+      if (settled) return;
+      settled = true;
+      clock.clearTimeout(timer);
+      onSettle?.();
+      resolveFn();
+    },
+    reject(err) {
+      if (settled) return;
+      settled = true;
+      clock.clearTimeout(timer);
+      onSettle?.();
+      rejectFn(err);
+    },
+  };
+}

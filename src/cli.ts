@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import { auditCommand } from "./audit/cli.js";
+import { sha256Hex } from "./auth/credentials.js";
+import { ConfigError, loadConfig } from "./config/config.js";
+import { createLogger } from "./logging/logger.js";
+import { startCapvend } from "./main.js";
+
+const USAGE = `capvend — token vending service for AI agents
+
+usage:
+  capvend serve [--listen host:port] [--data-dir DIR] [--policy-dir DIR] [--<setting> VALUE ...]
+      Runs a replica. Every CAPVEND_* variable has a flag of the same name in kebab case
+      (CAPVEND_TOKEN_TTL → --token-ttl); see docs/configuration.md.
+  capvend audit verify [PATH]         Checks the audit log's hash chain; reports the first broken record.
+  capvend audit tail [--follow] [--session S] [--agent A] [--user U] [--dir DIR]
+  capvend hash-token                  Reads a bearer token on stdin, prints its sha256 for CAPVEND_*_HASHES.
+`;
+
+async function serve(argv: string[]): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(process.env, argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`capvend: bad configuration: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const logger = createLogger({ level: config.logLevel, replica: config.replicaId });
+  let running;
+  try {
+    running = await startCapvend(config, logger);
+  } catch (err) {
+    // Policy files that do not parse, unreadable keys, a busy port: say which and stop.
+    logger.fatal({ err }, "capvend failed to start");
+    logger.flush();
+    process.stderr.write(`capvend: failed to start: ${(err as Error).message}\n`);
+    return 1;
+  }
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (++signals > 1) {
+        logger.warn({ signal }, "second signal: exiting at once");
+        resolve(1);
+        return;
+      }
+      logger.info({ signal, grace_ms: config.shutdownGraceMs }, "shutting down: draining streams and in-flight calls");
+      // Bounded: stop() itself is bounded by the grace period; this guards the rest.
+      const hard = setTimeout(() => resolve(1), config.shutdownGraceMs + 5000);
+      hard.unref();
+      running.stop().then(
+        () => resolve(0),
+        (err) => {
+          logger.error({ err }, "error while stopping");
+          resolve(1);
+        },
+      );
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve":
+      return serve(rest);
+    case "audit":
+      return auditCommand(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) });
+    case "hash-token": {
+      const token = readFileSync(0, "utf8").trim();
+      if (!token) {
+        process.stderr.write("capvend: no token on stdin\n");
+        return 2;
+      }
+      process.stdout.write(sha256Hex(token) + "\n");
+      return 0;
+    }
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`capvend: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`capvend: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

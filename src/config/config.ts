@@ -1,0 +1,230 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseDuration } from "./duration.js";
+
+/** Defaults, with units. Environment variables and flags override them (see docs/configuration.md). */
+export const DEFAULT_LISTEN = "127.0.0.1:8080";
+export const DEFAULT_DATA_DIR = "./.capvend";
+export const DEFAULT_ISSUER = "https://capvend.local";
+export const DEFAULT_TOKEN_TTL_MS = 15 * 60 * 1000;
+export const DEFAULT_MAX_TOKEN_TTL_MS = 60 * 60 * 1000;
+export const DEFAULT_RENEW_LEAD_MS = 2 * 60 * 1000;
+export const DEFAULT_SESSION_MAX_DURATION_MS = 8 * 60 * 60 * 1000;
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 15 * 1000;
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10 * 1000;
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
+export const DEFAULT_AUDIT_TIMEOUT_MS = 2000;
+export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
+
+/** The example policy shipped with the package: the embedded default. */
+export const DEFAULT_POLICY_DIR = path.join(packageRoot(), "examples", "policy");
+
+/** The package's root, found from this module whether it runs from src/ or dist/src/. */
+function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, "package.json"))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error("capvend: package.json not found above " + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+  return dir;
+}
+
+export type SigningAlg = "EdDSA" | "ES256";
+export type AuditDurability = "fsync" | "write";
+export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+
+/** The whole validated configuration of one replica. Durations in milliseconds. */
+export interface Config {
+  listen: { host: string; port: number };
+  dataDir: string;
+  policyDir: string;
+  issuer: string;
+  tokenTtlMs: number;
+  maxTokenTtlMs: number;
+  renewLeadMs: number;
+  sessionMaxDurationMs: number;
+  heartbeatIntervalMs: number;
+  streamStallTimeoutMs: number;
+  shutdownGraceMs: number;
+  maxMessageBytes: number;
+  signingAlg: SigningAlg;
+  signingKeyFiles: string[];
+  /** CAPVEND_ORCHESTRATOR_TOKEN: accepted as the bearer of orchestrator `dev`. */
+  orchestratorToken?: string;
+  /** Orchestrator id → sha256 hex of its bearer token. */
+  orchestratorHashes: Map<string, string>;
+  /** Resource server id → sha256 hex of its bearer token. */
+  resourceServerHashes: Map<string, string>;
+  oidc?: { issuer: string; audience: string; jwksUrl?: string; jwksFile?: string };
+  tls?: { certFile: string; keyFile: string };
+  natsUrl?: string;
+  replicaId: string;
+  audit: { durability: AuditDurability; timeoutMs: number };
+  logLevel: LogLevel;
+}
+
+/** A setting that failed validation; the message names the setting. */
+export class ConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super(`${setting}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * Command-line flags are the environment variables' names in kebab case without the
+ * prefix: `--listen` sets CAPVEND_LISTEN, `--token-ttl 5m` sets CAPVEND_TOKEN_TTL,
+ * `--nats-url` sets NATS_URL. Flags win over the environment.
+ */
+export function flagsToEnv(argv: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith("--")) throw new ConfigError(arg, "unexpected argument (flags look like --listen 127.0.0.1:8080)");
+    let name = arg.slice(2);
+    let value: string | undefined;
+    const eq = name.indexOf("=");
+    if (eq >= 0) {
+      value = name.slice(eq + 1);
+      name = name.slice(0, eq);
+    } else {
+      value = argv[++i];
+      if (value === undefined) throw new ConfigError(arg, "needs a value");
+    }
+    const key = name === "nats-url" ? "NATS_URL" : `CAPVEND_${name.replaceAll("-", "_").toUpperCase()}`;
+    out[key] = value;
+  }
+  return out;
+}
+
+/** Reads and validates the configuration once, at start. Throws ConfigError naming the setting. */
+export function loadConfig(env: Record<string, string | undefined>, argv: readonly string[] = []): Config {
+  const e = { ...env, ...flagsToEnv(argv) };
+  const str = (name: string): string | undefined => {
+    const v = e[name];
+    return v === undefined || v.trim() === "" ? undefined : v.trim();
+  };
+  const duration = (name: string, def: number, min = 1): number => {
+    const raw = str(name);
+    if (raw === undefined) return def;
+    const ms = parseDuration(raw);
+    if (ms === undefined) throw new ConfigError(name, `"${raw}" is not a duration (use e.g. 90s, 15m, 1h)`);
+    if (ms < min) throw new ConfigError(name, `must be at least ${min} ms`);
+    return ms;
+  };
+  const positiveInt = (name: string, def: number): number => {
+    const raw = str(name);
+    if (raw === undefined) return def;
+    if (!/^\d+$/.test(raw) || Number(raw) <= 0) throw new ConfigError(name, `"${raw}" is not a positive integer`);
+    return Number(raw);
+  };
+  const oneOf = <T extends string>(name: string, allowed: readonly T[], def: T): T => {
+    const raw = str(name);
+    if (raw === undefined) return def;
+    if (!allowed.includes(raw as T)) throw new ConfigError(name, `"${raw}" is not one of ${allowed.join(", ")}`);
+    return raw as T;
+  };
+
+  const listen = parseListen(str("CAPVEND_LISTEN") ?? DEFAULT_LISTEN);
+  const tokenTtlMs = duration("CAPVEND_TOKEN_TTL", DEFAULT_TOKEN_TTL_MS, 1000);
+  const maxTokenTtlMs = duration("CAPVEND_MAX_TOKEN_TTL", DEFAULT_MAX_TOKEN_TTL_MS, 1000);
+  if (tokenTtlMs > maxTokenTtlMs) {
+    throw new ConfigError("CAPVEND_TOKEN_TTL", `must not exceed CAPVEND_MAX_TOKEN_TTL (${str("CAPVEND_MAX_TOKEN_TTL") ?? "1h"})`);
+  }
+
+  const issuer = str("CAPVEND_ISSUER") ?? DEFAULT_ISSUER;
+  try {
+    const u = new URL(issuer);
+    if (u.protocol !== "https:" && u.protocol !== "http:") throw new Error();
+  } catch {
+    throw new ConfigError("CAPVEND_ISSUER", `"${issuer}" is not an http(s) URL`);
+  }
+
+  const tlsCert = str("CAPVEND_TLS_CERT");
+  const tlsKey = str("CAPVEND_TLS_KEY");
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    throw new ConfigError(tlsCert ? "CAPVEND_TLS_KEY" : "CAPVEND_TLS_CERT", "CAPVEND_TLS_CERT and CAPVEND_TLS_KEY go together");
+  }
+
+  const oidcIssuer = str("CAPVEND_OIDC_ISSUER");
+  let oidc: Config["oidc"];
+  if (oidcIssuer) {
+    const audience = str("CAPVEND_OIDC_AUDIENCE");
+    if (!audience) throw new ConfigError("CAPVEND_OIDC_AUDIENCE", "is required when CAPVEND_OIDC_ISSUER is set");
+    const jwksUrl = str("CAPVEND_OIDC_JWKS_URL");
+    const jwksFile = str("CAPVEND_OIDC_JWKS_FILE");
+    if (!jwksUrl === !jwksFile) {
+      throw new ConfigError("CAPVEND_OIDC_JWKS_URL", "set exactly one of CAPVEND_OIDC_JWKS_URL and CAPVEND_OIDC_JWKS_FILE");
+    }
+    if (jwksUrl) {
+      try {
+        new URL(jwksUrl);
+      } catch {
+        throw new ConfigError("CAPVEND_OIDC_JWKS_URL", `"${jwksUrl}" is not a URL`);
+      }
+    }
+    oidc = { issuer: oidcIssuer, audience, jwksUrl, jwksFile };
+  }
+
+  const orchestratorToken = str("CAPVEND_ORCHESTRATOR_TOKEN");
+  if (orchestratorToken !== undefined && orchestratorToken.length < 16) {
+    throw new ConfigError("CAPVEND_ORCHESTRATOR_TOKEN", "must be at least 16 characters");
+  }
+
+  return {
+    listen,
+    dataDir: path.resolve(str("CAPVEND_DATA_DIR") ?? DEFAULT_DATA_DIR),
+    policyDir: path.resolve(str("CAPVEND_POLICY_DIR") ?? DEFAULT_POLICY_DIR),
+    issuer,
+    tokenTtlMs,
+    maxTokenTtlMs,
+    renewLeadMs: duration("CAPVEND_RENEW_LEAD", DEFAULT_RENEW_LEAD_MS),
+    sessionMaxDurationMs: duration("CAPVEND_SESSION_MAX_DURATION", DEFAULT_SESSION_MAX_DURATION_MS, 1000),
+    heartbeatIntervalMs: duration("CAPVEND_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL_MS, 100),
+    streamStallTimeoutMs: duration("CAPVEND_STREAM_STALL_TIMEOUT", DEFAULT_STREAM_STALL_TIMEOUT_MS, 100),
+    shutdownGraceMs: duration("CAPVEND_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE_MS, 0),
+    maxMessageBytes: positiveInt("CAPVEND_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
+    signingAlg: oneOf("CAPVEND_SIGNING_ALG", ["EdDSA", "ES256"] as const, "EdDSA"),
+    signingKeyFiles: (str("CAPVEND_SIGNING_KEY_FILES") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    orchestratorToken,
+    orchestratorHashes: parseHashes("CAPVEND_ORCHESTRATOR_HASHES", str("CAPVEND_ORCHESTRATOR_HASHES")),
+    resourceServerHashes: parseHashes("CAPVEND_RESOURCE_SERVER_HASHES", str("CAPVEND_RESOURCE_SERVER_HASHES")),
+    oidc,
+    tls: tlsCert && tlsKey ? { certFile: tlsCert, keyFile: tlsKey } : undefined,
+    natsUrl: str("NATS_URL"),
+    replicaId: str("CAPVEND_REPLICA_ID") ?? `capvend-${process.pid}`,
+    audit: {
+      durability: oneOf("CAPVEND_AUDIT_DURABILITY", ["fsync", "write"] as const, "fsync"),
+      timeoutMs: duration("CAPVEND_AUDIT_TIMEOUT", DEFAULT_AUDIT_TIMEOUT_MS, 1),
+    },
+    logLevel: oneOf("CAPVEND_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
+  };
+}
+
+function parseListen(raw: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(raw);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError("CAPVEND_LISTEN", `"${raw}" is not host:port (e.g. 127.0.0.1:8080, [::1]:8080, :8080)`);
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
+
+/** `id=sha256hex,id2=sha256hex` → Map. */
+function parseHashes(setting: string, raw: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!raw) return out;
+  for (const entry of raw.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const eq = entry.indexOf("=");
+    const id = entry.slice(0, eq).trim();
+    const hash = entry.slice(eq + 1).trim().toLowerCase();
+    if (eq <= 0 || !id) throw new ConfigError(setting, `entry "${entry}" is not id=sha256hex`);
+    if (!/^[0-9a-f]{64}$/.test(hash)) throw new ConfigError(setting, `the hash for "${id}" is not 64 hex digits (sha256)`);
+    if (out.has(id)) throw new ConfigError(setting, `"${id}" appears twice`);
+    out.set(id, hash);
+  }
+  return out;
+}

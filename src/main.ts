@@ -1,0 +1,119 @@
+import { mkdir, readFile } from "node:fs/promises";
+import { createFileAuditSink } from "./audit/file-sink.js";
+import type { AuditSink } from "./audit/sink.js";
+import { systemClock } from "./clock.js";
+import type { Config } from "./config/config.js";
+import { openKeyRing } from "./keys/key-ring.js";
+import { createLogger, type Logger } from "./logging/logger.js";
+import { DEV_ORCHESTRATOR_ID, devOrchestratorHash } from "./orchestrator-token.js";
+import { loadPolicyEngine } from "./policy/engine.js";
+import { MemoryRevocationList } from "./revocation/memory-revocation-list.js";
+import { createCapvendServer, type CapvendServer } from "./server.js";
+import { MemorySessionStore } from "./sessions/memory-session-store.js";
+
+/** How often keys whose last token expired are pruned from the ring. */
+export const KEY_PRUNE_INTERVAL_MS = 60 * 1000;
+
+export interface RunningCapvend {
+  server: CapvendServer;
+  address: { host: string; port: number };
+  /** Stops everything in order; idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts one replica from a validated config: the only place that opens files, listens and
+ * wires process-wide concerns. The CLI calls it and adds signal handling.
+ */
+export async function startCapvend(config: Config, logger: Logger = createLogger({ level: config.logLevel, replica: config.replicaId })): Promise<RunningCapvend> {
+  const clock = systemClock;
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+
+  const dev = await devOrchestratorHash(config.dataDir, config.orchestratorToken);
+  if (dev.created) logger.info({ file: dev.file }, `generated the bearer token of orchestrator "${DEV_ORCHESTRATOR_ID}"; read it from the file`);
+  else if (dev.file) logger.info({ file: dev.file }, `orchestrator "${DEV_ORCHESTRATOR_ID}" authenticates with the token in the file`);
+  const orchestratorHashes = new Map(config.orchestratorHashes);
+  if (!orchestratorHashes.has(DEV_ORCHESTRATOR_ID)) orchestratorHashes.set(DEV_ORCHESTRATOR_ID, dev.hash);
+
+  const audit: AuditSink = await createFileAuditSink({
+    dir: config.dataDir,
+    replica: config.replicaId,
+    clock,
+    durability: config.audit.durability,
+    timeoutMs: config.audit.timeoutMs,
+  });
+  const system = { kind: "system" as const, id: config.replicaId };
+
+  const policy = await loadPolicyEngine({
+    dir: config.policyDir,
+    watch: true,
+    clock,
+    onReload: (e) => {
+      if (e.ok) logger.info({ version: e.version }, "policy reloaded");
+      else logger.error({ version: e.version, error: e.error?.message }, "policy reload failed; the previous policies stay in force");
+      void audit
+        .append({ type: "policy.reloaded", caller: system, decision: e.ok ? "allow" : "deny", reason: e.ok ? undefined : e.error?.message, details: { version: e.version, dir: config.policyDir } })
+        .catch((err) => logger.error({ err }, "audit append failed for policy.reloaded"));
+    },
+  });
+
+  const keyRing = await openKeyRing({
+    dataDir: config.dataDir,
+    alg: config.signingAlg,
+    clock,
+    maxTokenTtlMs: config.maxTokenTtlMs,
+    keyFiles: config.signingKeyFiles.length > 0 ? config.signingKeyFiles : undefined,
+  });
+  keyRing.onChange((e) => {
+    if (e.type === "removed") return;
+    void audit
+      .append({ type: e.type === "added" ? "key.added" : "key.retired", caller: system, details: { kid: e.kid, alg: e.alg } })
+      .catch((err) => logger.error({ err }, "audit append failed for a key change"));
+  });
+  const pruneTimer = setInterval(() => {
+    keyRing.prune().catch((err) => logger.warn({ err }, "key prune failed"));
+  }, KEY_PRUNE_INTERVAL_MS);
+  pruneTimer.unref();
+
+  const sessions = new MemorySessionStore(clock);
+  const revocations = new MemoryRevocationList(clock);
+  const tls = config.tls ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) } : undefined;
+
+  const server = await createCapvendServer({
+    settings: config,
+    clock,
+    logger,
+    orchestratorHashes,
+    policy,
+    keyRing,
+    sessions,
+    revocations,
+    audit,
+    tls,
+  });
+  const address = await server.listen(config.listen.host, config.listen.port);
+  logger.info(
+    { address: `${address.address}:${address.port}`, tls: Boolean(tls), kid: keyRing.current().kid, alg: keyRing.current().alg, policy_dir: config.policyDir, data_dir: config.dataDir },
+    "capvend listening",
+  );
+
+  let stopping: Promise<void> | undefined;
+  return {
+    server,
+    address: { host: address.address, port: address.port },
+    stop() {
+      stopping ??= (async () => {
+        clearInterval(pruneTimer);
+        await server.close(config.shutdownGraceMs);
+        policy.close();
+        keyRing.close();
+        await revocations.close();
+        await sessions.close();
+        await audit.close();
+        logger.info("capvend stopped");
+        logger.flush();
+      })();
+      return stopping;
+    },
+  };
+}

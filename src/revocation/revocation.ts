@@ -1,0 +1,115 @@
+/** What a revocation targets; the names match RevokeRequest's oneof. */
+export type RevocationKind = "token_id" | "session_id" | "agent_id" | "user_id" | "resource";
+
+export const REVOCATION_KINDS: readonly RevocationKind[] = ["token_id", "session_id", "agent_id", "user_id", "resource"];
+
+/**
+ * One revocation: every token matching `kind`/`value` issued at or before `revokedAt` is
+ * revoked. A rule instead of a list of tokens, so revoking an agent with a million live
+ * tokens is one small record, it reaches replicas that never saw those tokens, and it can
+ * be forgotten once nothing it could match is still alive (`expiresAt`).
+ */
+export interface Revocation {
+  /** `rev_…`: names the revocation in the audit log and on the feed. */
+  id: string;
+  kind: RevocationKind;
+  value: string;
+  reason: string;
+  /** ms since epoch. */
+  revokedAt: number;
+  /** ms since epoch after which nothing this rule matches can still be alive. */
+  expiresAt: number;
+  /** Who revoked: "orchestrator:<id>", "session:<id>" or "system". */
+  by: string;
+  /**
+   * Position in the revocation feed, set when the list applies it: a local counter in
+   * memory, the JetStream sequence with NATS. Streams build their revisions on it.
+   */
+  seq?: number;
+}
+
+/** What a token is, for matching against revocations (all known from its claims). */
+export interface TokenSubject {
+  jti: string;
+  sessionId: string;
+  agentId: string;
+  userId?: string;
+  resource: string;
+  /** Seconds since epoch (the iat claim). */
+  issuedAtSec: number;
+}
+
+/** What a session is, for matching against session, agent and user revocations. */
+export interface SessionSubject {
+  sessionId: string;
+  agentId: string;
+  userId?: string;
+  /** ms since epoch. */
+  createdAt: number;
+}
+
+/**
+ * Does the rule revoke the token? Tokens carry whole seconds (iat), so a token minted in
+ * the same second as a revocation counts as revoked: the safe side. Only resource rules
+ * feel this; session, agent and user rules are judged on the session (ms) instead.
+ */
+export function revokesToken(r: Revocation, t: TokenSubject): boolean {
+  if (t.issuedAtSec > Math.floor(r.revokedAt / 1000)) return false;
+  switch (r.kind) {
+    case "token_id":
+      return r.value === t.jti;
+    case "session_id":
+      return r.value === t.sessionId;
+    case "agent_id":
+      return r.value === t.agentId;
+    case "user_id":
+      return t.userId !== undefined && r.value === t.userId;
+    case "resource":
+      return r.value === t.resource;
+  }
+}
+
+/** Does the rule end the session? Session, agent and user revocations do; token and resource ones don't. */
+export function revokesSession(r: Revocation, s: SessionSubject): boolean {
+  if (s.createdAt > r.revokedAt) return false;
+  switch (r.kind) {
+    case "session_id":
+      return r.value === s.sessionId;
+    case "agent_id":
+      return r.value === s.agentId;
+    case "user_id":
+      return s.userId !== undefined && r.value === s.userId;
+    default:
+      return false;
+  }
+}
+
+/**
+ * The revocation list of one replica, fed by its own revocations and (with NATS) every
+ * other replica's. Lookups are synchronous and O(1): they sit on the Introspect and
+ * issuance paths.
+ */
+export interface RevocationList {
+  /**
+   * Records a revocation and fans it out. Resolves once it is durable (memory: at once;
+   * NATS: acknowledged by JetStream); rejects when it could not be stored, in which case it
+   * must be reported as not done.
+   */
+  publish(revocation: Revocation): Promise<void>;
+  /**
+   * The token-level revocation (by token id or resource) that revokes this token, if any.
+   * A token is also dead when its session is: check `sessionRevocation` too.
+   */
+  tokenRevocation(token: TokenSubject): Revocation | undefined;
+  /** The revocation (by session, agent or user) that ended this session, if any. */
+  sessionRevocation(session: SessionSubject): Revocation | undefined;
+  /** Called for every revocation applied, local or remote. Returns an unsubscribe function. */
+  subscribe(listener: (revocation: Revocation) => void): () => void;
+  /** The highest feed position applied so far (0 before any). */
+  readonly lastSeq: number;
+  /** Applied revocations after `seq`, in feed order, that can still match something alive. */
+  since(seq: number): Revocation[];
+  /** Number of rules held (memory stays bounded by the rules still able to match). */
+  readonly size: number;
+  close(): Promise<void>;
+}

@@ -1,0 +1,154 @@
+import type { AddressInfo } from "node:net";
+import { createContextValues } from "@connectrpc/connect";
+import type { AuditSink } from "./audit/sink.js";
+import { authInterceptor } from "./auth/auth-interceptor.js";
+import { createAuthenticator } from "./auth/authenticator.js";
+import type { Clock } from "./clock.js";
+import type { Config } from "./config/config.js";
+import { VendingService } from "./gen/capvend/v1/vending_pb.js";
+import { HealthCheckResponse_ServingStatus as ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
+import { createHealthService, type HealthService } from "./health/health-service.js";
+import { wellKnownRoutes } from "./http/well-known.js";
+import type { KeyRing } from "./keys/key-ring.js";
+import { errorInterceptor } from "./logging/error-interceptor.js";
+import type { Logger } from "./logging/logger.js";
+import type { RevocationList } from "./revocation/revocation.js";
+import { routes } from "./routes.js";
+import { createIssuer } from "./service/issuer.js";
+import type { PolicyDecider } from "./service/policy-requests.js";
+import { createVendingService } from "./service/vending-service.js";
+import type { SessionStore } from "./sessions/session-store.js";
+import { nodeRequestKey, resetStream } from "./streams/reset-stream.js";
+import { StreamHub } from "./streams/stream-hub.js";
+import { createMinter } from "./tokens/mint.js";
+import { createVerifier } from "./tokens/verify.js";
+import { createTransportServer, type TransportServer } from "./transport/transport-server.js";
+
+/** The settings the server itself uses (the rest of Config is for main). */
+export type ServerSettings = Pick<
+  Config,
+  | "issuer"
+  | "tokenTtlMs"
+  | "maxTokenTtlMs"
+  | "renewLeadMs"
+  | "sessionMaxDurationMs"
+  | "heartbeatIntervalMs"
+  | "streamStallTimeoutMs"
+  | "shutdownGraceMs"
+  | "maxMessageBytes"
+  | "oidc"
+  | "resourceServerHashes"
+>;
+
+/** Everything a replica is built from. Swap any part (memory or NATS) without touching the services. */
+export interface CapvendServerDeps {
+  settings: ServerSettings;
+  clock: Clock;
+  logger: Logger;
+  /** Orchestrator id → sha256 hex of its bearer token (including `dev` from CAPVEND_ORCHESTRATOR_TOKEN). */
+  orchestratorHashes: ReadonlyMap<string, string>;
+  policy: PolicyDecider;
+  keyRing: KeyRing;
+  sessions: SessionStore;
+  revocations: RevocationList;
+  audit: AuditSink;
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Jitter source for renewals; Math.random by default. */
+  random?: () => number;
+}
+
+/** One capvend replica's RPC and HTTP surface, built but not yet listening. */
+export interface CapvendServer {
+  readonly hub: StreamHub;
+  readonly health: HealthService;
+  readonly transport: TransportServer;
+  listen(host: string, port: number): Promise<AddressInfo>;
+  /**
+   * Graceful stop: health turns NOT_SERVING, every stream is told to reconnect and ends with
+   * UNAVAILABLE, in-flight calls get up to `graceMs` to finish. Idempotent.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Builds a replica's server from its parts. Only main.ts reads config and listens for real. */
+export async function createCapvendServer(deps: CapvendServerDeps): Promise<CapvendServer> {
+  const { settings, clock, logger, keyRing } = deps;
+  const minter = createMinter({ keyRing, issuer: settings.issuer, clock });
+  const verifier = createVerifier({ keyRing, issuer: settings.issuer, clock });
+  const issuer = createIssuer({
+    clock,
+    policy: deps.policy,
+    minter,
+    audit: deps.audit,
+    defaultTtlMs: settings.tokenTtlMs,
+    maxTtlMs: settings.maxTokenTtlMs,
+  });
+  const hub = new StreamHub({
+    clock,
+    issuer,
+    revocations: deps.revocations,
+    audit: deps.audit,
+    maxTokenTtlMs: settings.maxTokenTtlMs,
+    renewLeadMs: settings.renewLeadMs,
+    heartbeatIntervalMs: settings.heartbeatIntervalMs,
+    stallTimeoutMs: settings.streamStallTimeoutMs,
+    random: deps.random,
+    onEvent: (e) => {
+      const fields = { session_id: e.sessionId, stream_id: e.streamId, retry_in_ms: e.retryInMs, err: e.error };
+      if (e.type === "slow_reader") logger.warn(fields, "slow reader disconnected");
+      else logger.warn(fields, e.type === "renewal_failed" ? "renewal failed; retrying" : "audit append failed");
+    },
+  });
+  const vending = createVendingService({
+    clock,
+    sessions: deps.sessions,
+    revocations: deps.revocations,
+    policy: deps.policy,
+    issuer,
+    verifier,
+    audit: deps.audit,
+    limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs },
+    watch: (session, req, ctx) => hub.watch(session, req, ctx, () => resetStream(ctx)),
+  });
+  const authenticator = await createAuthenticator({
+    clock,
+    sessions: deps.sessions,
+    revocations: deps.revocations,
+    orchestratorHashes: deps.orchestratorHashes,
+    resourceServerHashes: settings.resourceServerHashes,
+    oidc: settings.oidc,
+  });
+  const health = createHealthService();
+  const transport = createTransportServer({
+    routes: routes(vending, health),
+    httpRoutes: wellKnownRoutes({ issuer: settings.issuer, jwks: () => keyRing.jwks() }),
+    interceptors: [errorInterceptor(logger), authInterceptor(authenticator)],
+    tls: deps.tls,
+    readMaxBytes: settings.maxMessageBytes,
+    contextValues: (req) => createContextValues().set(nodeRequestKey, req),
+    clock,
+    onError: (err, context) => logger.error({ err, context }, "transport error"),
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    hub,
+    health,
+    transport,
+    async listen(host, port) {
+      const address = await transport.listen(host, port);
+      health.setStatus("", ServingStatus.SERVING);
+      health.setStatus(VendingService.typeName, ServingStatus.SERVING);
+      return address;
+    },
+    close(graceMs = settings.shutdownGraceMs) {
+      closing ??= (async () => {
+        health.shutdown();
+        hub.drain("server shutting down");
+        await transport.close(graceMs);
+        hub.close();
+      })();
+      return closing;
+    },
+  };
+}

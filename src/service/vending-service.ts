@@ -1,0 +1,311 @@
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { AuditSink } from "../audit/sink.js";
+import { newRevocationId, newSessionCredential, newSessionId } from "../auth/credentials.js";
+import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
+import type { Clock } from "../clock.js";
+import { capvendError, invalidArgument } from "../errors.js";
+import {
+  IntrospectResponseSchema,
+  type VendingService,
+  type WatchSessionRequest,
+  type WatchSessionResponse,
+} from "../gen/capvend/v1/vending_pb.js";
+import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
+import type { SessionRecord, SessionStore } from "../sessions/session-store.js";
+import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
+import type { Verifier } from "../tokens/verify.js";
+import { appendOrFail, type Issuer } from "./issuer.js";
+import { tokenMessage } from "./token-message.js";
+import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
+import {
+  MAX_INTROSPECT_TOKEN_BYTES,
+  validateDuration,
+  validateGrants,
+  validateId,
+  validateLabels,
+  validateReason,
+  validateScopes,
+} from "./validate.js";
+
+/** What the vending service needs; each piece is an interface with a memory and a NATS form. */
+export interface VendingServiceDeps {
+  clock: Clock;
+  sessions: SessionStore;
+  revocations: RevocationList;
+  policy: PolicyDecider;
+  issuer: Issuer;
+  verifier: Verifier;
+  audit: Pick<AuditSink, "append">;
+  limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number };
+  /** Serves WatchSession for an authenticated session (see src/streams/). */
+  watch(session: SessionRecord, req: WatchSessionRequest, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
+  /** Trace id of the current call for audit records, when tracing is on. */
+  traceId?(ctx: HandlerContext): string | undefined;
+}
+
+/** capvend.v1.VendingService, independent of the transport. */
+export function createVendingService(deps: VendingServiceDeps): ServiceImpl<typeof VendingService> {
+  const { clock, sessions, revocations, policy, issuer, verifier, audit, limits } = deps;
+
+  function principal(ctx: HandlerContext): Principal {
+    const p = ctx.values.get(principalKey);
+    // The auth interceptor always sets it; reaching here without one is a wiring bug.
+    if (!p) throw capvendError("internal", "no authenticated caller");
+    return p;
+  }
+
+  function requireAllowed(caller: Exclude<Principal, { kind: "session" }>, action: OrchestratorAction, resource: { type: string; id: string }, context: Parameters<typeof callerRequest>[3] = {}) {
+    const d = policy.authorize(callerRequest(caller, action, resource, context));
+    if (!d.allowed) {
+      throw capvendError("action_denied", `${caller.kind === "orchestrator" ? "orchestrator" : "resource server"} "${caller.id}" may not ${action} on ${resource.type} "${resource.id}": ${explainDenial(d)}`);
+    }
+    return d;
+  }
+
+  async function loadSession(id: string): Promise<SessionRecord> {
+    let s: SessionRecord | undefined;
+    try {
+      s = await sessions.get(id);
+    } catch (err) {
+      throw capvendError("session_store_unavailable", "the session store is unavailable; retry", err);
+    }
+    if (!s) throw capvendError("session_not_found", `session_id: no session "${id}"`);
+    return s;
+  }
+
+  async function publish(r: Revocation): Promise<void> {
+    try {
+      await revocations.publish(r);
+    } catch (err) {
+      throw capvendError("revocation_unavailable", "the revocation could not be stored, so it did not take effect; retry", err);
+    }
+  }
+
+  return {
+    async startSession(req, ctx) {
+      const caller = principal(ctx);
+      if (caller.kind !== "orchestrator") throw capvendError("wrong_caller", "StartSession needs an orchestrator credential");
+      const agentId = validateId("agent_id", req.agentId);
+      const userId = req.userId === undefined ? undefined : validateId("user_id", req.userId);
+      const grants = validateGrants("grants", req.grants, limits.maxTokenTtlMs);
+      const durationMs = validateDuration("max_duration", req.maxDuration, limits.sessionMaxDurationMs) ?? limits.sessionMaxDurationMs;
+      const labels = validateLabels("labels", req.labels);
+      const decision = requireAllowed(caller, "start_session", { type: "Agent", id: agentId }, { userId, labels });
+
+      const now = clock.now();
+      const id = newSessionId();
+      const { credential, hash } = newSessionCredential(id);
+      const record: SessionRecord = {
+        id,
+        agentId,
+        userId,
+        grants,
+        labels,
+        credentialHash: hash,
+        startedBy: caller.id,
+        createdAt: now,
+        expiresAt: now + durationMs,
+      };
+      try {
+        await sessions.create(record);
+      } catch (err) {
+        throw capvendError("session_store_unavailable", "the session could not be stored; retry", err);
+      }
+      try {
+        await appendOrFail(audit, {
+          type: "session.started",
+          caller: describePrincipal(caller),
+          agent_id: agentId,
+          user_id: userId,
+          session_id: id,
+          decision: "allow",
+          policy_ids: decision.policyIds,
+          scopes: grants.flatMap((g) => g.scopes.map((s) => `${g.resource}:${s}`)),
+          trace_id: deps.traceId?.(ctx),
+        });
+      } catch (err) {
+        // No credential without its audit record: the session must not exist half-made.
+        await sessions.delete(id).catch(() => undefined);
+        throw err;
+      }
+      return { sessionId: id, sessionCredential: credential, expiresAt: timestampFromMs(record.expiresAt) };
+    },
+
+    async issueToken(req, ctx) {
+      const caller = principal(ctx);
+      if (caller.kind !== "session") throw capvendError("wrong_caller", "IssueToken needs a session credential");
+      const resource = validateId("resource", req.resource);
+      const scopes = validateScopes("scopes", req.scopes);
+      const ttlMs = validateDuration("ttl", req.ttl, limits.maxTokenTtlMs);
+      const token = await issuer.issue(
+        caller.session,
+        { resource, scopes, ttlMs },
+        { event: "token.issued", caller: describePrincipal(caller), traceId: deps.traceId?.(ctx) },
+      );
+      return { token: tokenMessage(token) };
+    },
+
+    watchSession(req, ctx) {
+      const caller = principal(ctx);
+      if (caller.kind !== "session") throw capvendError("wrong_caller", "WatchSession needs a session credential");
+      return deps.watch(caller.session, req, ctx);
+    },
+
+    async revoke(req, ctx) {
+      const caller = principal(ctx);
+      if (caller.kind !== "orchestrator") throw capvendError("wrong_caller", "Revoke needs an orchestrator credential");
+      const target = req.target;
+      if (target.case === undefined) {
+        throw invalidArgument("target", "set one of token_id, session_id, agent_id, user_id, resource");
+      }
+      const kind: RevocationKind = ({ tokenId: "token_id", sessionId: "session_id", agentId: "agent_id", userId: "user_id", resource: "resource" } as const)[target.case];
+      const value = validateId(kind, target.value);
+      const reason = validateReason("reason", req.reason, "revoked");
+
+      let session: SessionRecord | undefined;
+      let entity: { type: string; id: string };
+      switch (kind) {
+        case "session_id":
+          session = await loadSession(value);
+          entity = { type: "Agent", id: session.agentId };
+          break;
+        case "agent_id":
+          entity = { type: "Agent", id: value };
+          break;
+        case "user_id":
+          entity = { type: "User", id: value };
+          break;
+        case "resource":
+          entity = { type: "Resource", id: value };
+          break;
+        case "token_id":
+          entity = { type: "Token", id: value };
+          break;
+      }
+      const decision = requireAllowed(caller, "revoke", entity, { userId: session?.userId });
+
+      const now = clock.now();
+      // A rule must outlive everything it can match: tokens (max TTL) and, for rules that
+      // end sessions, the sessions themselves.
+      const endsSessions = kind === "session_id" || kind === "agent_id" || kind === "user_id";
+      const horizon = endsSessions ? Math.max(limits.maxTokenTtlMs, limits.sessionMaxDurationMs) : limits.maxTokenTtlMs;
+      const revocation: Revocation = {
+        id: newRevocationId(),
+        kind,
+        value,
+        reason,
+        revokedAt: now,
+        expiresAt: now + horizon,
+        by: `orchestrator:${caller.id}`,
+      };
+      await publish(revocation);
+      if (session) await sessions.end(session.id, reason, now).catch(() => undefined);
+      await appendOrFail(audit, {
+        type: "token.revoked",
+        caller: describePrincipal(caller),
+        agent_id: session?.agentId ?? (kind === "agent_id" ? value : undefined),
+        user_id: session?.userId ?? (kind === "user_id" ? value : undefined),
+        session_id: session?.id,
+        resource: kind === "resource" ? value : undefined,
+        jti: kind === "token_id" ? value : undefined,
+        target: { kind, value },
+        reason,
+        decision: "allow",
+        policy_ids: decision.policyIds,
+        details: { revocation_id: revocation.id },
+        trace_id: deps.traceId?.(ctx),
+      });
+      return { revocationId: revocation.id, revokedAt: timestampFromMs(now) };
+    },
+
+    async endSession(req, ctx) {
+      const caller = principal(ctx);
+      const sessionId = validateId("session_id", req.sessionId);
+      const reason = validateReason("reason", req.reason, "ended");
+      if (caller.kind === "session" && caller.id !== sessionId) {
+        throw capvendError("wrong_caller", "a session credential can only end its own session");
+      }
+      if (caller.kind === "resource_server") throw capvendError("wrong_caller", "EndSession needs an orchestrator or session credential");
+      const session = await loadSession(sessionId);
+      const decision = caller.kind === "orchestrator" ? requireAllowed(caller, "end_session", { type: "Agent", id: session.agentId }, { userId: session.userId }) : undefined;
+      if (session.endedAt !== undefined) return { endedAt: timestampFromMs(session.endedAt) };
+
+      const now = clock.now();
+      // The revocation first: once it is stored, the session is over on every replica even
+      // if the store update below fails.
+      await publish({
+        id: newRevocationId(),
+        kind: "session_id",
+        value: session.id,
+        reason,
+        revokedAt: now,
+        expiresAt: Math.max(session.expiresAt, now),
+        by: `${caller.kind}:${caller.id}`,
+      });
+      await sessions.end(session.id, reason, now).catch(() => undefined);
+      await appendOrFail(audit, {
+        type: "session.ended",
+        caller: describePrincipal(caller),
+        agent_id: session.agentId,
+        user_id: session.userId,
+        session_id: session.id,
+        reason,
+        decision: "allow",
+        policy_ids: decision?.policyIds,
+        trace_id: deps.traceId?.(ctx),
+      });
+      return { endedAt: timestampFromMs(now) };
+    },
+
+    async introspect(req, ctx) {
+      const caller = principal(ctx);
+      if (caller.kind === "session") throw capvendError("wrong_caller", "Introspect needs an orchestrator or resource-server credential");
+      if (req.token.length === 0) throw invalidArgument("token", "must not be empty");
+      if (Buffer.byteLength(req.token) > MAX_INTROSPECT_TOKEN_BYTES) throw invalidArgument("token", `must be at most ${MAX_INTROSPECT_TOKEN_BYTES} bytes`);
+      const inactive = create(IntrospectResponseSchema, { active: false });
+
+      let claims;
+      try {
+        claims = await verifier.verify(req.token);
+      } catch {
+        // Malformed, forged, expired or signed by an unknown key: RFC 7662 says inactive.
+        return inactive;
+      }
+      const agentId = claims.client_id;
+      const userId = claims.sub.startsWith(USER_SUBJECT_PREFIX) ? claims.sub.slice(USER_SUBJECT_PREFIX.length) : undefined;
+      requireAllowed(caller, "introspect", { type: "Agent", id: agentId }, { userId, audience: claims.aud });
+
+      if (revocations.tokenRevocation({ jti: claims.jti, sessionId: claims.sid, agentId, userId, resource: claims.aud, issuedAtSec: claims.iat })) {
+        return inactive;
+      }
+      let session: SessionRecord | undefined;
+      try {
+        session = await sessions.get(claims.sid);
+      } catch (err) {
+        throw capvendError("session_store_unavailable", "the session store is unavailable; retry", err);
+      }
+      // A token whose session is unknown here cannot be shown not to be ended: inactive.
+      if (!session || session.endedAt !== undefined || session.expiresAt <= clock.now()) return inactive;
+      if (revocations.sessionRevocation({ sessionId: session.id, agentId: session.agentId, userId: session.userId, createdAt: session.createdAt })) {
+        return inactive;
+      }
+      return create(IntrospectResponseSchema, {
+        active: true,
+        scope: claims.scope,
+        clientId: claims.client_id,
+        sub: claims.sub,
+        aud: claims.aud,
+        iss: claims.iss,
+        jti: claims.jti,
+        tokenType: "Bearer",
+        exp: timestampFromMs(claims.exp * 1000),
+        iat: timestampFromMs(claims.iat * 1000),
+        nbf: timestampFromMs(claims.nbf * 1000),
+        sid: claims.sid,
+        actSub: claims.act?.sub ?? `${AGENT_SUBJECT_PREFIX}${agentId}`,
+      });
+    },
+  };
+}

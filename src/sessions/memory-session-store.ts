@@ -1,0 +1,63 @@
+import type { Clock, TimerHandle } from "../clock.js";
+import type { SessionRecord, SessionStore } from "./session-store.js";
+
+/** How often expired sessions are swept from memory. */
+export const SESSION_SWEEP_INTERVAL_MS = 60 * 1000;
+
+/**
+ * Sessions in process memory. An expired session is forgotten at the next sweep after its
+ * `expiresAt`, so memory stays bounded by the sessions alive at once.
+ */
+export class MemorySessionStore implements SessionStore {
+  readonly #sessions = new Map<string, SessionRecord>();
+  readonly #clock: Clock;
+  #sweep: TimerHandle | undefined;
+  #closed = false;
+
+  constructor(clock: Clock) {
+    this.#clock = clock;
+    this.#scheduleSweep();
+  }
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  async create(record: SessionRecord): Promise<void> {
+    if (this.#sessions.has(record.id)) throw new Error(`session ${record.id} already exists`);
+    this.#sessions.set(record.id, structuredClone(record));
+  }
+
+  async get(id: string): Promise<SessionRecord | undefined> {
+    const r = this.#sessions.get(id);
+    return r && structuredClone(r);
+  }
+
+  async end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined> {
+    const r = this.#sessions.get(id);
+    if (!r) return undefined;
+    if (r.endedAt === undefined) {
+      r.endedAt = atMs;
+      r.endReason = reason;
+    }
+    return structuredClone(r);
+  }
+
+  async delete(id: string): Promise<void> {
+    this.#sessions.delete(id);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#sweep) this.#clock.clearTimeout(this.#sweep);
+    this.#sweep = undefined;
+  }
+
+  #scheduleSweep(): void {
+    this.#sweep = this.#clock.setTimeout(() => {
+      const now = this.#clock.now();
+      for (const [id, r] of this.#sessions) if (r.expiresAt <= now) this.#sessions.delete(id);
+      if (!this.#closed) this.#scheduleSweep();
+    }, SESSION_SWEEP_INTERVAL_MS);
+  }
+}

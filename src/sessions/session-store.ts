@@ -1,0 +1,49 @@
+/** What a session may ask for: one resource, its scopes, and an optional lifetime. */
+export interface GrantSpec {
+  resource: string;
+  scopes: string[];
+  /** Token lifetime for this grant in ms; undefined means the server default. */
+  ttlMs?: number;
+}
+
+/**
+ * A session as stored. It never holds the session credential, only the sha256 of its
+ * secret part, so a copy of the store (or a NATS KV bucket) cannot be replayed.
+ */
+export interface SessionRecord {
+  id: string;
+  agentId: string;
+  userId?: string;
+  grants: GrantSpec[];
+  labels: Record<string, string>;
+  /** sha256 hex of the credential's secret. */
+  credentialHash: string;
+  /** Who started it: the orchestrator id. */
+  startedBy: string;
+  /** ms since epoch. */
+  createdAt: number;
+  /** ms since epoch: the session's hard end. */
+  expiresAt: number;
+  /** ms since epoch, once ended by EndSession or a revocation. */
+  endedAt?: number;
+  endReason?: string;
+}
+
+/**
+ * Where sessions live. The memory store serves one replica; a JetStream KV store shares
+ * them between replicas. Every method may fail (a store that is away): callers map the
+ * failure to UNAVAILABLE.
+ */
+export interface SessionStore {
+  /** Stores a new session. Rejects if the id exists. */
+  create(record: SessionRecord): Promise<void>;
+  get(id: string): Promise<SessionRecord | undefined>;
+  /**
+   * Marks a session ended. Idempotent: ending an ended session keeps the first end.
+   * Resolves to the updated record, or undefined when the session is unknown.
+   */
+  end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined>;
+  /** Removes a session whose creation could not be completed (its audit record failed). */
+  delete(id: string): Promise<void>;
+  close(): Promise<void>;
+}

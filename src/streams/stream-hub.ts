@@ -1,0 +1,258 @@
+import type { HandlerContext } from "@connectrpc/connect";
+import type { AuditEvent } from "../audit/event.js";
+import type { AuditSink } from "../audit/sink.js";
+import type { Clock } from "../clock.js";
+import { capvendError } from "../errors.js";
+import type { WatchSessionRequest, WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
+import type { Revocation, RevocationList } from "../revocation/revocation.js";
+import type { Issuer, IssuedToken } from "../service/issuer.js";
+import { validateGrants } from "../service/validate.js";
+import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
+import { sessionTag, sessionTagOfJti } from "../tokens/jti.js";
+import { feedPositionOf } from "./revision.js";
+import { TimerQueue } from "./timer-queue.js";
+import { WatchStream } from "./watch-stream.js";
+
+export interface StreamHubOptions {
+  clock: Clock;
+  issuer: Issuer;
+  revocations: RevocationList;
+  audit: Pick<AuditSink, "append">;
+  maxTokenTtlMs: number;
+  /** CAPVEND_RENEW_LEAD: renew when this much life is left (at most a third of the TTL). */
+  renewLeadMs: number;
+  /** CAPVEND_HEARTBEAT_INTERVAL. */
+  heartbeatIntervalMs: number;
+  /** A write the client does not take within this long disconnects it (RESOURCE_EXHAUSTED). */
+  stallTimeoutMs: number;
+  /** Jitter source in [0, 1); Math.random by default. */
+  random?: () => number;
+  /** Wraps each renewal (tracing hooks in here). */
+  traceRenewal?: <T>(stream: WatchStream, grant: GrantSpec, fn: () => Promise<T>) => Promise<T>;
+  onEvent?: (e: { type: "slow_reader" | "renewal_failed" | "audit_failed"; sessionId: string; streamId: number; error?: unknown; retryInMs?: number }) => void;
+}
+
+/** What a WatchStream uses of its hub. */
+export interface StreamHubInternals {
+  readonly clock: Clock;
+  readonly queue: TimerQueue;
+  readonly issuer: Issuer;
+  readonly revocations: RevocationList;
+  readonly renewLeadMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly stallTimeoutMs: number;
+  random(): number;
+  traceRenewal(stream: WatchStream, grant: GrantSpec, fn: () => Promise<IssuedToken>): Promise<IssuedToken>;
+  unregister(stream: WatchStream, reason: string): void;
+  onSlowReader(stream: WatchStream): void;
+  logRenewalFailure(stream: WatchStream, grant: GrantSpec, err: unknown, retryInMs: number): void;
+}
+
+export interface StreamHubStats {
+  streams: number;
+  sessions: number;
+  timers: number;
+  timerArmed: boolean;
+}
+
+/**
+ * Every WatchSession stream of this replica: it routes each revocation to the streams it
+ * can concern (by session, agent, user, resource) and runs all their timers on one queue.
+ * Streams never wait on each other: fan-out only queues events in each stream's outbox.
+ */
+export class StreamHub implements StreamHubInternals {
+  readonly clock: Clock;
+  readonly queue: TimerQueue;
+  readonly issuer: Issuer;
+  readonly revocations: RevocationList;
+  readonly renewLeadMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly stallTimeoutMs: number;
+  readonly #opts: StreamHubOptions;
+  readonly #bySession = new Map<string, Set<WatchStream>>();
+  /** Session tag (carried in every jti) → streams, to route revocations by token id. */
+  readonly #byTag = new Map<string, Set<WatchStream>>();
+  readonly #byAgent = new Map<string, Set<WatchStream>>();
+  readonly #byUser = new Map<string, Set<WatchStream>>();
+  readonly #byResource = new Map<string, Set<WatchStream>>();
+  readonly #unsubscribe: () => void;
+  #nextId = 0;
+  #draining: string | undefined;
+  #streams = 0;
+
+  constructor(opts: StreamHubOptions) {
+    this.#opts = opts;
+    this.clock = opts.clock;
+    this.queue = new TimerQueue(opts.clock);
+    this.issuer = opts.issuer;
+    this.revocations = opts.revocations;
+    this.renewLeadMs = opts.renewLeadMs;
+    this.heartbeatIntervalMs = opts.heartbeatIntervalMs;
+    this.stallTimeoutMs = opts.stallTimeoutMs;
+    this.#unsubscribe = opts.revocations.subscribe((r) => this.#route(r));
+  }
+
+  random(): number {
+    return (this.#opts.random ?? Math.random)();
+  }
+
+  traceRenewal(stream: WatchStream, grant: GrantSpec, fn: () => Promise<IssuedToken>): Promise<IssuedToken> {
+    return this.#opts.traceRenewal ? this.#opts.traceRenewal(stream, grant, fn) : fn();
+  }
+
+  stats(): StreamHubStats {
+    return { streams: this.#streams, sessions: this.#bySession.size, timers: this.queue.size, timerArmed: this.queue.armed };
+  }
+
+  /**
+   * Serves one WatchSession call for an authenticated session. `kill` resets the
+   * underlying HTTP stream (used when the reader is stuck).
+   */
+  async *watch(session: SessionRecord, req: WatchSessionRequest, ctx: Pick<HandlerContext, "signal">, kill: () => void): AsyncGenerator<WatchSessionResponse> {
+    if (this.#draining) throw capvendError("draining", "the server is shutting down; reconnect to another replica");
+    const grants = validateGrants("grants", req.grants, this.#opts.maxTokenTtlMs);
+    // Every grant is checked up front, exactly as IssueToken checks it: a refused grant
+    // fails the call naming it, it is never silently dropped.
+    grants.forEach((g, i) => {
+      try {
+        this.issuer.authorize(session, { resource: g.resource, scopes: g.scopes, ttlMs: g.ttlMs });
+      } catch (err) {
+        if (err instanceof Error) err.message = `grants[${i}]: ${err.message}`;
+        throw err;
+      }
+    });
+    const resumeAfter = req.resumeAfter;
+    const resumePosition = feedPositionOf(resumeAfter);
+    if (resumePosition > this.revocations.lastSeq) {
+      throw capvendError("resume_ahead", `resume_after: ${resumeAfter} is ahead of this server's revocation feed (position ${this.revocations.lastSeq}); reconnect without it or retry`);
+    }
+
+    const stream = new WatchStream(this, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumeAfter);
+    // Register before reading the replay so no revocation falls between the two.
+    this.#register(stream);
+    const replay = resumeAfter > 0n ? this.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
+    try {
+      await stream.open(replay);
+      await this.#audit(stream, resumeAfter > 0n ? "stream.resumed" : "stream.opened", resumeAfter > 0n ? { resume_after: resumeAfter.toString(), replayed: replay.length } : undefined);
+    } catch (err) {
+      stream.close("open failed");
+      throw err;
+    }
+    yield* stream.messages();
+  }
+
+  /** Tells every stream to reconnect elsewhere; new streams are refused from now on. */
+  drain(reason = "server shutting down"): void {
+    this.#draining = reason;
+    for (const set of this.#bySession.values()) for (const s of set) s.drain(reason);
+  }
+
+  /** Closes every stream and stops listening. Idempotent. */
+  close(): void {
+    this.#unsubscribe();
+    for (const set of [...this.#bySession.values()]) for (const s of [...set]) s.close("server closed");
+    this.queue.close();
+  }
+
+  unregister(stream: WatchStream, reason: string): void {
+    const s = stream.session;
+    const removed = remove(this.#bySession, s.id, stream);
+    remove(this.#byTag, stream.tag, stream);
+    remove(this.#byAgent, s.agentId, stream);
+    if (s.userId !== undefined) remove(this.#byUser, s.userId, stream);
+    for (const r of stream.resources) remove(this.#byResource, r, stream);
+    if (removed) {
+      this.#streams--;
+      void this.#audit(stream, "stream.closed", { reason });
+    }
+  }
+
+  onSlowReader(stream: WatchStream): void {
+    this.#opts.onEvent?.({ type: "slow_reader", sessionId: stream.session.id, streamId: stream.id });
+  }
+
+  logRenewalFailure(stream: WatchStream, _grant: GrantSpec, error: unknown, retryInMs: number): void {
+    this.#opts.onEvent?.({ type: "renewal_failed", sessionId: stream.session.id, streamId: stream.id, error, retryInMs });
+  }
+
+  #register(stream: WatchStream): void {
+    const s = stream.session;
+    add(this.#bySession, s.id, stream);
+    add(this.#byTag, stream.tag, stream);
+    add(this.#byAgent, s.agentId, stream);
+    if (s.userId !== undefined) add(this.#byUser, s.userId, stream);
+    for (const r of stream.resources) add(this.#byResource, r, stream);
+    this.#streams++;
+  }
+
+  /** Could this revocation touch the stream? (The stream decides whether it does.) */
+  #concerns(stream: WatchStream, r: Revocation): boolean {
+    const s = stream.session;
+    switch (r.kind) {
+      case "session_id":
+        return r.value === s.id;
+      case "agent_id":
+        return r.value === s.agentId;
+      case "user_id":
+        return r.value === s.userId;
+      case "resource":
+        return stream.resources.has(r.value);
+      case "token_id":
+        return sessionTagOfJti(r.value) === stream.tag;
+    }
+  }
+
+  #route(r: Revocation): void {
+    let targets: Set<WatchStream> | undefined;
+    switch (r.kind) {
+      case "session_id":
+        targets = this.#bySession.get(r.value);
+        break;
+      case "agent_id":
+        targets = this.#byAgent.get(r.value);
+        break;
+      case "user_id":
+        targets = this.#byUser.get(r.value);
+        break;
+      case "resource":
+        targets = this.#byResource.get(r.value);
+        break;
+      case "token_id": {
+        const tag = sessionTagOfJti(r.value);
+        targets = tag === undefined ? undefined : this.#byTag.get(tag);
+        break;
+      }
+    }
+    if (!targets) return;
+    for (const s of [...targets]) s.applyRevocation(r);
+  }
+
+  async #audit(stream: WatchStream, type: "stream.opened" | "stream.resumed" | "stream.closed", details?: AuditEvent["details"]): Promise<void> {
+    const event: AuditEvent = { ...stream.auditBase(), type, details: { stream_id: stream.id, ...details } };
+    if (type !== "stream.closed") {
+      // Opening is a decision: fail closed like issuance.
+      try {
+        await this.#opts.audit.append(event);
+      } catch (err) {
+        throw capvendError("audit_unavailable", "the audit log is unavailable; retry later", err);
+      }
+      return;
+    }
+    await this.#opts.audit.append(event).catch((error) => {
+      this.#opts.onEvent?.({ type: "audit_failed", sessionId: stream.session.id, streamId: stream.id, error });
+    });
+  }
+}
+
+function add<K>(m: Map<K, Set<WatchStream>>, k: K, s: WatchStream): void {
+  let set = m.get(k);
+  if (!set) m.set(k, (set = new Set()));
+  set.add(s);
+}
+
+function remove<K>(m: Map<K, Set<WatchStream>>, k: K, s: WatchStream): boolean {
+  const set = m.get(k);
+  if (!set || !set.delete(s)) return false;
+  if (set.size === 0) m.delete(k);
+  return true;
+}

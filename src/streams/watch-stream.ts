@@ -1,0 +1,336 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { AuditEvent } from "../audit/event.js";
+import { capvendError } from "../errors.js";
+import { WatchSessionResponseSchema, type WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
+import { revokesSession, revokesToken, type Revocation } from "../revocation/revocation.js";
+import type { IssuedToken, TokenRequest } from "../service/issuer.js";
+import { tokenMessage } from "../service/token-message.js";
+import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
+import { Outbox, type ControlEvent, type OutboxItem } from "./outbox.js";
+import { needsRenewal, renewAt } from "./renewal.js";
+import { nextRevision } from "./revision.js";
+import type { StreamHubInternals } from "./stream-hub.js";
+import type { QueuedTimer } from "./timer-queue.js";
+
+/** Retry delays for a renewal that failed for a passing reason (audit sink or store away). */
+export const RENEW_RETRY_MIN_MS = 250;
+export const RENEW_RETRY_MAX_MS = 10_000;
+
+interface TokenRef {
+  jti: string;
+  issuedAtSec: number;
+  issuedAtMs: number;
+  expiresAtMs: number;
+}
+
+interface GrantState {
+  readonly index: number;
+  readonly grant: GrantSpec;
+  current?: TokenRef;
+  previous?: TokenRef;
+  renewal?: QueuedTimer;
+  /** No more tokens: revoked, or the stream is over. */
+  stopped: boolean;
+  failures: number;
+}
+
+export type StreamState = "opening" | "open" | "closing" | "closed";
+
+/**
+ * One WatchSession call: its grants' tokens, their renewals, the events waiting to go out,
+ * and the generator Connect drains. Routing (which revocations reach it) and timing (one
+ * queue for all streams) belong to the hub.
+ */
+export class WatchStream {
+  readonly id: number;
+  readonly session: SessionRecord;
+  /** The session's tag, as carried in its tokens' ids. */
+  readonly tag: string;
+  readonly resources: ReadonlySet<string>;
+  #state: StreamState = "opening";
+  readonly #hub: StreamHubInternals;
+  readonly #grants: GrantState[];
+  readonly #outbox = new Outbox<{ token: IssuedToken; replaces?: string }>();
+  readonly #signal: AbortSignal;
+  readonly #kill: () => void;
+  #revision = 0n;
+  #heartbeat: QueuedTimer | undefined;
+  #expiry: QueuedTimer | undefined;
+  #stall: QueuedTimer | undefined;
+  #closeReason = "client went away";
+
+  constructor(
+    hub: StreamHubInternals,
+    id: number,
+    session: SessionRecord,
+    tag: string,
+    grants: GrantSpec[],
+    signal: AbortSignal,
+    kill: () => void,
+    resumeAfter: bigint,
+  ) {
+    this.#hub = hub;
+    // Revisions continue above what the runtime saw, on whichever replica it lands.
+    this.#revision = resumeAfter;
+    this.id = id;
+    this.session = session;
+    this.tag = tag;
+    this.#grants = grants.map((grant, index) => ({ index, grant, stopped: false, failures: 0 }));
+    this.resources = new Set(grants.map((g) => g.resource));
+    this.#signal = signal;
+    this.#kill = kill;
+  }
+
+  get state(): StreamState {
+    return this.#state;
+  }
+
+  /** Events waiting to be sent (a slow reader's backlog). */
+  get pending(): number {
+    return this.#outbox.pending;
+  }
+
+  /**
+   * Replays what a resuming runtime missed, then mints the first token of every grant.
+   * Rejects (and sends nothing) when a first token cannot be issued.
+   */
+  async open(replay: Revocation[]): Promise<void> {
+    for (const r of replay) this.applyRevocation(r);
+    if (this.#state !== "opening") return; // the replay ended the session
+    const q = this.#hub.queue;
+    const now = this.#hub.clock.now();
+    this.#expiry = q.schedule(this.session.expiresAt, () => this.#end({ kind: "session_ended", reason: "expired" }));
+    this.#scheduleHeartbeat();
+    const live = this.#grants.filter((g) => !g.stopped);
+    const minted = await Promise.all(live.map((g) => this.#mint(g, "token.issued")));
+    if (this.#state !== "opening") return;
+    live.forEach((g, i) => this.#accept(g, minted[i]!, now));
+    this.#state = "open";
+  }
+
+  /** Applies a revocation routed here by the hub (it may not concern this stream after all). */
+  applyRevocation(r: Revocation): void {
+    if (this.#state === "closing" || this.#state === "closed") return;
+    const s = this.session;
+    if (revokesSession(r, { sessionId: s.id, agentId: s.agentId, userId: s.userId, createdAt: s.createdAt })) {
+      this.#end({ kind: "session_ended", reason: r.reason, seq: r.seq });
+      return;
+    }
+    const tokenIds: string[] = [];
+    const grantIndexes: number[] = [];
+    for (const g of this.#grants) {
+      const pending = this.#outbox.pendingToken(g.index);
+      const hits = (t: TokenRef | undefined) => t !== undefined && revokesToken(r, this.#subject(g, t));
+      const pendingRef = pending && this.#ref(pending.token);
+      const hitCurrent = hits(g.current) || hits(pendingRef);
+      const hitPrevious = hits(g.previous);
+      if (hitCurrent) {
+        for (const t of [g.previous, g.current, pendingRef]) if (t && hits(t)) tokenIds.push(t.jti);
+        if (!g.stopped) grantIndexes.push(g.index);
+        this.#stopGrant(g);
+        if (pending) this.#outbox.dropToken(g.index);
+      } else if (hitPrevious) {
+        tokenIds.push(g.previous!.jti);
+      } else if (r.kind === "resource" && r.value === g.grant.resource && !g.current && !g.stopped) {
+        // Replayed on resume, before this stream minted anything: the grant stays stopped
+        // as it was on the stream the runtime lost.
+        grantIndexes.push(g.index);
+        this.#stopGrant(g);
+      }
+    }
+    if (r.kind === "token_id" && tokenIds.length === 0 && this.#state === "opening") {
+      // A token of this session revoked while the runtime was away: tell it, so it drops
+      // the token if it still holds it.
+      tokenIds.push(r.value);
+    }
+    if (tokenIds.length > 0 || grantIndexes.length > 0) {
+      this.#control({ kind: "revoked", tokenIds: [...new Set(tokenIds)], grantIndexes, reason: r.reason, seq: r.seq });
+    }
+  }
+
+  /** Tells the runtime to reconnect elsewhere, then ends the call with UNAVAILABLE. */
+  drain(reason: string): void {
+    if (this.#state === "closing" || this.#state === "closed") return;
+    this.#end({ kind: "reconnect", reason });
+  }
+
+  /** Ends the stream with an error (sent after whatever control events are queued). */
+  fail(error: Error): void {
+    if (this.#state === "closing" || this.#state === "closed") return;
+    this.#end({ kind: "fail", error });
+  }
+
+  /** The messages Connect writes. Ends when the session ends, fails, drains or the client leaves. */
+  async *messages(): AsyncGenerator<WatchSessionResponse> {
+    try {
+      for (;;) {
+        const item = await this.#outbox.next(this.#signal);
+        if (!item) return;
+        if (item.kind === "fail") throw item.error;
+        const msg = this.#toMessage(item);
+        this.#stall = this.#hub.queue.schedule(this.#hub.clock.now() + this.#hub.stallTimeoutMs, () => this.#stalled());
+        yield msg;
+        this.#hub.queue.cancel(this.#stall);
+        this.#stall = undefined;
+        if (item.kind === "session_ended") return;
+        if (item.kind === "reconnect") {
+          throw capvendError("draining", `the server is shutting down: ${item.reason}; reconnect with resume_after`);
+        }
+      }
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Frees every timer and registration. Idempotent. */
+  close(reason?: string): void {
+    if (this.#state === "closed") return;
+    if (reason) this.#closeReason = reason;
+    this.#state = "closed";
+    const q = this.#hub.queue;
+    for (const g of this.#grants) this.#stopGrant(g);
+    q.cancel(this.#heartbeat);
+    q.cancel(this.#expiry);
+    q.cancel(this.#stall);
+    this.#heartbeat = this.#expiry = this.#stall = undefined;
+    this.#outbox.close();
+    this.#hub.unregister(this, this.#closeReason);
+  }
+
+  #end(event: ControlEvent): void {
+    this.#closeReason = event.kind === "fail" ? `failed: ${event.error.message}` : event.kind === "reconnect" ? "draining" : `session ended: ${event.reason}`;
+    this.#state = "closing";
+    for (const g of this.#grants) this.#stopGrant(g);
+    this.#hub.queue.cancel(this.#heartbeat);
+    this.#heartbeat = undefined;
+    this.#control(event);
+  }
+
+  #control(event: ControlEvent): void {
+    if (!this.#outbox.pushControl(event)) this.#stalled();
+  }
+
+  #stalled(): void {
+    this.#hub.onSlowReader(this);
+    this.#closeReason = "slow reader disconnected";
+    // The handler is stuck in a write the client does not read: no status can reach it
+    // through that stream, so the transport resets it (HTTP/2 ENHANCE_YOUR_CALM, which
+    // gRPC and Connect clients report as RESOURCE_EXHAUSTED).
+    this.#kill();
+    this.close();
+  }
+
+  #scheduleHeartbeat(): void {
+    const q = this.#hub.queue;
+    this.#heartbeat = q.schedule(this.#hub.clock.now() + this.#hub.heartbeatIntervalMs, () => {
+      this.#outbox.heartbeat();
+      if (this.#state === "open" || this.#state === "opening") this.#scheduleHeartbeat();
+    });
+  }
+
+  #stopGrant(g: GrantState): void {
+    g.stopped = true;
+    this.#hub.queue.cancel(g.renewal);
+    g.renewal = undefined;
+  }
+
+  #mint(g: GrantState, event: "token.issued" | "token.renewed"): Promise<IssuedToken> {
+    const req: TokenRequest = { resource: g.grant.resource, scopes: g.grant.scopes, ttlMs: g.grant.ttlMs };
+    return this.#hub.issuer.issue(this.session, req, {
+      event,
+      caller: { kind: "session", id: this.session.id },
+    });
+  }
+
+  /** Takes a freshly minted token into the grant, unless it was revoked while in flight. */
+  #accept(g: GrantState, t: IssuedToken, nowMs: number): void {
+    const ref = this.#ref(t);
+    if (g.stopped || this.#hub.revocations.tokenRevocation(this.#subject(g, ref))) {
+      this.#stopGrant(g);
+      return;
+    }
+    g.previous = g.current;
+    g.current = ref;
+    g.failures = 0;
+    this.#outbox.pushToken(g.index, { token: t, replaces: g.previous?.jti });
+    if (needsRenewal(ref.expiresAtMs, this.session.expiresAt, nowMs)) {
+      const at = renewAt(ref.issuedAtMs, ref.expiresAtMs, this.#hub.renewLeadMs, this.#hub.random());
+      g.renewal = this.#hub.queue.schedule(at, () => void this.#renew(g));
+    }
+  }
+
+  async #renew(g: GrantState): Promise<void> {
+    g.renewal = undefined;
+    if (g.stopped || this.#state !== "open") return;
+    try {
+      const t = await this.#hub.traceRenewal(this, g.grant, () => this.#mint(g, "token.renewed"));
+      if (this.#state !== "open") return;
+      this.#accept(g, t, this.#hub.clock.now());
+    } catch (err) {
+      if (g.stopped || this.#state !== "open") return;
+      const code = err instanceof ConnectError ? err.code : Code.Internal;
+      if (code === Code.Unavailable || code === Code.Internal) {
+        // A passing failure (audit sink, store): retry with backoff while the token lives.
+        const delay = Math.min(RENEW_RETRY_MAX_MS, RENEW_RETRY_MIN_MS * 2 ** g.failures++);
+        this.#hub.logRenewalFailure(this, g.grant, err, delay);
+        g.renewal = this.#hub.queue.schedule(this.#hub.clock.now() + delay, () => void this.#renew(g));
+        return;
+      }
+      // Policy or grants now refuse the grant: the runtime must hear it, not find out at expiry.
+      this.fail(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  #ref(t: IssuedToken): TokenRef {
+    return { jti: t.jti, issuedAtSec: t.claims.iat, issuedAtMs: t.issuedAtMs, expiresAtMs: t.expiresAtMs };
+  }
+
+  #subject(g: GrantState, t: TokenRef) {
+    const s = this.session;
+    return { jti: t.jti, sessionId: s.id, agentId: s.agentId, userId: s.userId, resource: g.grant.resource, issuedAtSec: t.issuedAtSec };
+  }
+
+  #toMessage(item: Exclude<OutboxItem<{ token: IssuedToken; replaces?: string }>, { kind: "fail" }>): WatchSessionResponse {
+    this.#revision = nextRevision(
+      "seq" in item && item.seq !== undefined ? item.seq : this.#hub.revocations.lastSeq,
+      this.#revision,
+    );
+    const revision = this.#revision;
+    switch (item.kind) {
+      case "token":
+        return create(WatchSessionResponseSchema, {
+          revision,
+          event: {
+            case: "tokenIssued",
+            value: { grantIndex: item.grantIndex, token: tokenMessage(item.token.token), replacesTokenId: item.token.replaces ?? "" },
+          },
+        });
+      case "revoked":
+        return create(WatchSessionResponseSchema, {
+          revision,
+          event: { case: "tokensRevoked", value: { tokenIds: item.tokenIds, grantIndexes: item.grantIndexes, reason: item.reason } },
+        });
+      case "session_ended":
+        return create(WatchSessionResponseSchema, { revision, event: { case: "sessionEnded", value: { reason: item.reason } } });
+      case "reconnect":
+        return create(WatchSessionResponseSchema, { revision, event: { case: "reconnect", value: { reason: item.reason } } });
+      case "heartbeat":
+        return create(WatchSessionResponseSchema, {
+          revision,
+          event: { case: "heartbeat", value: { time: timestampFromMs(this.#hub.clock.now()) } },
+        });
+    }
+  }
+
+  /** For audit records of the stream's life. */
+  auditBase(): Partial<AuditEvent> {
+    return {
+      caller: { kind: "session", id: this.session.id },
+      agent_id: this.session.agentId,
+      user_id: this.session.userId,
+      session_id: this.session.id,
+    };
+  }
+}

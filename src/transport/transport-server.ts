@@ -1,0 +1,270 @@
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { createContextValues } from "@connectrpc/connect";
+import type { ConnectRouter, ContextValues, Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { systemClock } from "../clock.js";
+import type { Clock } from "../clock.js";
+import { ConnectionRegistry } from "./connection-registry.js";
+import {
+  DEFAULT_CLOSE_GRACE_MS,
+  DEFAULT_FIRST_BYTES_TIMEOUT_MS,
+  DEFAULT_HTTP1_HEADERS_TIMEOUT_MS,
+  DEFAULT_READ_MAX_BYTES,
+} from "./defaults.js";
+import { createHttpRouteListener } from "./http-routes.js";
+import type { HttpRequest, HttpResponse, HttpRoute, RequestListener } from "./http-routes.js";
+import { shutdownSignalKey } from "./shutdown-context.js";
+import { sniffProtocol } from "./sniff-protocol.js";
+
+/** Options of {@link createTransportServer}. */
+export interface TransportServerOptions {
+  /** Registers the Connect services, e.g. `(router) => router.service(Health, impl)`. */
+  routes: (router: ConnectRouter) => void;
+  /** Plain HTTP endpoints, matched before the RPCs (exact path, GET only). */
+  httpRoutes?: HttpRoute[];
+  /** Connect interceptors applied to every RPC, outermost first. */
+  interceptors?: Interceptor[];
+  /** PEM certificate and key. With them: TLS, HTTP/2 and HTTP/1.1 chosen by ALPN. Without: cleartext h2c + HTTP/1.1. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Largest request message, in bytes; default {@link DEFAULT_READ_MAX_BYTES} (1 MiB). Larger → RESOURCE_EXHAUSTED. */
+  readMaxBytes?: number;
+  /**
+   * Builds the per-call context values from the Node request (e.g. the peer certificate).
+   * The server adds {@link shutdownSignalKey} to whatever this returns.
+   */
+  contextValues?: (req: HttpRequest) => ContextValues;
+  /** Silence allowed before a connection's first bytes / TLS handshake, in ms; default {@link DEFAULT_FIRST_BYTES_TIMEOUT_MS}. */
+  firstBytesTimeoutMs?: number;
+  /** Time an HTTP/1.1 client has to send complete request headers, in ms; default {@link DEFAULT_HTTP1_HEADERS_TIMEOUT_MS}. */
+  http1HeadersTimeoutMs?: number;
+  /** Clock for the close grace timer; default the system clock. */
+  clock?: Clock;
+  /**
+   * Receives failures that no caller sees: an HTTP route that threw, a listening socket
+   * error after start. Default: `console.error`. Per-connection socket errors (ECONNRESET…)
+   * are expected and not reported.
+   */
+  onError?: (error: unknown, context: string) => void;
+}
+
+/** Lifecycle of a transport server. */
+export type TransportServerState = "idle" | "listening" | "closing" | "closed";
+
+/** One port serving Connect, gRPC and gRPC-Web RPCs plus plain HTTP routes. */
+export interface TransportServer {
+  /** Starts listening; `port` 0 picks a free port. Rejects on bind errors, or when not idle. */
+  listen(host: string, port: number): Promise<AddressInfo>;
+  /** Where the server listens, once `listen` resolved. */
+  readonly address: AddressInfo | undefined;
+  /**
+   * Graceful stop: stops accepting, aborts `shuttingDown`, sends GOAWAY to HTTP/2 sessions,
+   * closes idle HTTP/1.1 connections, waits up to `graceMs` (default
+   * {@link DEFAULT_CLOSE_GRACE_MS}) for in-flight calls, then destroys what is left.
+   * Idempotent; resolves when every socket is closed.
+   */
+  close(graceMs?: number): Promise<void>;
+  /**
+   * Aborted when close() begins. Long-lived handlers observe it (directly, or through
+   * `ctx.values.get(shutdownSignalKey)`) to send a final event and end.
+   */
+  readonly shuttingDown: AbortSignal;
+  /** Current lifecycle state. */
+  readonly state: TransportServerState;
+  /** Open sockets plus HTTP/2 sessions, including ones still being sniffed. */
+  readonly openConnections: number;
+}
+
+const ignore = () => {};
+
+/**
+ * Creates (without listening) a server that speaks gRPC (HTTP/2), gRPC-Web and Connect
+ * (HTTP/1.1 and HTTP/2) through connect-node, plus plain HTTP routes, on one port.
+ *
+ * Cleartext: each connection's first bytes are sniffed; the HTTP/2 preface (prior-knowledge
+ * h2c) goes to an HTTP/2 server, anything else to an HTTP/1.1 server. TLS: ALPN picks h2 or
+ * http/1.1.
+ */
+export function createTransportServer(opts: TransportServerOptions): TransportServer {
+  const clock = opts.clock ?? systemClock;
+  const timeouts: Timeouts = {
+    firstBytesMs: opts.firstBytesTimeoutMs ?? DEFAULT_FIRST_BYTES_TIMEOUT_MS,
+    http1HeadersMs: opts.http1HeadersTimeoutMs ?? DEFAULT_HTTP1_HEADERS_TIMEOUT_MS,
+  };
+  const onError = opts.onError ?? ((error: unknown, context: string) => console.error(`transport: ${context}`, error));
+  const shutdown = new AbortController();
+  const registry = new ConnectionRegistry();
+
+  const connectHandler = connectNodeAdapter({
+    routes: opts.routes,
+    interceptors: opts.interceptors ?? [],
+    readMaxBytes: opts.readMaxBytes ?? DEFAULT_READ_MAX_BYTES,
+    contextValues: (req) => {
+      const values = opts.contextValues?.(req) ?? createContextValues();
+      values.set(shutdownSignalKey, shutdown.signal);
+      return values;
+    },
+  }) as RequestListener;
+
+  const routed = createHttpRouteListener(opts.httpRoutes ?? [], connectHandler, (error, route) =>
+    onError(error, `http route ${route.method} ${route.path} failed`),
+  );
+  const listener = (req: HttpRequest, res: HttpResponse) => {
+    if (req.httpVersionMajor === 1) registry.addHttp1Response(req.socket as net.Socket, res);
+    routed(req, res);
+  };
+
+  const front = opts.tls
+    ? createTlsFront(opts.tls, timeouts, registry, listener)
+    : createCleartextFront(timeouts, registry, listener);
+
+  let state: TransportServerState = "idle";
+  let address: AddressInfo | undefined;
+  let closing: Promise<void> | undefined;
+
+  return {
+    get address() {
+      return address;
+    },
+    get state() {
+      return state;
+    },
+    get openConnections() {
+      return registry.size;
+    },
+    shuttingDown: shutdown.signal,
+
+    listen(host, port) {
+      if (state !== "idle") return Promise.reject(new Error(`transport server cannot listen: it is ${state}`));
+      state = "listening";
+      return new Promise<AddressInfo>((resolve, reject) => {
+        const onListenError = (error: Error) => {
+          state = "idle";
+          reject(error);
+        };
+        front.server.once("error", onListenError);
+        front.server.listen({ host, port }, () => {
+          front.server.off("error", onListenError);
+          front.server.on("error", (error) => onError(error, "listening socket error"));
+          address = front.server.address() as AddressInfo;
+          resolve(address);
+        });
+      });
+    },
+
+    close(graceMs = DEFAULT_CLOSE_GRACE_MS) {
+      closing ??= (async () => {
+        const wasListening = state === "listening" && address !== undefined;
+        state = "closing";
+        shutdown.abort();
+        const stopped = wasListening ? new Promise<void>((resolve) => front.server.close(() => resolve())) : undefined;
+        front.closeInner();
+        registry.beginClose();
+        const timer = clock.setTimeout(() => registry.destroyAll(), graceMs);
+        try {
+          await registry.whenEmpty();
+          await stopped;
+        } finally {
+          clock.clearTimeout(timer);
+          state = "closed";
+        }
+      })();
+      return closing;
+    },
+  };
+}
+
+interface Timeouts {
+  firstBytesMs: number;
+  http1HeadersMs: number;
+}
+
+/**
+ * How often Node checks HTTP/1.1 connections for expired header/request timeouts, in ms:
+ * often enough that a short headers timeout is honoured, never more than Node's 30 s.
+ */
+function connectionsCheckingInterval(http1HeadersMs: number): number {
+  return Math.min(30_000, Math.max(50, Math.floor(http1HeadersMs / 4)));
+}
+
+interface Front {
+  /** The server that owns the listening socket. */
+  server: net.Server;
+  /** Releases the inner servers' own resources (timers); connections are the registry's. */
+  closeInner(): void;
+}
+
+function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, listener: RequestListener): Front {
+  const h1 = http.createServer(
+    {
+      headersTimeout: timeouts.http1HeadersMs,
+      // Node insists requestTimeout (whole request, default 300 s) be >= headersTimeout.
+      requestTimeout: Math.max(300_000, timeouts.http1HeadersMs),
+      connectionsCheckingInterval: connectionsCheckingInterval(timeouts.http1HeadersMs),
+    },
+    listener as http.RequestListener,
+  );
+  // Node arms its header/request timeout checks on 'listening', and this server never
+  // listens itself: without this a slow-header client could hold a socket forever.
+  // mutated
+  const h2 = http2.createServer({}, listener as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  h2.on("session", (session) => registry.addSession(session));
+  h2.on("sessionError", ignore);
+  for (const inner of [h1, h2]) inner.on("error", ignore);
+
+  // The socket options node:http would accept with (the inner servers never accept):
+  // noDelay, and allowHalfOpen so a client that half-closes after its request still gets
+  // the response (turned off again below for HTTP/2).
+  const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+    registry.addSocket(socket, "pending");
+    void sniffProtocol(socket, timeouts.firstBytesMs).then((protocol) => {
+      if (protocol === undefined || socket.destroyed) return;
+      registry.setKind(socket, protocol === "h2c" ? "h2" : "http1");
+      // The registry destroys an idle HTTP/1.1 socket when sniffing ends during close.
+      if (socket.destroyed) return;
+      // node:http2 expects its sockets not half-open: with it, a peer's FIN would leave the
+      // session's socket open forever.
+      socket.allowHalfOpen = protocol === "http1";
+      (protocol === "h2c" ? h2 : h1).emit("connection", socket);
+    });
+  });
+  return {
+    server,
+    closeInner() {
+      h1.close();
+      h2.close();
+    },
+  };
+}
+
+function createTlsFront(
+  tls: { cert: string | Buffer; key: string | Buffer },
+  timeouts: Timeouts,
+  registry: ConnectionRegistry,
+  listener: RequestListener,
+): Front {
+  // allowHTTP1 makes Node advertise ALPN ["h2", "http/1.1"] and route HTTP/1.1 requests to
+  // the same 'request' listener with node:http objects.
+  const server = http2.createSecureServer(
+    { cert: tls.cert, key: tls.key, allowHTTP1: true, handshakeTimeout: timeouts.firstBytesMs },
+    listener as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+  );
+  // Read by Node's HTTP/1.1 connection checks, which this server arms itself when it
+  // listens; @types/node does not declare them on Http2SecureServer.
+  Object.assign(server, {
+    headersTimeout: timeouts.http1HeadersMs,
+    requestTimeout: Math.max(300_000, timeouts.http1HeadersMs),
+    connectionsCheckingInterval: connectionsCheckingInterval(timeouts.http1HeadersMs),
+  });
+  server.on("connection", (socket: net.Socket) => registry.addSocket(socket, "transport"));
+  server.on("secureConnection", (socket: TLSSocket) =>
+    registry.addSocket(socket, socket.alpnProtocol === "h2" ? "h2" : "http1"),
+  );
+  server.on("session", (session) => registry.addSession(session));
+  server.on("sessionError", ignore);
+  server.on("tlsClientError", ignore);
+  return { server, closeInner: ignore };
+}

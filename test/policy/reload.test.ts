@@ -1,0 +1,219 @@
+import { rm } from "node:fs/promises";
+
+import { afterEach, describe, expect, it } from "vitest";
+
+import { ManualClock } from "../../src/clock.js";
+import { loadPolicyEngine, type PolicyEngine, type ReloadEvent } from "../../src/policy/engine.js";
+import { slotsMinted } from "../../src/policy/preparsed-slots.js";
+import { cleanup, policyDir, waitFor, writeFiles } from "./helpers.js";
+
+const bot = { type: "Agent", id: "bot" };
+const crm = { type: "Resource", id: "crm" };
+const READ = '@id("read") permit (principal, action == Action::"read", resource);\n';
+const WRITE = '@id("write") permit (principal, action == Action::"write", resource);\n';
+
+const dirs: string[] = [];
+const engines: PolicyEngine[] = [];
+afterEach(async () => {
+  for (const e of engines.splice(0)) e.close();
+  await Promise.all(dirs.splice(0).map(cleanup));
+});
+async function setup(files: Record<string, string>, opts: { watch?: boolean; events?: ReloadEvent[] } = {}) {
+  const dir = await policyDir(files);
+  dirs.push(dir);
+  const engine = await loadPolicyEngine({
+    dir,
+    watch: opts.watch ?? false,
+    debounceMs: 20,
+    onReload: (e) => opts.events?.push(e),
+  });
+  engines.push(engine);
+  return { dir, engine };
+}
+const can = (engine: PolicyEngine, action: string) => engine.authorize({ principal: bot, action, resource: crm }).allowed;
+
+describe("reload()", () => {
+  it("puts an edited directory in force and counts versions", async () => {
+    const events: ReloadEvent[] = [];
+    const { dir, engine } = await setup({ "a.cedar": READ }, { events });
+    expect([can(engine, "read"), can(engine, "write")]).toEqual([true, false]);
+    await writeFiles(dir, { "a.cedar": WRITE });
+    expect(await engine.reload()).toEqual({ ok: true, version: 2 });
+    expect([can(engine, "read"), can(engine, "write")]).toEqual([false, true]);
+    expect(engine.state).toMatchObject({ version: 2, policyCount: 1 });
+    expect(events).toEqual([{ ok: true, version: 2 }]);
+  });
+
+  it("keeps the previous policies and entities when the new ones do not load", async () => {
+    const events: ReloadEvent[] = [];
+    const { dir, engine } = await setup(
+      {
+        "a.cedar": 'permit (principal in G::"g", action, resource);',
+        "entities.json": '[{ "uid": { "type": "Agent", "id": "bot" }, "attrs": {}, "parents": [{ "type": "G", "id": "g" }] }]',
+      },
+      { events },
+    );
+    expect(can(engine, "read")).toBe(true);
+    await writeFiles(dir, { "entities.json": "[ not json" });
+    const r = await engine.reload();
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.error.code).toBe("entities_invalid");
+    expect(can(engine, "read")).toBe(true);
+    expect(engine.state.version).toBe(1);
+    expect(engine.state.lastError).toBe(r.error.message);
+    expect(events).toEqual([{ ok: false, version: 1, error: r.error }]);
+
+    await writeFiles(dir, { "entities.json": "[]" });
+    expect(await engine.reload()).toEqual({ ok: true, version: 2 });
+    expect(can(engine, "read")).toBe(false);
+    expect(engine.state.lastError).toBeUndefined();
+  });
+
+  it("runs concurrent reloads one after the other", async () => {
+    const { engine } = await setup({ "a.cedar": READ });
+    const results = await Promise.all([engine.reload(), engine.reload(), engine.reload()]);
+    expect(results.map((r) => r.ok && r.version)).toEqual([2, 3, 4]);
+  });
+
+  it("reports a directory that disappeared", async () => {
+    const { dir, engine } = await setup({ "a.cedar": READ });
+    await rm(dir, { recursive: true });
+    const r = await engine.reload();
+    expect(r.ok === false && r.error.code).toBe("directory_unreadable");
+    expect(can(engine, "read")).toBe(true);
+  });
+
+  it("does not leak wasm memory across many reloads", async () => {
+    // 300 policies preparse to roughly 0.9 MB; preparsing each reload under a new name would
+    // grow RSS by that much every time (about 54 MB here).
+    const many = Array.from({ length: 300 }, (_, i) => `permit (principal == Agent::"a${i}", action in [Action::"read", Action::"write"], resource == Resource::"r${i}") when { context.ttl_seconds <= ${i} };`);
+    const { engine } = await setup({ "many.cedar": many.join("\n") });
+    for (let i = 0; i < 10; i++) await engine.reload(); // let the allocator reach its steady size
+    const before = process.memoryUsage().rss;
+    const minted = slotsMinted();
+    for (let i = 0; i < 60; i++) expect((await engine.reload()).ok).toBe(true);
+    const grownMb = (process.memoryUsage().rss - before) / 1e6;
+    expect(slotsMinted()).toBe(minted);
+    expect(grownMb).toBeLessThan(25);
+    expect(engine.authorize({ principal: { type: "Agent", id: "a7" }, action: "read", resource: { type: "Resource", id: "r7" }, context: { ttl_seconds: 5 } }).allowed).toBe(true);
+  });
+});
+
+describe("watch", () => {
+  it("picks up an edited file, and keeps the old policies through a broken edit", async () => {
+    const events: ReloadEvent[] = [];
+    const { dir, engine } = await setup({ "a.cedar": READ }, { watch: true, events });
+
+    await writeFiles(dir, { "a.cedar": READ + WRITE });
+    await waitFor(() => engine.state.version >= 2, 5_000, "the edit to load");
+    expect(can(engine, "write")).toBe(true);
+    expect(engine.state.policyCount).toBe(2);
+
+    const seen = events.length;
+    await writeFiles(dir, { "a.cedar": "permit (principal, action, resource" });
+    await waitFor(() => events.slice(seen).some((e) => !e.ok), 5_000, "the broken edit to be reported");
+    const failure = events.slice(seen).find((e) => !e.ok)!;
+    expect(failure.error?.code).toBe("policy_syntax");
+    expect(failure.error?.file).toMatch(/a\.cedar$/);
+    expect(engine.state.lastError).toMatch(/a\.cedar:1:/);
+    expect([can(engine, "read"), can(engine, "write")]).toEqual([true, true]);
+
+    const version = engine.state.version;
+    await writeFiles(dir, { "a.cedar": WRITE });
+    await waitFor(() => engine.state.version > version, 5_000, "the fix to load");
+    expect([can(engine, "read"), can(engine, "write")]).toEqual([false, true]);
+    expect(engine.state.lastError).toBeUndefined();
+  });
+
+  it("picks up a new file and a new entities.json", async () => {
+    const { dir, engine } = await setup({ "a.cedar": READ }, { watch: true });
+    await writeFiles(dir, {
+      "b.cedar": '@id("group") permit (principal in G::"g", action == Action::"delete", resource);',
+      "entities.json": '[{ "uid": { "type": "Agent", "id": "bot" }, "attrs": {}, "parents": [{ "type": "G", "id": "g" }] }]',
+    });
+    await waitFor(() => can(engine, "delete"), 5_000, "the new file to load");
+    expect(engine.state.policyCount).toBe(2);
+  });
+
+  it("folds a burst of changes into few reloads", async () => {
+    const events: ReloadEvent[] = [];
+    const dir = await policyDir({ "a.cedar": READ });
+    dirs.push(dir);
+    const engine = await loadPolicyEngine({ dir, watch: true, debounceMs: 300, onReload: (e) => events.push(e) });
+    engines.push(engine);
+    for (let i = 0; i < 10; i++) await writeFiles(dir, { "a.cedar": READ + `// edit ${i}\n` });
+    await waitFor(() => events.length > 0, 5_000, "a reload");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(events.length).toBeLessThanOrEqual(2);
+  });
+
+  it("waits for the debounce time on the injected clock", async () => {
+    const clock = new ManualClock();
+    const dir = await policyDir({ "a.cedar": READ });
+    dirs.push(dir);
+    const engine = await loadPolicyEngine({ dir, watch: true, clock });
+    engines.push(engine);
+    expect(engine.state.loadedAt).toBe(clock.now());
+
+    await writeFiles(dir, { "a.cedar": WRITE });
+    await waitFor(() => clock.pendingTimers === 1, 5_000, "the watcher to see the edit");
+    clock.advance(199);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(engine.state.version).toBe(1);
+    expect(can(engine, "write")).toBe(false);
+
+    clock.advance(1);
+    await waitFor(() => engine.state.version === 2, 5_000, "the reload");
+    expect(can(engine, "write")).toBe(true);
+    expect(engine.state.loadedAt).toBe(clock.now());
+  });
+
+  it("stops watching on close", async () => {
+    const clock = new ManualClock();
+    const dir = await policyDir({ "a.cedar": READ });
+    dirs.push(dir);
+    const engine = await loadPolicyEngine({ dir, watch: true, clock });
+    // Sanity: while open, an edit schedules a reload.
+    await writeFiles(dir, { "a.cedar": READ + "// 1\n" });
+    await waitFor(() => clock.pendingTimers === 1, 5_000, "the watcher to see the edit");
+    engine.close();
+    expect(clock.pendingTimers).toBe(0);
+    await writeFiles(dir, { "a.cedar": WRITE });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(clock.pendingTimers).toBe(0);
+  });
+});
+
+describe("close()", () => {
+  it("is idempotent and denies afterwards", async () => {
+    const { engine } = await setup({ "a.cedar": READ });
+    engine.close();
+    expect(() => engine.close()).not.toThrow();
+    expect(engine.authorize({ principal: bot, action: "read", resource: crm })).toEqual({
+      allowed: false,
+      policyIds: [],
+      errors: ["policy engine is closed"],
+    });
+    const r = await engine.reload();
+    expect(r.ok === false && r.error.code).toBe("closed");
+  });
+
+  it("hands its slot to a later engine without the two mixing", async () => {
+    const first = await setup({ "a.cedar": READ });
+    const second = await setup({ "a.cedar": WRITE });
+    first.engine.close();
+    const third = await setup({ "a.cedar": '@id("delete") permit (principal, action == Action::"delete", resource);' });
+    expect([can(second.engine, "write"), can(second.engine, "delete")]).toEqual([true, false]);
+    expect([can(third.engine, "delete"), can(third.engine, "read")]).toEqual([true, false]);
+    expect(can(first.engine, "read")).toBe(false);
+  });
+
+  it("makes a reload that was reading when it closed give up", async () => {
+    const { engine } = await setup({ "a.cedar": READ });
+    const pending = engine.reload();
+    engine.close();
+    const r = await pending;
+    expect(r.ok === false && r.error.code).toBe("closed");
+  });
+});

@@ -1,0 +1,189 @@
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
+import { createTransportServer } from "../../src/transport/transport-server.js";
+import { createProbe, envelope, eventually, startTestServer, testRoutes } from "./test-routes.js";
+
+async function timed<T>(p: Promise<T>): Promise<{ value: T; ms: number }> {
+  const start = performance.now();
+  const value = await p;
+  return { value, ms: performance.now() - start };
+}
+
+describe("TransportServer.close", () => {
+  it("lets in-flight unary calls finish (HTTP/1.1 and h2) and then resolves", async () => {
+    const probe = createProbe();
+    const { server, port } = await startTestServer(probe);
+    const baseUrl = `http://127.0.0.1:${port}`;
+    const h1 = createClient(Health, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
+    const h2 = createClient(Health, createGrpcTransport({ baseUrl }));
+    const calls = [h1.check({ service: "slow:300" }), h2.check({ service: "slow:300" })];
+    const raw = fetch(`${baseUrl}/grpc.health.v1.Health/Check`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ service: "slow:300" }),
+    });
+    await eventually(() => probe.calls.filter((c) => c.service === "slow:300").length === 3);
+
+    const closing = timed(server.close(5000));
+    expect(server.shuttingDown.aborted).toBe(true);
+    expect(server.state).toBe("closing");
+    const results = await Promise.all(calls);
+    expect(results.map((r) => r.status)).toEqual([ServingStatus.SERVING, ServingStatus.SERVING]);
+    const rawRes = await raw;
+    expect(await rawRes.json()).toEqual({ status: "SERVING" });
+    // The HTTP/1.1 client is told not to reuse the connection.
+    expect(rawRes.headers.get("connection")).toBe("close");
+    const { ms } = await closing;
+    expect(ms).toBeLessThan(2000);
+    expect(server.state).toBe("closed");
+    expect(server.openConnections).toBe(0);
+  });
+
+  it("refuses new connections once closing", async () => {
+    const { server, port } = await startTestServer(createProbe());
+    await server.close(1000);
+    const err = await fetch(`http://127.0.0.1:${port}/healthz`).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+  });
+
+  it("ends a server stream that observes shuttingDown, after its final message", async () => {
+    const probe = createProbe();
+    const { server, port } = await startTestServer(probe);
+    const client = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
+    const received: ServingStatus[] = [];
+    const stream = (async () => {
+      for await (const res of client.watch({ service: "until-shutdown" })) received.push(res.status);
+    })();
+    await eventually(() => received.length === 1);
+
+    const { ms } = await timed(server.close(10_000));
+    await stream; // ends cleanly: no error
+    expect(received).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
+    expect(probe.sawShutdown).toBe(1);
+    expect(ms).toBeLessThan(2000);
+  });
+
+  it("ends a Connect server stream over HTTP/1.1 that observes shuttingDown", async () => {
+    const probe = createProbe();
+    const { server, port } = await startTestServer(probe);
+    const client = createClient(Health, createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" }));
+    const received: ServingStatus[] = [];
+    const stream = (async () => {
+      for await (const res of client.watch({ service: "until-shutdown" })) received.push(res.status);
+    })();
+    await eventually(() => received.length === 1);
+
+    const { ms } = await timed(server.close(10_000));
+    await stream;
+    expect(received).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
+    expect(ms).toBeLessThan(2000);
+  });
+
+  it("does not wait for a connection that has not sent its first bytes", async () => {
+    const { server, port } = await startTestServer(createProbe()); // first-bytes timeout: default 10 s
+    const silent = net.connect(port, "127.0.0.1");
+    silent.on("error", () => {});
+    await eventually(() => server.openConnections === 1);
+    const { ms } = await timed(server.close(10_000));
+    expect(ms).toBeLessThan(1000);
+    expect(server.openConnections).toBe(0);
+    silent.destroy();
+  });
+
+  it("does not wait for idle keep-alive connections (HTTP/1.1 and h2)", async () => {
+    const { server, port } = await startTestServer(createProbe());
+    const baseUrl = `http://127.0.0.1:${port}`;
+    // fetch keeps its HTTP/1.1 socket alive; the gRPC transport keeps its h2 session open.
+    expect((await fetch(`${baseUrl}/healthz`)).status).toBe(200);
+    await createClient(Health, createGrpcTransport({ baseUrl })).check({ service: "" });
+    await createClient(Health, createConnectTransport({ baseUrl, httpVersion: "1.1" })).check({ service: "" });
+    expect(server.openConnections).toBeGreaterThanOrEqual(2);
+
+    const { ms } = await timed(server.close(10_000));
+    expect(ms).toBeLessThan(1000);
+    expect(server.openConnections).toBe(0);
+  });
+
+  it("destroys an h2 stream whose client never reads, once graceMs has passed", async () => {
+    const probe = createProbe();
+    const { server, port } = await startTestServer(probe);
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on("error", () => {});
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/grpc.health.v1.Health/Watch",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    req.on("error", () => {});
+    req.pause(); // never read
+    req.end(envelope("flood"));
+    await eventually(() => probe.floodsRunning === 1);
+    await delay(100); // let the flood fill the flow-control window
+
+    const graceMs = 300;
+    const { ms } = await timed(server.close(graceMs));
+    expect(ms).toBeGreaterThanOrEqual(graceMs - 20); // the stuck stream held close until the grace ended
+    expect(ms).toBeLessThan(graceMs + 1500);
+    expect(server.openConnections).toBe(0);
+    expect(await eventually(() => probe.floodsRunning === 0)).toBe(true);
+    session.destroy();
+  });
+
+  it("destroys an HTTP/1.1 streaming response whose client never reads, once graceMs has passed", async () => {
+    const probe = createProbe();
+    const { server, port } = await startTestServer(probe);
+    const socket = net.connect(port, "127.0.0.1");
+    socket.on("error", () => {});
+    const body = envelope("flood");
+    socket.write(
+      "POST /grpc.health.v1.Health/Watch HTTP/1.1\r\nHost: x\r\n" +
+        "Content-Type: application/connect+proto\r\nConnect-Protocol-Version: 1\r\n" +
+        `Content-Length: ${body.length}\r\n\r\n`,
+    );
+    socket.write(body);
+    socket.pause(); // never read
+    await eventually(() => probe.floodsRunning === 1);
+    await delay(200); // let the flood fill the socket buffers
+
+    const graceMs = 300;
+    const { ms } = await timed(server.close(graceMs));
+    expect(ms).toBeGreaterThanOrEqual(graceMs - 20);
+    expect(ms).toBeLessThan(graceMs + 1500);
+    expect(server.openConnections).toBe(0);
+    expect(await eventually(() => probe.floodsRunning === 0)).toBe(true);
+    socket.destroy();
+  });
+
+  it("is idempotent: concurrent and repeated close() calls all resolve", async () => {
+    const { server } = await startTestServer(createProbe());
+    const first = server.close(1000);
+    const second = server.close(1000);
+    expect(second).toBe(first);
+    await Promise.all([first, second]);
+    await expect(server.close()).resolves.toBeUndefined();
+    expect(server.state).toBe("closed");
+  });
+
+  it("closes a server that never listened, and then refuses to listen", async () => {
+    const server = createTransportServer({ routes: testRoutes(createProbe()) });
+    const { ms } = await timed(server.close(1000));
+    expect(ms).toBeLessThan(200);
+    await expect(server.listen("127.0.0.1", 0)).rejects.toThrow(/closed/);
+  });
+
+  it("rejects listen on a port in use and can listen again afterwards", async () => {
+    const { server: first, port } = await startTestServer(createProbe());
+    const second = createTransportServer({ routes: testRoutes(createProbe()) });
+    await expect(second.listen("127.0.0.1", port)).rejects.toMatchObject({ code: "EADDRINUSE" });
+    expect(second.state).toBe("idle");
+    const address = await second.listen("127.0.0.1", 0);
+    expect(address.port).toBeGreaterThan(0);
+    await Promise.all([first.close(1000), second.close(1000)]);
+  });
+});
