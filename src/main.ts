@@ -1,5 +1,7 @@
 import { mkdir, readFile } from "node:fs/promises";
+import { combineAuditSinks } from "./audit/combine.js";
 import { createFileAuditSink } from "./audit/file-sink.js";
+import { openBackends } from "./backends.js";
 import type { AuditSink } from "./audit/sink.js";
 import { systemClock } from "./clock.js";
 import type { Config } from "./config/config.js";
@@ -7,9 +9,7 @@ import { openKeyRing } from "./keys/key-ring.js";
 import { createLogger, type Logger } from "./logging/logger.js";
 import { DEV_ORCHESTRATOR_ID, devOrchestratorHash } from "./orchestrator-token.js";
 import { loadPolicyEngine } from "./policy/engine.js";
-import { MemoryRevocationList } from "./revocation/memory-revocation-list.js";
 import { createCapvendServer, type CapvendServer } from "./server.js";
-import { MemorySessionStore } from "./sessions/memory-session-store.js";
 
 /** How often keys whose last token expired are pruned from the ring. */
 export const KEY_PRUNE_INTERVAL_MS = 60 * 1000;
@@ -35,13 +35,15 @@ export async function startCapvend(config: Config, logger: Logger = createLogger
   const orchestratorHashes = new Map(config.orchestratorHashes);
   if (!orchestratorHashes.has(DEV_ORCHESTRATOR_ID)) orchestratorHashes.set(DEV_ORCHESTRATOR_ID, dev.hash);
 
-  const audit: AuditSink = await createFileAuditSink({
+  const fileAudit: AuditSink = await createFileAuditSink({
     dir: config.dataDir,
     replica: config.replicaId,
     clock,
     durability: config.audit.durability,
     timeoutMs: config.audit.timeoutMs,
   });
+  // Filled in once the backends are open: key and policy events before that go to the file.
+  let audit: AuditSink = fileAudit;
   const system = { kind: "system" as const, id: config.replicaId };
 
   const policy = await loadPolicyEngine({
@@ -75,8 +77,8 @@ export async function startCapvend(config: Config, logger: Logger = createLogger
   }, KEY_PRUNE_INTERVAL_MS);
   pruneTimer.unref();
 
-  const sessions = new MemorySessionStore(clock);
-  const revocations = new MemoryRevocationList(clock);
+  const backends = await openBackends({ config, clock, logger, keyRing });
+  if (backends.auditSinks.length > 0) audit = combineAuditSinks(fileAudit, ...backends.auditSinks);
   const tls = config.tls ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) } : undefined;
 
   const server = await createCapvendServer({
@@ -86,11 +88,13 @@ export async function startCapvend(config: Config, logger: Logger = createLogger
     orchestratorHashes,
     policy,
     keyRing,
-    sessions,
-    revocations,
+    publicKeys: backends.publicKeys,
+    sessions: backends.sessions,
+    revocations: backends.revocations,
     audit,
     tls,
   });
+  backends.watchHealth?.((service, serving) => server.setHealth(service, serving));
   const address = await server.listen(config.listen.host, config.listen.port);
   logger.info(
     { address: `${address.address}:${address.port}`, tls: Boolean(tls), kid: keyRing.current().kid, alg: keyRing.current().alg, policy_dir: config.policyDir, data_dir: config.dataDir },
@@ -107,9 +111,9 @@ export async function startCapvend(config: Config, logger: Logger = createLogger
         await server.close(config.shutdownGraceMs);
         policy.close();
         keyRing.close();
-        await revocations.close();
-        await sessions.close();
+        await backends.close();
         await audit.close();
+        await fileAudit.close();
         logger.info("capvend stopped");
         logger.flush();
       })();

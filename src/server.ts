@@ -9,7 +9,7 @@ import { VendingService } from "./gen/capvend/v1/vending_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 import { createHealthService, type HealthService } from "./health/health-service.js";
 import { wellKnownRoutes } from "./http/well-known.js";
-import type { KeyRing } from "./keys/key-ring.js";
+import type { Jwks, KeyRing } from "./keys/key-ring.js";
 import { errorInterceptor } from "./logging/error-interceptor.js";
 import type { Logger } from "./logging/logger.js";
 import type { RevocationList } from "./revocation/revocation.js";
@@ -49,6 +49,8 @@ export interface CapvendServerDeps {
   orchestratorHashes: ReadonlyMap<string, string>;
   policy: PolicyDecider;
   keyRing: KeyRing;
+  /** JWKS to serve and verify with; default this replica's key ring (with NATS: every replica's keys). */
+  publicKeys?: { jwks(): Jwks };
   sessions: SessionStore;
   revocations: RevocationList;
   audit: AuditSink;
@@ -63,6 +65,8 @@ export interface CapvendServer {
   readonly health: HealthService;
   readonly transport: TransportServer;
   listen(host: string, port: number): Promise<AddressInfo>;
+  /** Reports a sub-service's health (e.g. "capvend.revocation") through grpc.health.v1. */
+  setHealth(service: string, serving: boolean): void;
   /**
    * Graceful stop: health turns NOT_SERVING, every stream is told to reconnect and ends with
    * UNAVAILABLE, in-flight calls get up to `graceMs` to finish. Idempotent.
@@ -74,7 +78,8 @@ export interface CapvendServer {
 export async function createCapvendServer(deps: CapvendServerDeps): Promise<CapvendServer> {
   const { settings, clock, logger, keyRing } = deps;
   const minter = createMinter({ keyRing, issuer: settings.issuer, clock });
-  const verifier = createVerifier({ keyRing, issuer: settings.issuer, clock });
+  const publicKeys = deps.publicKeys ?? keyRing;
+  const verifier = createVerifier({ keyRing: publicKeys, issuer: settings.issuer, clock });
   const issuer = createIssuer({
     clock,
     policy: deps.policy,
@@ -121,7 +126,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
   const health = createHealthService();
   const transport = createTransportServer({
     routes: routes(vending, health),
-    httpRoutes: wellKnownRoutes({ issuer: settings.issuer, jwks: () => keyRing.jwks() }),
+    httpRoutes: wellKnownRoutes({ issuer: settings.issuer, jwks: () => publicKeys.jwks() }),
     interceptors: [errorInterceptor(logger), authInterceptor(authenticator)],
     tls: deps.tls,
     readMaxBytes: settings.maxMessageBytes,
@@ -140,6 +145,9 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
       health.setStatus("", ServingStatus.SERVING);
       health.setStatus(VendingService.typeName, ServingStatus.SERVING);
       return address;
+    },
+    setHealth(service, serving) {
+      health.setStatus(service, serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
     },
     close(graceMs = settings.shutdownGraceMs) {
       closing ??= (async () => {

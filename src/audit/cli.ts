@@ -68,7 +68,7 @@ async function verify(args: string[], dataDir: string, io: AuditCommandIo): Prom
   }
   const path = positionals[0] ?? values.dir ?? dataDir;
   const result = await verifyAuditLog(path);
-  if (result.ok) {
+  if (result.ok === true) {
     io.stdout(`audit log ok: ${result.records} records in ${result.files} file${result.files === 1 ? "" : "s"} (${path})\n`);
     return 0;
   }

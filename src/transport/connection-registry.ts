@@ -86,7 +86,7 @@ export class ConnectionRegistry {
       if (!entry) return;
     }
     entry.responses.add(res);
-    if (this.#closing) askToCloseAfter(res);
+    if (this.#closing) markConnectionClose(res);
     res.once("close", () => {
       entry.responses.delete(res);
       if (this.#closing && entry.responses.size === 0) endThenDestroy(socket);
@@ -128,7 +128,7 @@ export class ConnectionRegistry {
         if (entry.responses.size === 0) {
           socket.destroy();
         } else {
-          for (const res of entry.responses) askToCloseAfter(res);
+          for (const res of entry.responses) markConnectionClose(res);
         }
         break;
       case "h2":
@@ -147,7 +147,7 @@ export class ConnectionRegistry {
 }
 
 /** Tells an HTTP/1.1 client not to reuse the connection, when headers are not yet out. */
-function askToCloseAfter(res: AnyResponse): void {
+function markConnectionClose(res: AnyResponse): void {
   if (!res.headersSent) res.setHeader("connection", "close");
 }
 

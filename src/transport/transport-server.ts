@@ -209,7 +209,7 @@ function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, 
   );
   // Node arms its header/request timeout checks on 'listening', and this server never
   // listens itself: without this a slow-header client could hold a socket forever.
-  // mutated
+  h1.emit("listening");
   const h2 = http2.createServer({}, listener as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   h2.on("session", (session) => registry.addSession(session));
   h2.on("sessionError", ignore);

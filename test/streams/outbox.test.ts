@@ -14,7 +14,7 @@ describe("Outbox", () => {
     const kinds = [];
     while (o.pending > 0) {
       const item = await o.next();
-      kinds.push(item!.kind === "token" ? `token:${item.token}` : item!.kind);
+      kinds.push(item?.kind === "token" ? `token:${item.token}` : item?.kind);
     }
     expect(kinds).toEqual(["revoked", "session_ended", "token:t1", "token:t0-new", "heartbeat"]);
   });

@@ -146,7 +146,9 @@ describe("hostile and broken clients", () => {
     await expectHealthyAndEmpty();
   });
 
-  it("answers an HTTP/1.1 client that half-closes right after its request", async () => {
+  it("answers a client whose request and FIN arrive together", async () => {
+    // Like node:http, a half-closed client still gets an immediate answer (a call still in
+    // flight when the FIN arrives is aborted, as node:http does).
     const c = rawClient(port);
     await c.connected;
     c.socket.end("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -1,0 +1,57 @@
+import type { AuditSink } from "./audit/sink.js";
+import type { Clock } from "./clock.js";
+import type { Config } from "./config/config.js";
+import type { Jwks, KeyRing } from "./keys/key-ring.js";
+import type { Logger } from "./logging/logger.js";
+import { MemoryRevocationList } from "./revocation/memory-revocation-list.js";
+import type { RevocationList } from "./revocation/revocation.js";
+import { MemorySessionStore } from "./sessions/memory-session-store.js";
+import type { SessionStore } from "./sessions/session-store.js";
+
+/** The shared state of a replica: in process by default, on NATS JetStream with NATS_URL. */
+export interface Backends {
+  sessions: SessionStore;
+  revocations: RevocationList;
+  /** The JWKS to serve and verify with: this replica's keys, or the union of every replica's. */
+  publicKeys: { jwks(): Jwks };
+  /** Audit sinks beside the local file (a JetStream stream with NATS). */
+  auditSinks: AuditSink[];
+  /**
+   * Health of the shared parts, by health service name (e.g. "capvend.revocation"):
+   * `subscribe` reports every change; the server maps it onto grpc.health.v1.
+   */
+  watchHealth?(listener: (service: string, serving: boolean) => void): () => void;
+  /** Closes connections and timers. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface BackendOptions {
+  config: Config;
+  clock: Clock;
+  logger: Logger;
+  keyRing: KeyRing;
+}
+
+/** Opens the in-process backends: one replica, nothing shared. */
+export function openMemoryBackends(opts: BackendOptions): Backends {
+  const sessions = new MemorySessionStore(opts.clock);
+  const revocations = new MemoryRevocationList(opts.clock);
+  return {
+    sessions,
+    revocations,
+    publicKeys: opts.keyRing,
+    auditSinks: [],
+    async close() {
+      await revocations.close();
+      await sessions.close();
+    },
+  };
+}
+
+/** Opens the backends the configuration asks for. */
+export async function openBackends(opts: BackendOptions): Promise<Backends> {
+  if (opts.config.natsUrl) {
+    throw new Error("NATS_URL is set, but this build has no NATS backend yet");
+  }
+  return openMemoryBackends(opts);
+}
