@@ -74,7 +74,10 @@ export interface FileAuditSinkOptions {
   durability?: AuditDurability;
   /** Deadline for each append, ms from acceptance. Default 2000. */
   timeoutMs?: number;
-  /** A new segment starts when a record would take the current one past this many bytes. Default 64 MiB. */
+  /**
+   * A new segment starts when a record would take the current one past this many bytes.
+   * Default 64 MiB. A record larger than this gets a segment of its own.
+   */
   maxFileBytes?: number;
   /** Records per batch. Default 4096; 1 turns group commit off (for measurement). */
   maxBatchRecords?: number;
@@ -367,12 +370,16 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
       closing = (async () => {
         schedule();
         const drained = await waitIdle(timeoutMs);
-        openDirs.delete(dirKey);
         if (!drained) {
-          // Closing under a pending write could let it land in a reused descriptor; close after it settles.
-          idleWaiters.push(() => void handle.close().catch(() => {}));
+          // Closing under a pending write could let it land in a reused descriptor, and a new
+          // sink on this directory would be a second writer: both wait until the write settles.
+          idleWaiters.push(() => {
+            void handle.close().catch(() => {});
+            openDirs.delete(dirKey);
+          });
           throw new AuditUnavailableError(`audit sink closed with a write still pending after ${timeoutMs} ms`);
         }
+        openDirs.delete(dirKey);
         await handle.close();
       })();
       return closing;

@@ -49,6 +49,10 @@ export class MemoryRevocationList implements RevocationList {
     return this.#lastSeq;
   }
 
+  async catchUp(seq: number): Promise<boolean> {
+    return seq <= this.#lastSeq;
+  }
+
   since(seq: number): Revocation[] {
     // The log is in seq order: binary search for the first entry after `seq`.
     let lo = 0;

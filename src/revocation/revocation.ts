@@ -107,6 +107,12 @@ export interface RevocationList {
   subscribe(listener: (revocation: Revocation) => void): () => void;
   /** The highest feed position applied so far (0 before any). */
   readonly lastSeq: number;
+  /**
+   * Waits until every revocation up to feed position `seq` is applied here (a replica that
+   * lags the shared feed). Resolves false when that did not happen within `timeoutMs`.
+   * The memory list is never behind: it answers at once.
+   */
+  catchUp(seq: number, timeoutMs: number): Promise<boolean>;
   /** Applied revocations after `seq`, in feed order, that can still match something alive. */
   since(seq: number): Revocation[];
   /** Number of rules held (memory stays bounded by the rules still able to match). */

@@ -13,6 +13,9 @@ import { feedPositionOf } from "./revision.js";
 import { TimerQueue } from "./timer-queue.js";
 import { WatchStream } from "./watch-stream.js";
 
+/** How long a resuming stream waits for this replica to catch up with the revocation feed. */
+export const RESUME_CATCH_UP_TIMEOUT_MS = 2000;
+
 export interface StreamHubOptions {
   clock: Clock;
   issuer: Issuer;
@@ -123,7 +126,7 @@ export class StreamHub implements StreamHubInternals {
     });
     const resumeAfter = req.resumeAfter;
     const resumePosition = feedPositionOf(resumeAfter);
-    if (resumePosition > this.revocations.lastSeq) {
+    if (resumePosition > this.revocations.lastSeq && !(await this.revocations.catchUp(resumePosition, RESUME_CATCH_UP_TIMEOUT_MS))) {
       throw capvendError("resume_ahead", `resume_after: ${resumeAfter} is ahead of this server's revocation feed (position ${this.revocations.lastSeq}); reconnect without it or retry`);
     }
 

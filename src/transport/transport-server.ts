@@ -123,6 +123,7 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
 
   let state: TransportServerState = "idle";
   let address: AddressInfo | undefined;
+  let listening: Promise<AddressInfo> | undefined;
   let closing: Promise<void> | undefined;
 
   return {
@@ -140,9 +141,10 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
     listen(host, port) {
       if (state !== "idle") return Promise.reject(new Error(`transport server cannot listen: it is ${state}`));
       state = "listening";
-      return new Promise<AddressInfo>((resolve, reject) => {
+      listening = new Promise<AddressInfo>((resolve, reject) => {
         const onListenError = (error: Error) => {
-          state = "idle";
+          if (state === "listening") state = "idle";
+          listening = undefined;
           reject(error);
         };
         front.server.once("error", onListenError);
@@ -153,14 +155,16 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
           resolve(address);
         });
       });
+      return listening;
     },
 
     close(graceMs = DEFAULT_CLOSE_GRACE_MS) {
       closing ??= (async () => {
-        const wasListening = state === "listening" && address !== undefined;
         state = "closing";
         shutdown.abort();
-        const stopped = wasListening ? new Promise<void>((resolve) => front.server.close(() => resolve())) : undefined;
+        // A listen still binding must finish first, or its socket would outlive close().
+        const bound = listening ? await listening.then(() => true, () => false) : false;
+        const stopped = bound ? new Promise<void>((resolve) => front.server.close(() => resolve())) : undefined;
         front.closeInner();
         registry.beginClose();
         const timer = clock.setTimeout(() => registry.destroyAll(), graceMs);

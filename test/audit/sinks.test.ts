@@ -42,6 +42,15 @@ describe("memory audit sink", () => {
     expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 5, files: 1 });
   });
 
+  it("stores a copy: changing the event after append changes nothing", async () => {
+    const sink = createMemoryAuditSink();
+    const ev = sampleEvent(1);
+    await sink.append(ev);
+    ev.scopes!.push("admin");
+    ev.caller!.id = "someone-else";
+    expect(sink.records[0]).toMatchObject({ scopes: ["read", "write"], caller: { id: "ses_1" } });
+  });
+
   it("refuses secrets like the file sink", async () => {
     const sink = createMemoryAuditSink();
     await expect(sink.append(sampleEvent(1, { reason: `ses_x.${"aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1eF3hJ5kL7nP9r"}` }))).rejects.toBeInstanceOf(AuditEventRefusedError);

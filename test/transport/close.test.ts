@@ -177,6 +177,17 @@ describe("TransportServer.close", () => {
     await expect(server.listen("127.0.0.1", 0)).rejects.toThrow(/closed/);
   });
 
+  it("closes a server whose listen() is still binding, releasing the port", async () => {
+    const server = createTransportServer({ routes: testRoutes(createProbe()) });
+    const listening = server.listen("127.0.0.1", 0);
+    const closed = server.close(1000);
+    const { port } = await listening;
+    await closed;
+    expect(server.state).toBe("closed");
+    const err = await fetch(`http://127.0.0.1:${port}/healthz`).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+  });
+
   it("rejects listen on a port in use and can listen again afterwards", async () => {
     const { server: first, port } = await startTestServer(createProbe());
     const second = createTransportServer({ routes: testRoutes(createProbe()) });
