@@ -230,7 +230,14 @@ function redactValue(value: unknown, seen: WeakMap<object, unknown>): unknown {
   }
   for (const key of Object.keys(value)) {
     if (isSecretKey(key)) continue;
-    out[key] = redactValue((value as Record<string, unknown>)[key], seen);
+    const v = (value as Record<string, unknown>)[key];
+    // Key ids and public JWK coordinates are random-looking base64url by design (RFC 7638
+    // thumbprints): without this they would be redacted from every key-rotation log line.
+    // Only a plain base64url value passes: a JWT or a session credential (both dotted) never does.
+    out[key] = PUBLIC_ID_KEYS.has(key) && typeof v === "string" && PUBLIC_ID.test(v) ? v : redactValue(v, seen);
   }
   return out;
 }
+
+const PUBLIC_ID_KEYS = new Set(["kid", "x", "y"]);
+const PUBLIC_ID = /^[A-Za-z0-9_-]{1,88}$/;

@@ -3,8 +3,8 @@ export const MAX_PENDING_CONTROL = 10_000;
 
 /** Events that are never dropped, merged or reordered: revocations, session end, reconnect, failure. */
 export type ControlEvent =
-  | { kind: "revoked"; tokenIds: string[]; grantIndexes: number[]; reason: string; seq?: number }
-  | { kind: "session_ended"; reason: string; seq?: number }
+  | { kind: "revoked"; tokenIds: string[]; grantIndexes: number[]; reason: string; seq?: number; revokedAt?: number }
+  | { kind: "session_ended"; reason: string; seq?: number; revokedAt?: number }
   | { kind: "reconnect"; reason: string }
   | { kind: "fail"; error: Error };
 

@@ -33,6 +33,10 @@ export interface StreamHubOptions {
   /** Wraps each renewal (tracing hooks in here). */
   traceRenewal?: <T>(stream: WatchStream, grant: GrantSpec, fn: () => Promise<T>) => Promise<T>;
   onEvent?: (e: { type: "slow_reader" | "renewal_failed" | "audit_failed"; sessionId: string; streamId: number; error?: unknown; retryInMs?: number }) => void;
+  /** A revocation or session end was written to a stream, `latencyMs` after Revoke/EndSession took it. */
+  onRevocationDelivered?: (e: { sessionId: string; streamId: number; latencyMs: number }) => void;
+  /** The number of open streams changed. */
+  onStreamCount?: (streams: number) => void;
 }
 
 /** What a WatchStream uses of its hub. */
@@ -48,6 +52,11 @@ export interface StreamHubInternals {
   traceRenewal(stream: WatchStream, grant: GrantSpec, fn: () => Promise<IssuedToken>): Promise<IssuedToken>;
   unregister(stream: WatchStream, reason: string): void;
   onSlowReader(stream: WatchStream): void;
+  onRevocationDelivered(stream: WatchStream, latencyMs: number): void;
+  onRevocationDelivered(stream: WatchStream, latencyMs: number): void {
+    this.#opts.onRevocationDelivered?.({ sessionId: stream.session.id, streamId: stream.id, latencyMs });
+  }
+
   logRenewalFailure(stream: WatchStream, grant: GrantSpec, err: unknown, retryInMs: number): void;
 }
 
@@ -166,12 +175,17 @@ export class StreamHub implements StreamHubInternals {
     for (const r of stream.resources) remove(this.#byResource, r, stream);
     if (removed) {
       this.#streams--;
+      this.#opts.onStreamCount?.(this.#streams);
       void this.#audit(stream, "stream.closed", { reason });
     }
   }
 
   onSlowReader(stream: WatchStream): void {
     this.#opts.onEvent?.({ type: "slow_reader", sessionId: stream.session.id, streamId: stream.id });
+  }
+
+  onRevocationDelivered(stream: WatchStream, latencyMs: number): void {
+    this.#opts.onRevocationDelivered?.({ sessionId: stream.session.id, streamId: stream.id, latencyMs });
   }
 
   logRenewalFailure(stream: WatchStream, _grant: GrantSpec, error: unknown, retryInMs: number): void {
@@ -186,6 +200,7 @@ export class StreamHub implements StreamHubInternals {
     if (s.userId !== undefined) add(this.#byUser, s.userId, stream);
     for (const r of stream.resources) add(this.#byResource, r, stream);
     this.#streams++;
+    this.#opts.onStreamCount?.(this.#streams);
   }
 
   /** Could this revocation touch the stream? (The stream decides whether it does.) */

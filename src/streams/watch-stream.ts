@@ -115,7 +115,7 @@ export class WatchStream {
     if (this.#state === "closing" || this.#state === "closed") return;
     const s = this.session;
     if (revokesSession(r, { sessionId: s.id, agentId: s.agentId, userId: s.userId, createdAt: s.createdAt })) {
-      this.#end({ kind: "session_ended", reason: r.reason, seq: r.seq });
+      this.#end({ kind: "session_ended", reason: r.reason, seq: r.seq, revokedAt: r.revokedAt });
       return;
     }
     const tokenIds: string[] = [];
@@ -146,7 +146,7 @@ export class WatchStream {
       tokenIds.push(r.value);
     }
     if (tokenIds.length > 0 || grantIndexes.length > 0) {
-      this.#control({ kind: "revoked", tokenIds: [...new Set(tokenIds)], grantIndexes, reason: r.reason, seq: r.seq });
+      this.#control({ kind: "revoked", tokenIds: [...new Set(tokenIds)], grantIndexes, reason: r.reason, seq: r.seq, revokedAt: r.revokedAt });
     }
   }
 
@@ -174,6 +174,9 @@ export class WatchStream {
         yield msg;
         this.#hub.queue.cancel(this.#stall);
         this.#stall = undefined;
+        if ((item.kind === "revoked" || item.kind === "session_ended") && item.revokedAt !== undefined) {
+          this.#hub.onRevocationDelivered(this, this.#hub.clock.now() - item.revokedAt);
+        }
         if (item.kind === "session_ended") return;
         if (item.kind === "reconnect") {
           throw capvendError("draining", `the server is shutting down: ${item.reason}; reconnect with resume_after`);

@@ -216,3 +216,15 @@ describe("redact", () => {
     }
   });
 });
+
+describe("public key ids", () => {
+  it("keeps a thumbprint kid and public coordinates, but still drops a JWT or credential under those keys", async () => {
+    const { redact: r } = await import("../../src/security/redact.js");
+    const { createHash, randomBytes } = await import("node:crypto");
+    const kid = createHash("sha256").update("k").digest("base64url");
+    const secret = randomBytes(32).toString("base64url");
+    expect(r({ kid, x: kid })).toEqual({ kid, x: kid });
+    expect(r({ kid: `ses_${"a".repeat(22)}.${secret}` }).kid).toBe("[REDACTED]");
+    expect(r({ other: kid }).other).toBe("[REDACTED]");
+  });
+});
