@@ -53,10 +53,6 @@ export interface StreamHubInternals {
   unregister(stream: WatchStream, reason: string): void;
   onSlowReader(stream: WatchStream): void;
   onRevocationDelivered(stream: WatchStream, latencyMs: number): void;
-  onRevocationDelivered(stream: WatchStream, latencyMs: number): void {
-    this.#opts.onRevocationDelivered?.({ sessionId: stream.session.id, streamId: stream.id, latencyMs });
-  }
-
   logRenewalFailure(stream: WatchStream, grant: GrantSpec, err: unknown, retryInMs: number): void;
 }
 
@@ -182,6 +178,10 @@ export class StreamHub implements StreamHubInternals {
 
   onSlowReader(stream: WatchStream): void {
     this.#opts.onEvent?.({ type: "slow_reader", sessionId: stream.session.id, streamId: stream.id });
+  }
+
+  onRevocationDelivered(stream: WatchStream, latencyMs: number): void {
+    this.#opts.onRevocationDelivered?.({ sessionId: stream.session.id, streamId: stream.id, latencyMs });
   }
 
   onRevocationDelivered(stream: WatchStream, latencyMs: number): void {

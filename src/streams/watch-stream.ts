@@ -81,6 +81,9 @@ export class WatchStream {
     this.resources = new Set(grants.map((g) => g.resource));
     this.#signal = signal;
     this.#kill = kill;
+    // Not only `finally`: a generator parked in a write the client never reads may never be
+    // resumed (connect-node's pending write does not settle), but the call's signal aborts.
+    signal.addEventListener("abort", this.#onAbort, { once: true });
   }
 
   get state(): StreamState {
@@ -187,11 +190,14 @@ export class WatchStream {
     }
   }
 
+  readonly #onAbort = () => this.close();
+
   /** Frees every timer and registration. Idempotent. */
   close(reason?: string): void {
     if (this.#state === "closed") return;
     if (reason) this.#closeReason = reason;
     this.#state = "closed";
+    this.#signal.removeEventListener("abort", this.#onAbort);
     const q = this.#hub.queue;
     for (const g of this.#grants) this.#stopGrant(g);
     q.cancel(this.#heartbeat);
