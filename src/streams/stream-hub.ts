@@ -184,10 +184,6 @@ export class StreamHub implements StreamHubInternals {
     this.#opts.onRevocationDelivered?.({ sessionId: stream.session.id, streamId: stream.id, latencyMs });
   }
 
-  onRevocationDelivered(stream: WatchStream, latencyMs: number): void {
-    this.#opts.onRevocationDelivered?.({ sessionId: stream.session.id, streamId: stream.id, latencyMs });
-  }
-
   logRenewalFailure(stream: WatchStream, _grant: GrantSpec, error: unknown, retryInMs: number): void {
     this.#opts.onEvent?.({ type: "renewal_failed", sessionId: stream.session.id, streamId: stream.id, error, retryInMs });
   }
