@@ -15,8 +15,15 @@ export function sha256Hex(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
-/** Compares two hex digests in constant time. */
+const HEX = /^(?:[0-9a-fA-F]{2})+$/;
+
+/**
+ * Compares two hex digests in constant time. Anything that is not whole, non-empty hex is
+ * unequal: Buffer.from(s, "hex") would otherwise stop silently at the first bad character
+ * (or drop an odd last digit), making different strings compare equal on a shared prefix.
+ */
 export function digestsEqual(a: string, b: string): boolean {
+  if (!HEX.test(a) || !HEX.test(b)) return false;
   const x = Buffer.from(a, "hex");
   const y = Buffer.from(b, "hex");
   return x.length === y.length && x.length > 0 && timingSafeEqual(x, y);

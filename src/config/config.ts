@@ -16,6 +16,8 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10 * 1000;
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
 export const DEFAULT_AUDIT_TIMEOUT_MS = 2000;
 export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
+/** CAPVEND_NATS_TIMEOUT: longest wait for one NATS/JetStream answer (publish ack, KV read or write). */
+export const DEFAULT_NATS_TIMEOUT_MS = 2000;
 
 /** The example policy shipped with the package: the embedded default. */
 export const DEFAULT_POLICY_DIR = path.join(packageRoot(), "examples", "policy");
@@ -60,6 +62,8 @@ export interface Config {
   oidc?: { issuer: string; audience: string; jwksUrl?: string; jwksFile?: string };
   tls?: { certFile: string; keyFile: string };
   natsUrl?: string;
+  /** Present when NATS_URL is set: how to reach the NATS cluster that replicas share. */
+  nats?: NatsSettings;
   replicaId: string;
   audit: { durability: AuditDurability; timeoutMs: number };
   logLevel: LogLevel;
@@ -176,6 +180,8 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     throw new ConfigError("CAPVEND_ORCHESTRATOR_TOKEN", "must be at least 16 characters");
   }
 
+  const nats = parseNatsSettings(str, duration("CAPVEND_NATS_TIMEOUT", DEFAULT_NATS_TIMEOUT_MS, 100));
+
   return {
     listen,
     dataDir: path.resolve(str("CAPVEND_DATA_DIR") ?? DEFAULT_DATA_DIR),
@@ -197,6 +203,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     oidc,
     tls: tlsCert && tlsKey ? { certFile: tlsCert, keyFile: tlsKey } : undefined,
     natsUrl: str("NATS_URL"),
+    nats,
     replicaId: str("CAPVEND_REPLICA_ID") ?? `capvend-${process.pid}`,
     audit: {
       durability: oneOf("CAPVEND_AUDIT_DURABILITY", ["fsync", "write"] as const, "fsync"),
@@ -227,4 +234,61 @@ function parseHashes(setting: string, raw: string | undefined): Map<string, stri
     out.set(id, hash);
   }
   return out;
+}
+
+/** How to reach NATS (from NATS_URL and the usual NATS_* credentials). At most one credential kind is set. */
+export interface NatsSettings {
+  /** NATS_URL split on commas, e.g. ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]. */
+  servers: string[];
+  /** NATS_USER and NATS_PASSWORD, together. */
+  user?: string;
+  password?: string;
+  /** NATS_TOKEN. */
+  token?: string;
+  /** NATS_NKEY_SEED_FILE: a file holding an nkey seed (SU…). */
+  nkeySeedFile?: string;
+  /** NATS_CREDS_FILE: a .creds file (user JWT and seed). */
+  credsFile?: string;
+  /** CAPVEND_NATS_TIMEOUT in ms (default 2 s): bounds every publish, KV read and KV write. */
+  timeoutMs: number;
+  /** CAPVEND_NATS_REPLICAS (1–5): replicas of capvend's streams and buckets; unset means 3 on a cluster, else 1. */
+  replicas?: number;
+}
+
+function parseNatsSettings(str: (name: string) => string | undefined, timeoutMs: number): NatsSettings | undefined {
+  const url = str("NATS_URL");
+  if (url === undefined) return undefined;
+  const servers = url.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const server of servers) {
+    let u: URL | undefined;
+    try {
+      u = new URL(server.includes("://") ? server : `nats://${server}`);
+    } catch {
+      u = undefined;
+    }
+    if (!u || (u.protocol !== "nats:" && u.protocol !== "tls:") || u.hostname === "") {
+      throw new ConfigError("NATS_URL", `"${server.replace(/\/\/[^@/]*@/, "//***@")}" is not a NATS server URL (e.g. nats://127.0.0.1:4222, several separated by commas)`);
+    }
+  }
+  if (servers.length === 0) throw new ConfigError("NATS_URL", "lists no server");
+  const user = str("NATS_USER");
+  const password = str("NATS_PASSWORD");
+  if ((user === undefined) !== (password === undefined)) {
+    throw new ConfigError(user === undefined ? "NATS_USER" : "NATS_PASSWORD", "NATS_USER and NATS_PASSWORD go together");
+  }
+  const token = str("NATS_TOKEN");
+  const nkeySeedFile = str("NATS_NKEY_SEED_FILE");
+  const credsFile = str("NATS_CREDS_FILE");
+  const kinds = [user && "NATS_USER", token && "NATS_TOKEN", nkeySeedFile && "NATS_NKEY_SEED_FILE", credsFile && "NATS_CREDS_FILE"].filter(Boolean);
+  if (kinds.length > 1) throw new ConfigError(kinds[1] as string, `set only one kind of NATS credential (got ${kinds.join(" and ")})`);
+  for (const [setting, file] of [["NATS_NKEY_SEED_FILE", nkeySeedFile], ["NATS_CREDS_FILE", credsFile]] as const) {
+    if (file !== undefined && !existsSync(file)) throw new ConfigError(setting, `${file} does not exist`);
+  }
+  const rawReplicas = str("CAPVEND_NATS_REPLICAS");
+  let replicas: number | undefined;
+  if (rawReplicas !== undefined) {
+    replicas = Number(rawReplicas);
+    if (!/^[1-5]$/.test(rawReplicas)) throw new ConfigError("CAPVEND_NATS_REPLICAS", `"${rawReplicas}" is not a replica count from 1 to 5`);
+  }
+  return { servers, user, password, token, nkeySeedFile, credsFile, timeoutMs, replicas };
 }

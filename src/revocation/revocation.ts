@@ -37,6 +37,8 @@ export interface TokenSubject {
   resource: string;
   /** Seconds since epoch (the iat claim). */
   issuedAtSec: number;
+  /** The exact mint time in ms when known (capvend jtis carry it); makes matching exact. */
+  issuedAtMs?: number;
 }
 
 /** What a session is, for matching against session, agent and user revocations. */
@@ -49,12 +51,12 @@ export interface SessionSubject {
 }
 
 /**
- * Does the rule revoke the token? Tokens carry whole seconds (iat), so a token minted in
- * the same second as a revocation counts as revoked: the safe side. Only resource rules
- * feel this; session, agent and user rules are judged on the session (ms) instead.
+ * Does the rule revoke the token? Exact when the token's mint time in ms is known (capvend
+ * jtis carry it). Otherwise only whole seconds (iat) are known, and a token minted in the
+ * same second as a revocation counts as revoked: the safe side.
  */
 export function revokesToken(r: Revocation, t: TokenSubject): boolean {
-  if (t.issuedAtSec > Math.floor(r.revokedAt / 1000)) return false;
+  if (t.issuedAtMs !== undefined ? t.issuedAtMs > r.revokedAt : t.issuedAtSec > Math.floor(r.revokedAt / 1000)) return false;
   switch (r.kind) {
     case "token_id":
       return r.value === t.jti;

@@ -15,6 +15,7 @@ import {
 import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
 import type { SessionRecord, SessionStore } from "../sessions/session-store.js";
 import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
+import { issuedAtMsOfJti } from "../tokens/jti.js";
 import type { Verifier } from "../tokens/verify.js";
 import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
@@ -277,7 +278,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const userId = claims.sub.startsWith(USER_SUBJECT_PREFIX) ? claims.sub.slice(USER_SUBJECT_PREFIX.length) : undefined;
       requireAllowed(caller, "introspect", { type: "Agent", id: agentId }, { userId, audience: claims.aud });
 
-      if (revocations.tokenRevocation({ jti: claims.jti, sessionId: claims.sid, agentId, userId, resource: claims.aud, issuedAtSec: claims.iat })) {
+      if (revocations.tokenRevocation({ jti: claims.jti, sessionId: claims.sid, agentId, userId, resource: claims.aud, issuedAtSec: claims.iat, issuedAtMs: issuedAtMsOfJti(claims.jti) })) {
         return inactive;
       }
       let session: SessionRecord | undefined;

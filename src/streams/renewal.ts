@@ -27,5 +27,8 @@ export function renewAt(issuedAtMs: number, expiresAtMs: number, leadMs: number,
  * second of session is left to give.
  */
 export function needsRenewal(currentExpiresAtMs: number, sessionExpiresAtMs: number, nowMs: number): boolean {
-  return currentExpiresAtMs < sessionExpiresAtMs && sessionExpiresAtMs - nowMs >= 1000;
+  // Tokens expire on whole seconds: one clipped to the session's end expires at the last
+  // whole second before it, and a renewal could do no better.
+  const lastExp = Math.floor(sessionExpiresAtMs / 1000) * 1000;
+  return currentExpiresAtMs < lastExp && sessionExpiresAtMs - nowMs >= 1000;
 }

@@ -2,7 +2,8 @@ import type { HandlerContext } from "@connectrpc/connect";
 import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import type { Clock } from "../clock.js";
-import { capvendError } from "../errors.js";
+import { ConnectError } from "@connectrpc/connect";
+import { capvendError, reasonOf } from "../errors.js";
 import type { WatchSessionRequest, WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
 import type { Revocation, RevocationList } from "../revocation/revocation.js";
 import type { Issuer, IssuedToken } from "../service/issuer.js";
@@ -125,7 +126,8 @@ export class StreamHub implements StreamHubInternals {
       try {
         this.issuer.authorize(session, { resource: g.resource, scopes: g.scopes, ttlMs: g.ttlMs });
       } catch (err) {
-        if (err instanceof Error) err.message = `grants[${i}]: ${err.message}`;
+        const reason = reasonOf(err);
+        if (reason && err instanceof ConnectError) throw capvendError(reason, `grants[${i}]: ${err.rawMessage}`);
         throw err;
       }
     });

@@ -8,6 +8,7 @@ import { revokesSession, revokesToken, type Revocation } from "../revocation/rev
 import type { IssuedToken, TokenRequest } from "../service/issuer.js";
 import { tokenMessage } from "../service/token-message.js";
 import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
+import { issuedAtMsOfJti } from "../tokens/jti.js";
 import { Outbox, type ControlEvent, type OutboxItem } from "./outbox.js";
 import { needsRenewal, renewAt } from "./renewal.js";
 import { nextRevision } from "./revision.js";
@@ -256,8 +257,12 @@ export class WatchStream {
   /** Takes a freshly minted token into the grant, unless it was revoked while in flight. */
   #accept(g: GrantState, t: IssuedToken, nowMs: number): void {
     const ref = this.#ref(t);
-    if (g.stopped || this.#hub.revocations.tokenRevocation(this.#subject(g, ref))) {
+    if (g.stopped) return;
+    const revoked = this.#hub.revocations.tokenRevocation(this.#subject(g, ref));
+    if (revoked) {
+      // Revoked while it was being minted: never sent, and the runtime hears the grant stopped.
       this.#stopGrant(g);
+      this.#control({ kind: "revoked", tokenIds: [], grantIndexes: [g.index], reason: revoked.reason, seq: revoked.seq, revokedAt: revoked.revokedAt });
       return;
     }
     g.previous = g.current;
@@ -293,12 +298,12 @@ export class WatchStream {
   }
 
   #ref(t: IssuedToken): TokenRef {
-    return { jti: t.jti, issuedAtSec: t.claims.iat, issuedAtMs: t.issuedAtMs, expiresAtMs: t.expiresAtMs };
+    return { jti: t.jti, issuedAtSec: t.claims.iat, issuedAtMs: issuedAtMsOfJti(t.jti) ?? t.issuedAtMs, expiresAtMs: t.expiresAtMs };
   }
 
   #subject(g: GrantState, t: TokenRef) {
     const s = this.session;
-    return { jti: t.jti, sessionId: s.id, agentId: s.agentId, userId: s.userId, resource: g.grant.resource, issuedAtSec: t.issuedAtSec };
+    return { jti: t.jti, sessionId: s.id, agentId: s.agentId, userId: s.userId, resource: g.grant.resource, issuedAtSec: t.issuedAtSec, issuedAtMs: t.issuedAtMs };
   }
 
   #toMessage(item: Exclude<OutboxItem<{ token: IssuedToken; replaces?: string }>, { kind: "fail" }>): WatchSessionResponse {

@@ -97,10 +97,8 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
     for (const target of [
       (sid: string) => ({ case: "sessionId" as const, value: sid }),
       () => ({ case: "userId" as const, value: "alice" }),
-      () => ({ case: "agentId" as const, value: "sales-bot" }),
-      // Last: tokens for a revoked resource minted in the same second also count as
-      // revoked (iat has whole seconds), which would trip the next round's "active" check.
       () => ({ case: "resource" as const, value: "calendar" }),
+      () => ({ case: "agentId" as const, value: "sales-bot" }),
     ]) {
       const s = await startSalesSession(h);
       const { token } = await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] });
@@ -108,7 +106,8 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
       await h.orchestrator.revoke({ target: target(s.sessionId), reason: "sweep" });
       expect((await gateway.introspect({ token: token!.accessToken })).active).toBe(false);
     }
-    // A session started after an agent or user revocation is not touched by it (judged in ms).
+    // A session started, or a token minted, after a revocation is not touched by it: both
+    // are judged to the millisecond (the jti carries the mint time).
     const fresh = await startSalesSession(h);
     const { token } = await fresh.runtime.issueToken({ resource: "salesforce", scopes: ["read"] });
     expect((await gateway.introspect({ token: token!.accessToken })).active).toBe(true);

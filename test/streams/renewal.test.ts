@@ -74,6 +74,9 @@ describe("needsRenewal", () => {
     expect(needsRenewal(10 * M, 20 * M, 0)).toBe(true);
     expect(needsRenewal(20 * M, 20 * M, 0)).toBe(false);
     expect(needsRenewal(10 * M, 20 * M, 20 * M - 500)).toBe(false);
+    // A token clipped to a session ending mid-second already runs to the last whole second.
+    expect(needsRenewal(20 * M, 20 * M + 700, 0)).toBe(false);
+    expect(needsRenewal(20 * M - 1000, 20 * M + 700, 0)).toBe(true);
   });
 });
 

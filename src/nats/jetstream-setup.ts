@@ -1,0 +1,132 @@
+import { DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { nanos } from "@nats-io/transport-node";
+import type { Clock } from "../clock.js";
+import type { Logger } from "../logging/logger.js";
+import { describeNatsError } from "./deadline.js";
+import { sleep } from "./resubscribe.js";
+
+/** Window in which JetStream drops a re-published message with the same `Nats-Msg-Id`: 2 min. */
+export const DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
+/** Largest revocation or audit message accepted by the streams: 64 KiB (real ones are < 1 KiB). */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+/** Largest KV value (a session record or a public key): 64 KiB. */
+export const MAX_KV_VALUE_BYTES = 64 * 1024;
+/** How long setup keeps retrying while a fresh cluster elects its JetStream leaders: 30 s. */
+export const SETUP_RETRY_DEADLINE_MS = 30_000;
+
+/** A capvend stream: created when absent; an existing one keeps its settings except a too-short max age. */
+export interface StreamSpec {
+  name: string;
+  subjects: string[];
+  description: string;
+  /** Messages older than this are discarded, in ms. */
+  maxAgeMs: number;
+  replicas: number;
+}
+
+/** A capvend KV bucket (history 1, file storage). */
+export interface BucketSpec {
+  bucket: string;
+  description: string;
+  /** Entries older than their last write by this much are discarded, in ms. */
+  ttlMs: number;
+  replicas: number;
+  /** Default timeout of the bucket's operations, in ms. */
+  timeoutMs: number;
+}
+
+/**
+ * Creates the stream, or checks the existing one. An operator may have tuned it (more
+ * replicas, a longer max age), so only a max age shorter than capvend needs is raised:
+ * shorter would drop revocations that can still match live tokens.
+ */
+export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logger: Logger, clock: Clock): Promise<StreamInfo> {
+  const config: Partial<StreamConfig> & { name: string } = {
+    name: spec.name,
+    subjects: spec.subjects,
+    description: spec.description,
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(spec.maxAgeMs),
+    max_msg_size: MAX_MESSAGE_BYTES,
+    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+    num_replicas: spec.replicas,
+    // What was acknowledged must stay: no one deletes single messages or purges by mistake.
+    deny_delete: true,
+    deny_purge: true,
+  };
+  return retrySetup(`stream ${spec.name}`, logger, clock, async () => {
+    let info: StreamInfo;
+    try {
+      info = await jsm.streams.info(spec.name);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      logger.info({ stream: spec.name, max_age_ms: spec.maxAgeMs, replicas: spec.replicas }, "creating JetStream stream");
+      return jsm.streams.add(config);
+    }
+    if (info.config.max_age !== 0 && info.config.max_age < nanos(spec.maxAgeMs)) {
+      logger.warn({ stream: spec.name, from_ms: Math.round(info.config.max_age / 1e6), to_ms: spec.maxAgeMs }, "raising the stream's max age to what this replica needs");
+      info = await jsm.streams.update(spec.name, { ...info.config, max_age: nanos(spec.maxAgeMs) });
+    }
+    return info;
+  });
+}
+
+/**
+ * Opens the bucket, creating it when absent, and raises a too-short TTL like `ensureStream`.
+ * Returns the bucket and its effective TTL in ms (0: none).
+ */
+export async function ensureBucket(js: JetStreamClient, jsm: JetStreamManager, spec: BucketSpec, logger: Logger, clock: Clock): Promise<{ kv: KV; ttlMs: number }> {
+  return retrySetup(`bucket ${spec.bucket}`, logger, clock, async () => {
+    const kv = await new Kvm(js).create(spec.bucket, {
+      description: spec.description,
+      history: 1,
+      ttl: spec.ttlMs,
+      replicas: spec.replicas,
+      storage: StorageType.File,
+      maxValueSize: MAX_KV_VALUE_BYTES,
+      timeout: spec.timeoutMs,
+    });
+    const stream = `KV_${spec.bucket}`;
+    let info = await jsm.streams.info(stream);
+    if (info.config.max_age !== 0 && info.config.max_age < nanos(spec.ttlMs)) {
+      logger.warn({ bucket: spec.bucket, from_ms: Math.round(info.config.max_age / 1e6), to_ms: spec.ttlMs }, "raising the bucket's TTL to what this replica needs");
+      info = await jsm.streams.update(stream, { ...info.config, max_age: nanos(spec.ttlMs) });
+    }
+    return { kv, ttlMs: Math.round(info.config.max_age / 1e6) };
+  });
+}
+
+function isNotFound(err: unknown): boolean {
+  return (err instanceof JetStreamApiError && err.code === 10059) || (err instanceof Error && err.message === "stream not found");
+}
+
+/**
+ * Runs a setup step, retrying while JetStream says it is not ready (a cluster still electing
+ * its meta leader answers "temporarily unavailable" or not at all), up to a deadline.
+ */
+async function retrySetup<T>(what: string, logger: Logger, clock: Clock, step: () => Promise<T>): Promise<T> {
+  const deadline = clock.now() + SETUP_RETRY_DEADLINE_MS;
+  const never = new AbortController().signal;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await step();
+    } catch (err) {
+      if (clock.now() >= deadline || !isTransient(err)) throw new Error(`JetStream setup of ${what} failed: ${describeNatsError(err)}`, { cause: err });
+      if (attempt === 0) logger.info({ what, error: describeNatsError(err) }, "JetStream not ready yet; retrying setup");
+      await sleep(clock, Math.min(250 * 2 ** attempt, 2000), never);
+    }
+  }
+}
+
+function isTransient(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) {
+    // 10008: JetStream temporarily unavailable; 10074/10075: insufficient resources or no
+    // suitable peers while cluster peers are still joining.
+    return [10008, 10074, 10075, 10023].includes(err.code);
+  }
+  const msg = err instanceof Error ? `${err.name} ${err.message}` : "";
+  return /timeout|TimeoutError|no responders|NoResponders|temporarily unavailable|jetstream not enabled/i.test(msg);
+}
