@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 
 /** Receives every status change; `undefined` means the service was cleared (now unknown). */
@@ -13,7 +14,7 @@ export type StatusListener = (service: string, status: ServingStatus | undefined
 export class StatusBoard {
   readonly #statuses = new Map<string, ServingStatus>([["", ServingStatus.NOT_SERVING]]);
   readonly #listeners = new Set<StatusListener>();
-  readonly #terminated = new AbortController();
+  readonly #terminated = unboundedListeners(new AbortController());
 
   /** Aborted by `shutdown()`. */
   get terminated(): AbortSignal {
@@ -70,4 +71,10 @@ export class StatusBoard {
   #emit(service: string, status: ServingStatus | undefined): void {
     for (const listener of this.#listeners) listener(service, status);
   }
+}
+
+/** Every Watch stream listens on this signal: many listeners are expected, not a leak. */
+function unboundedListeners(c: AbortController): AbortController {
+  setMaxListeners(0, c.signal);
+  return c;
 }

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
@@ -96,6 +97,8 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
   };
   const onError = opts.onError ?? ((error: unknown, context: string) => console.error(`transport: ${context}`, error));
   const shutdown = new AbortController();
+  // Every long-lived stream listens on it: many listeners are expected, not a leak.
+  setMaxListeners(0, shutdown.signal);
   const registry = new ConnectionRegistry();
 
   const connectHandler = connectNodeAdapter({
