@@ -80,10 +80,23 @@ export class ConfigError extends Error {
   }
 }
 
+/** Every setting read below; a flag must name one of them. */
+const SETTINGS: ReadonlySet<string> = new Set([
+  "CAPVEND_LISTEN", "CAPVEND_DATA_DIR", "CAPVEND_POLICY_DIR", "CAPVEND_ISSUER", "CAPVEND_TOKEN_TTL",
+  "CAPVEND_MAX_TOKEN_TTL", "CAPVEND_RENEW_LEAD", "CAPVEND_SESSION_MAX_DURATION", "CAPVEND_HEARTBEAT_INTERVAL",
+  "CAPVEND_STREAM_STALL_TIMEOUT", "CAPVEND_SHUTDOWN_GRACE", "CAPVEND_MAX_MESSAGE_BYTES", "CAPVEND_SIGNING_ALG",
+  "CAPVEND_SIGNING_KEY_FILES", "CAPVEND_ORCHESTRATOR_TOKEN", "CAPVEND_ORCHESTRATOR_HASHES",
+  "CAPVEND_RESOURCE_SERVER_HASHES", "CAPVEND_OIDC_ISSUER", "CAPVEND_OIDC_AUDIENCE", "CAPVEND_OIDC_JWKS_URL",
+  "CAPVEND_OIDC_JWKS_FILE", "CAPVEND_TLS_CERT", "CAPVEND_TLS_KEY", "CAPVEND_REPLICA_ID", "CAPVEND_AUDIT_DURABILITY",
+  "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS",
+  "NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY_SEED_FILE", "NATS_CREDS_FILE",
+]);
+
 /**
  * Command-line flags are the environment variables' names in kebab case without the
  * prefix: `--listen` sets CAPVEND_LISTEN, `--token-ttl 5m` sets CAPVEND_TOKEN_TTL,
- * `--nats-url` sets NATS_URL. Flags win over the environment.
+ * `--nats-url` sets NATS_URL (and `--nats-user` NATS_USER, …). Flags win over the environment;
+ * a flag that names no setting is an error, so a typo never leaves a default silently in force.
  */
 export function flagsToEnv(argv: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -100,7 +113,8 @@ export function flagsToEnv(argv: readonly string[]): Record<string, string> {
       value = argv[++i];
       if (value === undefined) throw new ConfigError(arg, "needs a value");
     }
-    const key = name === "nats-url" ? "NATS_URL" : `CAPVEND_${name.replaceAll("-", "_").toUpperCase()}`;
+    const key = name.startsWith("nats-") && name !== "nats-timeout" && name !== "nats-replicas" ? name.replaceAll("-", "_").toUpperCase() : `CAPVEND_${name.replaceAll("-", "_").toUpperCase()}`;
+    if (!SETTINGS.has(key)) throw new ConfigError(`--${name}`, "is not a setting (see docs/configuration.md)");
     out[key] = value;
   }
   return out;
@@ -255,6 +269,11 @@ export interface NatsSettings {
   replicas?: number;
 }
 
+/** Hides `user:password@` in a server address, with or without a scheme, before it is echoed. */
+function maskUserInfo(server: string): string {
+  return server.replace(/^((?:[a-z][a-z0-9+.-]*:\/\/)?)[^@/]*@/i, "$1***@");
+}
+
 function parseNatsSettings(str: (name: string) => string | undefined, timeoutMs: number): NatsSettings | undefined {
   const url = str("NATS_URL");
   if (url === undefined) return undefined;
@@ -267,7 +286,7 @@ function parseNatsSettings(str: (name: string) => string | undefined, timeoutMs:
       u = undefined;
     }
     if (!u || (u.protocol !== "nats:" && u.protocol !== "tls:") || u.hostname === "") {
-      throw new ConfigError("NATS_URL", `"${server.replace(/\/\/[^@/]*@/, "//***@")}" is not a NATS server URL (e.g. nats://127.0.0.1:4222, several separated by commas)`);
+      throw new ConfigError("NATS_URL", `"${maskUserInfo(server)}" is not a NATS server URL (e.g. nats://127.0.0.1:4222, several separated by commas)`);
     }
   }
   if (servers.length === 0) throw new ConfigError("NATS_URL", "lists no server");

@@ -191,3 +191,27 @@ describe("bad values throw a ConfigError naming the setting", () => {
     expect(e.message).not.toContain("s3cr3t-tok");
   });
 });
+
+describe("secrets in NATS_URL are not echoed", () => {
+  it("a bad NATS_URL with scheme and credentials is reported with the credentials masked", () => {
+    const e = configError({ NATS_URL: "http://alice:s3cret-pw@host:4222" });
+    expect(e.setting).toBe("NATS_URL");
+    expect(e.message).not.toContain("s3cret-pw");
+    expect(e.message).toContain("***@");
+  });
+
+  // Servers without a scheme are accepted too, so the mask must not depend on "//".
+  it("a bad scheme-less NATS_URL with credentials does not echo the password", () => {
+    const e = configError({ NATS_URL: "nats://ok:4222,alice:s3cret-pw@" });
+    expect(e.setting).toBe("NATS_URL");
+    expect(e.message).not.toContain("s3cret-pw");
+  });
+});
+
+describe("unknown flags", () => {
+  // A typo such as --tokn-ttl must not leave the default silently in force.
+  it("a mistyped flag is a ConfigError naming it", () => {
+    const e = configError({}, ["--tokn-ttl", "5m"]);
+    expect(e.message).toContain("--tokn-ttl");
+  });
+});
