@@ -7,6 +7,7 @@ import { MemoryRevocationList } from "./revocation/memory-revocation-list.js";
 import type { RevocationList } from "./revocation/revocation.js";
 import { MemorySessionStore } from "./sessions/memory-session-store.js";
 import type { SessionStore } from "./sessions/session-store.js";
+import { openNatsBackends } from "./nats/open-nats-backends.js";
 
 /** The shared state of a replica: in process by default, on NATS JetStream with NATS_URL. */
 export interface Backends {
@@ -17,8 +18,10 @@ export interface Backends {
   /** Audit sinks beside the local file (a JetStream stream with NATS). */
   auditSinks: AuditSink[];
   /**
-   * Health of the shared parts, by health service name (e.g. "capvend.revocation"):
-   * `subscribe` reports every change; the server maps it onto grpc.health.v1.
+   * Health of the shared parts, by health service name ("capvend.revocation",
+   * "capvend.sessions"): reports each service's current status at once, then every change;
+   * the server maps it onto grpc.health.v1. Returns an unsubscribe function. Absent in
+   * memory mode (nothing shared can fail).
    */
   watchHealth?(listener: (service: string, serving: boolean) => void): () => void;
   /** Closes connections and timers. Idempotent. */
@@ -48,10 +51,13 @@ export function openMemoryBackends(opts: BackendOptions): Backends {
   };
 }
 
-/** Opens the backends the configuration asks for. */
+/**
+ * Opens the backends the configuration asks for: with NATS_URL, the JetStream ones (see
+ * src/nats/ and docs/operations.md), resolved only once the revocation feed is caught up
+ * and this replica's public keys are published; otherwise the in-process ones.
+ */
 export async function openBackends(opts: BackendOptions): Promise<Backends> {
-  if (opts.config.natsUrl) {
-    throw new Error("NATS_URL is set, but this build has no NATS backend yet");
-  }
+  if (opts.config.nats) return openNatsBackends(opts, opts.config.nats);
+  if (opts.config.natsUrl) throw new Error("NATS_URL is set but the NATS settings were not parsed (load the config with loadConfig)");
   return openMemoryBackends(opts);
 }

@@ -51,7 +51,8 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logg
     discard: DiscardPolicy.Old,
     max_age: nanos(spec.maxAgeMs),
     max_msg_size: MAX_MESSAGE_BYTES,
-    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+    // JetStream refuses a duplicate window longer than the max age.
+    duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, spec.maxAgeMs)),
     num_replicas: spec.replicas,
     // What was acknowledged must stay: no one deletes single messages or purges by mistake.
     deny_delete: true,
@@ -64,13 +65,13 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logg
     } catch (err) {
       if (!isNotFound(err)) throw err;
       logger.info({ stream: spec.name, max_age_ms: spec.maxAgeMs, replicas: spec.replicas }, "creating JetStream stream");
-      return jsm.streams.add(config);
+      return requireLeader(await jsm.streams.add(config));
     }
     if (info.config.max_age !== 0 && info.config.max_age < nanos(spec.maxAgeMs)) {
       logger.warn({ stream: spec.name, from_ms: Math.round(info.config.max_age / 1e6), to_ms: spec.maxAgeMs }, "raising the stream's max age to what this replica needs");
       info = await jsm.streams.update(spec.name, { ...info.config, max_age: nanos(spec.maxAgeMs) });
     }
-    return info;
+    return requireLeader(info);
   });
 }
 
@@ -95,8 +96,19 @@ export async function ensureBucket(js: JetStreamClient, jsm: JetStreamManager, s
       logger.warn({ bucket: spec.bucket, from_ms: Math.round(info.config.max_age / 1e6), to_ms: spec.ttlMs }, "raising the bucket's TTL to what this replica needs");
       info = await jsm.streams.update(stream, { ...info.config, max_age: nanos(spec.ttlMs) });
     }
+    requireLeader(info);
     return { kv, ttlMs: Math.round(info.config.max_age / 1e6) };
   });
+}
+
+/** A stream just created in a cluster takes writes only once its group elected a leader. */
+class NoLeaderYet extends Error {
+  override readonly name = "NoLeaderYet";
+}
+
+function requireLeader(info: StreamInfo): StreamInfo {
+  if (info.cluster && !info.cluster.leader) throw new NoLeaderYet(`stream ${info.config.name} has no leader yet`);
+  return info;
 }
 
 function isNotFound(err: unknown): boolean {
@@ -122,6 +134,7 @@ async function retrySetup<T>(what: string, logger: Logger, clock: Clock, step: (
 }
 
 function isTransient(err: unknown): boolean {
+  if (err instanceof NoLeaderYet) return true;
   if (err instanceof JetStreamApiError) {
     // 10008: JetStream temporarily unavailable; 10074/10075: insufficient resources or no
     // suitable peers while cluster peers are still joining.

@@ -46,27 +46,32 @@ export class NatsLink {
   async #follow(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
       if (this.#closed) return;
-      switch (s.type) {
-        case "disconnect":
-          this.#logger.warn({ server: serverName(s.server) }, "NATS disconnected; reconnecting");
-          this.#set(false);
-          break;
-        case "staleConnection":
-          this.#logger.warn("NATS connection stale (pings unanswered); reconnecting");
-          this.#set(false);
-          break;
-        case "reconnect":
-          this.#logger.info({ server: serverName(s.server) }, "NATS reconnected");
-          this.#set(true);
-          break;
-        case "close":
-          this.#set(false);
-          return;
-        case "error":
-          this.#logger.warn({ err: s.error }, "NATS reported an error");
-          break;
-        default:
-          break;
+      // State first, log second: nothing a logger does may stop this loop.
+      try {
+        switch (s.type) {
+          case "disconnect":
+            this.#set(false);
+            this.#logger.warn({ server: serverName(s.server) }, "NATS disconnected; reconnecting");
+            break;
+          case "staleConnection":
+            this.#set(false);
+            this.#logger.warn("NATS connection stale (pings unanswered); reconnecting");
+            break;
+          case "reconnect":
+            this.#set(true);
+            this.#logger.info({ server: serverName(s.server) }, "NATS reconnected");
+            break;
+          case "close":
+            this.#set(false);
+            return;
+          case "error":
+            this.#logger.warn({ err: s.error }, "NATS reported an error");
+            break;
+          default:
+            break;
+        }
+      } catch {
+        // A failing logger: the state is already updated.
       }
     }
   }
@@ -77,8 +82,8 @@ export class NatsLink {
     for (const l of [...this.#listeners]) {
       try {
         l(connected);
-      } catch (err) {
-        this.#logger.error({ err }, "NATS link listener failed");
+      } catch {
+        // A listener's failure is its own; the others still hear of the change.
       }
     }
   }

@@ -1,0 +1,267 @@
+import { JetStreamApiError } from "@nats-io/jetstream";
+import type { KV, KvEntry, KvWatchEntry } from "@nats-io/kv";
+import type { QueuedIterator } from "@nats-io/transport-node";
+import type { Clock, TimerHandle } from "../clock.js";
+import type { Logger } from "../logging/logger.js";
+import { SESSION_SWEEP_INTERVAL_MS } from "../sessions/memory-session-store.js";
+import type { GrantSpec, SessionRecord, SessionStore } from "../sessions/session-store.js";
+import { withDeadline } from "./deadline.js";
+import { NatsBackendClosedError, NatsUnavailableError } from "./errors.js";
+import type { NatsLink } from "./link-state.js";
+import { SESSION_BUCKET } from "./names.js";
+import { sleep, superviseSubscription } from "./resubscribe.js";
+
+/** Attempts of the read-compare-write loop in `end` before it gives up as contended. */
+export const END_CAS_ATTEMPTS = 5;
+
+/** Longest wait in `close` for the watch loop to stop, ms. */
+const CLOSE_WAIT_MS = 2000;
+
+/** Options for `openKvSessionStore`. */
+export interface KvSessionStoreOptions {
+  /** The `capvend_sessions` bucket (or a test's own). */
+  kv: KV;
+  link: NatsLink;
+  clock: Clock;
+  logger: Logger;
+  /** Longest wait for one KV read or write, ms (CAPVEND_NATS_TIMEOUT). */
+  timeoutMs: number;
+  /** Bucket name for log lines; default `SESSION_BUCKET`. */
+  bucket?: string;
+}
+
+/** What the store reports about itself (for monitoring). */
+export interface KvSessionStoreStats {
+  /** Sessions held in the local cache. */
+  cached: number;
+  /** Highest bucket revision seen by the watch. */
+  lastRevision: number;
+  /** Entries skipped because they did not hold a valid session record. */
+  rejected: number;
+}
+
+/** Opens the store and starts its watch; the cache fills in the background (a miss reads KV). */
+export function openKvSessionStore(opts: KvSessionStoreOptions): KvSessionStore {
+  return new KvSessionStore(opts);
+}
+
+/**
+ * Session records in a JetStream KV bucket shared by every replica, so a runtime can move
+ * to any replica with its credential (the bucket holds only the credential's sha256).
+ *
+ * A watch on the whole bucket keeps a local cache of every live session: `get` answers from
+ * memory, and keeps answering for sessions this replica knows while NATS is away; a miss
+ * reads the bucket. Writes go to the bucket first (and fail at once while NATS is away);
+ * `end` is a compare-and-set on the entry's revision, so of concurrent ends the first wins
+ * on every replica.
+ */
+export class KvSessionStore implements SessionStore {
+  readonly #opts: KvSessionStoreOptions;
+  readonly #bucket: string;
+  readonly #cache = new Map<string, { record: SessionRecord; revision: number }>();
+  #lastRevision = 0;
+  #rejected = 0;
+  #closed = false;
+  readonly #abort = new AbortController();
+  #watch: QueuedIterator<KvWatchEntry> | undefined;
+  readonly #running: Promise<void>;
+  #sweep: TimerHandle | undefined;
+
+  constructor(opts: KvSessionStoreOptions) {
+    this.#opts = opts;
+    this.#bucket = opts.bucket ?? SESSION_BUCKET;
+    this.#running = superviseSubscription((progress) => this.#follow(progress), {
+      name: `session bucket ${this.#bucket}`,
+      logger: opts.logger,
+      clock: opts.clock,
+      signal: this.#abort.signal,
+    });
+    this.#scheduleSweep();
+  }
+
+  stats(): KvSessionStoreStats {
+    return { cached: this.#cache.size, lastRevision: this.#lastRevision, rejected: this.#rejected };
+  }
+
+  async create(record: SessionRecord): Promise<void> {
+    this.#assertOpen();
+    this.#opts.link.assertConnected("session not stored");
+    let revision: number;
+    try {
+      revision = await this.#bounded(this.#opts.kv.create(record.id, encode(record)), "session create");
+    } catch (err) {
+      if (isWrongRevision(err)) throw new Error(`session ${record.id} already exists`);
+      throw err;
+    }
+    this.#remember(record.id, structuredClone(record), revision);
+  }
+
+  async get(id: string): Promise<SessionRecord | undefined> {
+    this.#assertOpen();
+    const cached = this.#cache.get(id);
+    if (cached) return structuredClone(cached.record);
+    if (!isValidKey(id)) return undefined;
+    this.#opts.link.assertConnected("session lookup");
+    const entry = await this.#read(id);
+    return entry && structuredClone(entry.record);
+  }
+
+  async end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined> {
+    this.#assertOpen();
+    if (!isValidKey(id)) return undefined;
+    this.#opts.link.assertConnected("session not ended");
+    for (let attempt = 0; attempt < END_CAS_ATTEMPTS; attempt++) {
+      const current = await this.#read(id);
+      if (!current) return undefined;
+      if (current.record.endedAt !== undefined) return structuredClone(current.record);
+      const ended: SessionRecord = { ...current.record, endedAt: atMs, endReason: reason };
+      try {
+        const revision = await this.#bounded(this.#opts.kv.update(id, encode(ended), current.revision), "session end");
+        this.#remember(id, ended, revision);
+        return structuredClone(ended);
+      } catch (err) {
+        // Someone wrote in between (another end): read again and keep theirs if it ended it.
+        if (!isWrongRevision(err)) throw err;
+      }
+    }
+    throw new NatsUnavailableError(`session end: ${END_CAS_ATTEMPTS} concurrent writes in a row; retry`);
+  }
+
+  async delete(id: string): Promise<void> {
+    this.#assertOpen();
+    if (!isValidKey(id)) return;
+    this.#opts.link.assertConnected("session not deleted");
+    await this.#bounded(this.#opts.kv.delete(id), "session delete");
+    this.#cache.delete(id);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#abort.abort();
+    this.#watch?.stop();
+    if (this.#sweep) this.#opts.clock.clearTimeout(this.#sweep);
+    this.#sweep = undefined;
+    await Promise.race([this.#running, sleep(this.#opts.clock, CLOSE_WAIT_MS, new AbortController().signal)]);
+  }
+
+  /** Reads the entry from the bucket (not the cache) and refreshes the cache with it. */
+  async #read(id: string): Promise<{ record: SessionRecord; revision: number } | undefined> {
+    const entry = await this.#bounded(this.#opts.kv.get(id), "session lookup");
+    if (!entry || entry.operation !== "PUT") {
+      if (entry) this.#forget(id, entry.revision);
+      return undefined;
+    }
+    const record = this.#parse(entry);
+    if (!record) return undefined;
+    this.#remember(id, record, entry.revision);
+    return { record, revision: entry.revision };
+  }
+
+  async #follow(progress: () => void): Promise<void> {
+    const watch = await this.#opts.kv.watch(this.#lastRevision > 0 ? { resumeFromRevision: this.#lastRevision + 1 } : {});
+    this.#watch = watch;
+    if (this.#closed) {
+      watch.stop();
+      return;
+    }
+    for await (const e of watch) {
+      progress();
+      this.#lastRevision = Math.max(this.#lastRevision, e.revision);
+      if (e.operation === "PUT") {
+        const record = this.#parse(e);
+        if (record && record.expiresAt > this.#opts.clock.now()) this.#remember(e.key, record, e.revision);
+      } else {
+        this.#forget(e.key, e.revision);
+      }
+    }
+  }
+
+  /** Keeps the newer of what is cached and what was read: the watch and reads race. */
+  #remember(id: string, record: SessionRecord, revision: number): void {
+    const cached = this.#cache.get(id);
+    if (cached && cached.revision > revision) return;
+    this.#cache.set(id, { record, revision });
+  }
+
+  #forget(id: string, revision: number): void {
+    const cached = this.#cache.get(id);
+    if (cached && cached.revision < revision) this.#cache.delete(id);
+  }
+
+  #parse(entry: KvEntry): SessionRecord | undefined {
+    let record: SessionRecord | undefined;
+    try {
+      record = parseSessionRecord(entry.json<unknown>(), entry.key);
+    } catch {
+      record = undefined;
+    }
+    if (!record) {
+      this.#rejected++;
+      this.#opts.logger.warn({ bucket: this.#bucket, revision: entry.revision }, "skipping a KV entry that is not a valid session record");
+    }
+    return record;
+  }
+
+  #bounded<T>(work: Promise<T>, what: string): Promise<T> {
+    return withDeadline(work, this.#opts.timeoutMs, this.#opts.clock, what);
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new NatsBackendClosedError("session store is closed");
+  }
+
+  #scheduleSweep(): void {
+    this.#sweep = this.#opts.clock.setTimeout(() => {
+      const now = this.#opts.clock.now();
+      for (const [id, c] of this.#cache) if (c.record.expiresAt <= now) this.#cache.delete(id);
+      if (!this.#closed) this.#scheduleSweep();
+    }, SESSION_SWEEP_INTERVAL_MS);
+  }
+}
+
+function encode(record: SessionRecord): string {
+  return JSON.stringify(record);
+}
+
+/** KV keys are subject tokens: session ids always qualify; anything else cannot be stored. */
+function isValidKey(id: string): boolean {
+  return /^[-/=\w]+(\.[-/=\w]+)*$/.test(id);
+}
+
+function isWrongRevision(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof JetStreamApiError && (e.code === 10071 || e.code === 10164)) return true;
+  }
+  return false;
+}
+
+/**
+ * Checks a record read from the bucket (anyone with write access to it could put anything
+ * there); returns undefined unless it is a complete session record for `key`.
+ */
+export function parseSessionRecord(raw: unknown, key: string): SessionRecord | undefined {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return undefined;
+  const r = raw as Record<string, unknown>;
+  const str = (v: unknown) => typeof v === "string";
+  const time = (v: unknown) => typeof v === "number" && Number.isSafeInteger(v);
+  if (r.id !== key || !str(r.agentId) || !str(r.startedBy) || !time(r.createdAt) || !time(r.expiresAt)) return undefined;
+  if (typeof r.credentialHash !== "string" || !/^[0-9a-f]{64}$/.test(r.credentialHash)) return undefined;
+  if (r.userId !== undefined && !str(r.userId)) return undefined;
+  if (r.endedAt !== undefined && !time(r.endedAt)) return undefined;
+  if (r.endReason !== undefined && !str(r.endReason)) return undefined;
+  if (typeof r.labels !== "object" || r.labels === null || Array.isArray(r.labels) || !Object.values(r.labels).every(str)) return undefined;
+  if (!Array.isArray(r.grants) || !r.grants.every(isGrant)) return undefined;
+  return r as unknown as SessionRecord;
+}
+
+function isGrant(g: unknown): g is GrantSpec {
+  if (typeof g !== "object" || g === null) return false;
+  const x = g as Record<string, unknown>;
+  return (
+    typeof x.resource === "string" &&
+    Array.isArray(x.scopes) &&
+    x.scopes.every((s) => typeof s === "string") &&
+    (x.ttlMs === undefined || x.ttlMs === null || (typeof x.ttlMs === "number" && x.ttlMs > 0))
+  );
+}

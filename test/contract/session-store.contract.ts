@@ -1,0 +1,113 @@
+/**
+ * The behaviour every SessionStore must have, memory or NATS KV: run it with a factory that
+ * opens a fresh, empty store (see memory.test.ts and ../nats/contract.test.ts).
+ */
+import { randomBytes } from "node:crypto";
+import { afterEach, describe, expect, it } from "vitest";
+import type { SessionRecord, SessionStore } from "../../src/sessions/session-store.js";
+
+/** A fresh, empty store and how to dispose of it (and whatever backs it). */
+export interface SessionStoreFixture {
+  store: SessionStore;
+  cleanup(): Promise<void>;
+}
+
+/** A session record as StartSession makes it (with a fresh id). */
+export function sessionRecord(overrides: Partial<SessionRecord> = {}): SessionRecord {
+  const now = Date.now();
+  return {
+    id: `ses_${randomBytes(16).toString("base64url")}`,
+    agentId: "sales-bot",
+    userId: "alice",
+    grants: [
+      { resource: "salesforce", scopes: ["read", "write"], ttlMs: 300_000 },
+      { resource: "calendar", scopes: ["read"] },
+    ],
+    labels: { env: "test" },
+    credentialHash: randomBytes(32).toString("hex"),
+    startedBy: "dev",
+    createdAt: now,
+    expiresAt: now + 60 * 60 * 1000,
+    ...overrides,
+  };
+}
+
+/** Defines the SessionStore contract tests against stores made by `open`. */
+export function defineSessionStoreContract(label: string, open: () => Promise<SessionStoreFixture>): void {
+  describe(`SessionStore contract: ${label}`, () => {
+    const fixtures: SessionStoreFixture[] = [];
+    const fresh = async () => {
+      const f = await open();
+      fixtures.push(f);
+      return f.store;
+    };
+    afterEach(async () => {
+      await Promise.all(fixtures.splice(0).map((f) => f.cleanup()));
+    });
+
+    it("returns what was created, as a copy the caller cannot change the store through", async () => {
+      const store = await fresh();
+      const record = sessionRecord();
+      await store.create(record);
+      const got = await store.get(record.id);
+      expect(got).toEqual(record);
+      got!.labels.env = "changed";
+      got!.grants[0]!.scopes.push("admin");
+      expect(await store.get(record.id)).toEqual(record);
+    });
+
+    it("keeps sessions without a user and grants without a ttl as they were", async () => {
+      const store = await fresh();
+      const record = sessionRecord({ userId: undefined, grants: [{ resource: "warehouse", scopes: ["read"] }], labels: {} });
+      delete record.userId;
+      await store.create(record);
+      expect(await store.get(record.id)).toEqual(record);
+    });
+
+    it("refuses to create an id twice and keeps the first record", async () => {
+      const store = await fresh();
+      const record = sessionRecord();
+      await store.create(record);
+      await expect(store.create({ ...record, agentId: "other-bot" })).rejects.toThrow();
+      expect((await store.get(record.id))?.agentId).toBe("sales-bot");
+    });
+
+    it("answers undefined for an unknown session, for get and end", async () => {
+      const store = await fresh();
+      expect(await store.get("ses_AAAAAAAAAAAAAAAAAAAAAA")).toBeUndefined();
+      expect(await store.end("ses_AAAAAAAAAAAAAAAAAAAAAA", "why", Date.now())).toBeUndefined();
+    });
+
+    it("ends a session once: a second end keeps the first end's time and reason", async () => {
+      const store = await fresh();
+      const record = sessionRecord();
+      await store.create(record);
+      const t1 = Date.now();
+      const ended = await store.end(record.id, "first", t1);
+      expect(ended).toEqual({ ...record, endedAt: t1, endReason: "first" });
+      expect(await store.get(record.id)).toEqual(ended);
+      expect(await store.end(record.id, "second", t1 + 1000)).toEqual(ended);
+      expect(await store.get(record.id)).toEqual(ended);
+    });
+
+    it("settles concurrent ends on one of them, the same for every caller", async () => {
+      const store = await fresh();
+      const record = sessionRecord();
+      await store.create(record);
+      const t = Date.now();
+      const results = await Promise.all([store.end(record.id, "a", t), store.end(record.id, "b", t + 1), store.end(record.id, "c", t + 2)]);
+      const stored = await store.get(record.id);
+      expect(["a", "b", "c"]).toContain(stored?.endReason);
+      for (const r of results) expect(r).toEqual(stored);
+    });
+
+    it("forgets a deleted session, and deleting an unknown one is fine", async () => {
+      const store = await fresh();
+      const record = sessionRecord();
+      await store.create(record);
+      await store.delete(record.id);
+      expect(await store.get(record.id)).toBeUndefined();
+      await store.delete("ses_BBBBBBBBBBBBBBBBBBBBBB");
+    });
+  });
+}

@@ -1,0 +1,100 @@
+/**
+ * Replicas as separate processes on one NATS: revocations cross replicas, tokens verify
+ * against any replica's JWKS, and a runtime whose replica died resumes on another without
+ * missing a revocation.
+ */
+import * as jose from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
+import { REVOCATION_HEALTH_SERVICE, SESSIONS_HEALTH_SERVICE } from "../../src/nats/names.js";
+import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
+import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
+import { collect, type Collected } from "./watch-collector.js";
+
+let nats: NatsServer;
+let a: ReplicaProcess;
+let b: ReplicaProcess;
+const streams: Collected[] = [];
+
+const GRANTS = [
+  { resource: "salesforce", scopes: ["read"] },
+  { resource: "calendar", scopes: ["read"] },
+];
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  [a, b] = await Promise.all([startReplica({ id: "replica-a", natsUrl: nats.url }), startReplica({ id: "replica-b", natsUrl: nats.url })]);
+}, 60_000);
+
+afterAll(async () => {
+  for (const s of streams) s.stop();
+  await Promise.all([a?.cleanup(), b?.cleanup()]);
+  await nats?.cleanup();
+});
+
+async function sessionOn(r: ReplicaProcess) {
+  return r.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: GRANTS });
+}
+
+function watchOn(r: ReplicaProcess, credential: string, resumeAfter = 0n): Collected {
+  const runtime = r.client(credential);
+  const s = collect((signal) => runtime.watchSession({ grants: GRANTS, resumeAfter }, { signal }));
+  streams.push(s);
+  return s;
+}
+
+describe("replicas on one NATS", () => {
+  it("report both shared services as serving", async () => {
+    for (const r of [a, b]) {
+      for (const service of [REVOCATION_HEALTH_SERVICE, SESSIONS_HEALTH_SERVICE]) {
+        expect((await r.health.check({ service })).status).toBe(ServingStatus.SERVING);
+      }
+    }
+  });
+
+  it("deliver a token revocation and a session end made on A to the stream held on B", async () => {
+    const session = await sessionOn(a);
+    const onB = watchOn(b, session.sessionCredential);
+    await onB.until(() => onB.of("tokenIssued").length >= 2, 10_000, "the first tokens on B");
+    const jti = onB.of("tokenIssued")[0]!.token!.tokenId;
+
+    await a.orchestrator.revoke({ target: { case: "tokenId", value: jti }, reason: "leaked" });
+    await onB.until(() => onB.of("tokensRevoked").length > 0, 10_000, "tokensRevoked on B");
+    expect(onB.of("tokensRevoked")[0]).toMatchObject({ tokenIds: [jti], reason: "leaked" });
+
+    await a.orchestrator.revoke({ target: { case: "sessionId", value: session.sessionId }, reason: "done here" });
+    await onB.until(() => onB.of("sessionEnded").length > 0, 10_000, "sessionEnded on B");
+    expect(onB.of("sessionEnded")[0]!.reason).toBe("done here");
+  });
+
+  it("mint on A a token that verifies against B's JWKS, and that B's Introspect calls active", async () => {
+    const session = await sessionOn(a);
+    const { token } = await a.client(session.sessionCredential).issueToken({ resource: "calendar", scopes: ["read"] });
+    const jwks = jose.createRemoteJWKSet(new URL(`${b.url}/.well-known/jwks.json`));
+    const { payload, protectedHeader } = await jose.jwtVerify(token!.accessToken, jwks, { issuer: "https://capvend.local", typ: "at+jwt" });
+    expect(payload.jti).toBe(token!.tokenId);
+    const ownKids = ((await (await fetch(`${a.url}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
+    expect(ownKids).toContain(protectedHeader.kid);
+    expect((await b.orchestrator.introspect({ token: token!.accessToken })).active).toBe(true);
+  });
+
+  it("let a runtime whose replica was killed resume on another with resume_after, replaying the revocation it missed", async () => {
+    const session = await sessionOn(a);
+    const onB = watchOn(b, session.sessionCredential);
+    await onB.until(() => onB.of("tokenIssued").length >= 2, 10_000, "the first tokens on B");
+    const resumeAfter = onB.lastRevision();
+    const held = onB.of("tokenIssued").map((t) => t.token!.tokenId);
+
+    await b.kill("SIGKILL");
+    await onB.until(() => onB.ended, 10_000, "the stream on B to break");
+    // Revoked while the runtime has no stream anywhere.
+    await a.orchestrator.revoke({ target: { case: "tokenId", value: held[0]! }, reason: "revoked while away" });
+
+    const onA = watchOn(a, session.sessionCredential, resumeAfter);
+    await onA.until(() => onA.of("tokensRevoked").length > 0 && onA.of("tokenIssued").length >= 1, 10_000, "the replayed revocation and fresh tokens on A");
+    expect(onA.of("tokensRevoked")[0]).toMatchObject({ tokenIds: [held[0]], reason: "revoked while away" });
+    expect(onA.messages[0]!.event.case).toBe("tokensRevoked");
+    expect(onA.messages[0]!.revision).toBeGreaterThan(resumeAfter);
+    expect(onA.error).toBeUndefined();
+  });
+});

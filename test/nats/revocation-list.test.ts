@@ -1,0 +1,146 @@
+/** NATS revocation list behaviour beyond the shared contract: several replicas on one feed, start-up catch-up, bad messages, outages. */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NatsUnavailableError } from "../../src/nats/errors.js";
+import type { Revocation } from "../../src/revocation/revocation.js";
+import { revocation } from "../contract/revocation-list.contract.js";
+import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
+import { connectClient, createRevocationStream, openList, waitFor, type TestClient } from "./fixtures.js";
+
+let server: NatsServer;
+let a: TestClient;
+let b: TestClient;
+
+beforeAll(async () => {
+  server = await startNatsServer();
+  a = await connectClient(server.url);
+  b = await connectClient(server.url);
+});
+
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+  await server?.cleanup();
+});
+
+describe("NatsRevocationList", () => {
+  it("applies a revocation published by one replica on another, at the same feed position", async () => {
+    const feed = await createRevocationStream(a);
+    const listA = await openList(a, feed);
+    const listB = await openList(b, feed);
+    try {
+      const onB: Revocation[] = [];
+      listB.subscribe((r) => onB.push(r));
+      const r = revocation("agent_id", "bot-x");
+      await listA.publish(r);
+      await waitFor(() => onB.length === 1, 5000, "the revocation on B");
+      expect(onB[0]).toMatchObject({ id: r.id, kind: "agent_id", value: "bot-x", seq: listA.lastSeq });
+      expect(listB.lastSeq).toBe(listA.lastSeq);
+      expect(listB.sessionRevocation({ sessionId: "s", agentId: "bot-x", createdAt: r.revokedAt - 1 })?.id).toBe(r.id);
+      expect(listB.since(0).map((x) => x.id)).toEqual(listA.since(0).map((x) => x.id));
+    } finally {
+      await listA.close();
+      await listB.close();
+    }
+  });
+
+  it("replays the whole feed before open resolves, so a new replica starts with every rule", async () => {
+    const feed = await createRevocationStream(a);
+    const writer = await openList(a, feed);
+    const published = [revocation("user_id", "u1"), revocation("resource", "crm"), revocation("token_id", "tok_9")];
+    for (const r of published) await writer.publish(r);
+    await writer.close();
+
+    const late = await openList(b, feed);
+    try {
+      expect(late.lastSeq).toBe(3);
+      expect(late.size).toBe(3);
+      expect(late.since(0).map((r) => r.id)).toEqual(published.map((r) => r.id));
+      expect(late.since(0).map((r) => r.seq)).toEqual([1, 2, 3]);
+    } finally {
+      await late.close();
+    }
+  });
+
+  it("stores a revocation published twice (a retry) once: the revocation id is the message id", async () => {
+    const feed = await createRevocationStream(a);
+    const list = await openList(a, feed);
+    try {
+      const r = revocation("session_id", "ses_retry");
+      await list.publish(r);
+      await list.publish(r);
+      const info = await a.jsm.streams.info(feed.stream);
+      expect(info.state.messages).toBe(1);
+      expect(list.since(0)).toHaveLength(1);
+    } finally {
+      await list.close();
+    }
+  });
+
+  it("skips malformed messages from other publishers without losing its place in the feed", async () => {
+    const feed = await createRevocationStream(a);
+    const list = await openList(a, feed);
+    try {
+      await a.js.publish(`${feed.subjectPrefix}.token_id`, "not json");
+      const wrongKind = { v: 1, id: "rev_x", kind: "agent_id", value: "bot", reason: "", revoked_at_ms: Date.now(), expires_at_ms: Date.now() + 1000, by: "x" };
+      await a.js.publish(`${feed.subjectPrefix}.token_id`, JSON.stringify(wrongKind));
+      const good = revocation("token_id", "tok_good");
+      await list.publish(good);
+      expect(list.lastSeq).toBe(3);
+      expect(list.stats().rejected).toBe(2);
+      expect(list.since(0).map((r) => r.id)).toEqual([good.id]);
+      expect(a.lines.some((l) => l.includes("malformed message on the revocation feed"))).toBe(true);
+    } finally {
+      await list.close();
+    }
+  });
+
+  it("counts replayed expired rules as applied without holding them", async () => {
+    const feed = await createRevocationStream(a);
+    const writer = await openList(a, feed);
+    await writer.publish(revocation("agent_id", "old-bot", { revokedAt: Date.now() - 10_000, expiresAt: Date.now() - 5000 }));
+    await writer.close();
+    const late = await openList(b, feed);
+    try {
+      expect(late.lastSeq).toBe(1);
+      expect(late.size).toBe(0);
+    } finally {
+      await late.close();
+    }
+  });
+
+  it("fails publish fast while NATS is down, keeps answering lookups, and follows the feed again after the restart", async () => {
+    const feed = await createRevocationStream(a);
+    const listA = await openList(a, feed);
+    const listB = await openList(b, feed);
+    try {
+      const before = revocation("token_id", "tok_before");
+      await listA.publish(before);
+      await waitFor(() => listB.lastSeq === 1, 5000, "B to apply the first revocation");
+
+      await server.stop();
+      await waitFor(() => !a.link.connected, 5000, "A to notice the outage");
+      const started = Date.now();
+      await expect(listA.publish(revocation("token_id", "tok_during"))).rejects.toBeInstanceOf(NatsUnavailableError);
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(listA.tokenRevocation({ jti: "tok_before", sessionId: "s", agentId: "a", resource: "r", issuedAtSec: 0 })?.id).toBe(before.id);
+
+      await server.start();
+      await waitFor(() => a.link.connected && b.link.connected, 15_000, "both clients to reconnect");
+      const after = revocation("agent_id", "bot-after");
+      // The stream survived the restart (file storage); B's consumer was lost with the server and is re-created.
+      await waitFor(async () => {
+        try {
+          await listA.publish(after);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 15_000, "a publish to succeed after the restart");
+      await waitFor(() => listB.since(0).some((r) => r.id === after.id), 20_000, "B to apply the revocation made after the restart");
+      expect(listB.since(0).map((r) => r.id)).toEqual([before.id, after.id]);
+    } finally {
+      await listA.close();
+      await listB.close();
+    }
+  }, 60_000);
+});
