@@ -15,12 +15,22 @@ export const MAX_INTROSPECT_TOKEN_BYTES = 8 * 1024;
 /** Token lifetimes and session durations are whole seconds in the JWT: under a second is refused. */
 export const MIN_TTL_MS = 1000;
 
-// Control characters and the Unicode line/paragraph separators never belong in an id:
-// they would forge lines in logs and audit tails.
+// Control characters (C0, DEL and C1, which holds NEL U+0085 and the 8-bit CSI U+009B) and
+// the Unicode line/paragraph separators never belong in an id: they would forge lines in
+// logs and audit tails, or drive the terminal that shows them.
 // eslint-disable-next-line no-control-regex
-const FORBIDDEN_CHARS = /[\u0000-\u001f\u007f\u2028\u2029]/;
+const FORBIDDEN_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 const byteLength = (s: string) => Buffer.byteLength(s, "utf8");
+
+/**
+ * Quotes caller input for an error message with control characters and line separators
+ * escaped: a message must never carry a raw newline into whatever logs it.
+ */
+function quoteForMessage(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return JSON.stringify(s).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
 
 /** An identifier: 1 to 256 bytes, no control characters. */
 export function validateId(field: string, value: string): string {
@@ -49,6 +59,10 @@ export function validateScopes(field: string, scopes: readonly string[]): string
 /** Converts a protobuf Duration to ms; undefined stays undefined. Negative, sub-second or above `maxMs` is refused. */
 export function validateDuration(field: string, d: Duration | undefined, maxMs: number): number | undefined {
   if (d === undefined) return undefined;
+  // google.protobuf.Duration: |nanos| < 1e9. Larger nanos would silently add whole seconds.
+  if (!Number.isInteger(d.nanos) || Math.abs(d.nanos) > 999_999_999) {
+    throw invalidArgument(field, "nanos must be between -999999999 and 999999999");
+  }
   const ms = Number(d.seconds) * 1000 + Math.trunc(d.nanos / 1e6);
   if (!Number.isFinite(ms) || d.seconds < 0n || d.nanos < 0) throw invalidArgument(field, "must be positive");
   if (ms < MIN_TTL_MS) throw invalidArgument(field, "must be at least 1s");
@@ -81,7 +95,7 @@ export function validateLabels(field: string, labels: Record<string, string>): R
   const entries = Object.entries(labels);
   if (entries.length > MAX_LABELS) throw invalidArgument(field, `must have at most ${MAX_LABELS} entries`);
   for (const [k, v] of entries) {
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(k)) throw invalidArgument(`${field}["${k.slice(0, 64)}"]`, "key must be 1 to 64 characters of A-Z a-z 0-9 _ . -");
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(k)) throw invalidArgument(`${field}[${quoteForMessage(k.slice(0, 64))}]`, "key must be 1 to 64 characters of A-Z a-z 0-9 _ . -");
     if (byteLength(v) > MAX_LABEL_VALUE_BYTES) throw invalidArgument(`${field}.${k}`, `value must be at most ${MAX_LABEL_VALUE_BYTES} bytes`);
     if (FORBIDDEN_CHARS.test(v)) throw invalidArgument(`${field}.${k}`, "value must not contain control characters");
   }
