@@ -4,7 +4,10 @@ import { auditCommand } from "./audit/cli.js";
 import { sha256Hex } from "./auth/credentials.js";
 import { ConfigError, loadConfig } from "./config/config.js";
 import { createLogger } from "./logging/logger.js";
+import { keysCommand } from "./keys/keys-command.js";
 import { startCapvend } from "./main.js";
+import { routeDiagToLogger } from "./telemetry/diag-logger.js";
+import { telemetryFromEnv } from "./telemetry/env.js";
 
 const USAGE = `capvend — token vending service for AI agents
 
@@ -14,6 +17,7 @@ usage:
       (CAPVEND_TOKEN_TTL → --token-ttl); see docs/configuration.md.
   capvend audit verify [PATH]         Checks the audit log's hash chain; reports the first broken record.
   capvend audit tail [--follow] [--session S] [--agent A] [--user U] [--dir DIR]
+  capvend keys list|rotate [--data-dir DIR]   Lists the signing keys; rotates while the replica is stopped.
   capvend hash-token                  Reads a bearer token on stdin, prints its sha256 for CAPVEND_*_HASHES.
 `;
 
@@ -29,10 +33,16 @@ async function serve(argv: string[]): Promise<number> {
     throw err;
   }
   const logger = createLogger({ level: config.logLevel, replica: config.replicaId });
+  routeDiagToLogger(logger);
+  const otel = telemetryFromEnv(process.env, { serviceInstanceId: config.replicaId });
+  for (const w of otel.warnings) logger.warn(w);
+  if (otel.traces.length + otel.metrics.length > 0) logger.info({ traces: otel.traces, metrics: otel.metrics }, "telemetry exporting");
+  else logger.info("telemetry not exported: set OTEL_EXPORTER_OTLP_ENDPOINT, or OTEL_TRACES_EXPORTER=console");
   let running;
   try {
-    running = await startCapvend(config, logger);
+    running = await startCapvend(config, logger, { telemetry: otel.telemetry });
   } catch (err) {
+    await otel.telemetry.shutdown().catch(() => undefined);
     // Policy files that do not parse, unreadable keys, a busy port: say which and stop.
     logger.fatal({ err }, "capvend failed to start");
     logger.flush();
@@ -71,6 +81,8 @@ async function main(argv: string[]): Promise<number> {
       return serve(rest);
     case "audit":
       return auditCommand(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) });
+    case "keys":
+      return keysCommand(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), env: process.env });
     case "hash-token": {
       const token = readFileSync(0, "utf8").trim();
       if (!token) {

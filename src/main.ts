@@ -10,14 +10,27 @@ import { createLogger, type Logger } from "./logging/logger.js";
 import { DEV_ORCHESTRATOR_ID, devOrchestratorHash } from "./orchestrator-token.js";
 import { loadPolicyEngine } from "./policy/engine.js";
 import { createCapvendServer, type CapvendServer } from "./server.js";
+import type { Telemetry } from "./telemetry/telemetry.js";
+
+/**
+ * Longest wait for telemetry's final export at shutdown: a collector that does not answer
+ * must not hold the process past its grace period (the exporters' own timeout is 10 s).
+ */
+export const TELEMETRY_FLUSH_TIMEOUT_MS = 3 * 1000;
 
 /** How often keys whose last token expired are pruned from the ring. */
 export const KEY_PRUNE_INTERVAL_MS = 60 * 1000;
 
+/** What the caller may hand to `startCapvend` besides the config. */
+export interface StartOptions {
+  /** Spans and metrics (the CLI builds it with `telemetryFromEnv`). Shut down by `stop()`. */
+  telemetry?: Telemetry;
+}
+
 export interface RunningCapvend {
   server: CapvendServer;
   address: { host: string; port: number };
-  /** Stops everything in order; idempotent. */
+  /** Stops everything in order, then flushes and stops telemetry; idempotent. */
   stop(): Promise<void>;
 }
 
@@ -25,7 +38,11 @@ export interface RunningCapvend {
  * Starts one replica from a validated config: the only place that opens files, listens and
  * wires process-wide concerns. The CLI calls it and adds signal handling.
  */
-export async function startCapvend(config: Config, logger: Logger = createLogger({ level: config.logLevel, replica: config.replicaId })): Promise<RunningCapvend> {
+export async function startCapvend(
+  config: Config,
+  logger: Logger = createLogger({ level: config.logLevel, replica: config.replicaId }),
+  options: StartOptions = {},
+): Promise<RunningCapvend> {
   const clock = systemClock;
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
 
@@ -93,6 +110,7 @@ export async function startCapvend(config: Config, logger: Logger = createLogger
     revocations: backends.revocations,
     audit,
     tls,
+    telemetry: options.telemetry,
   });
   backends.watchHealth?.((service, serving) => server.setHealth(service, serving));
   const address = await server.listen(config.listen.host, config.listen.port);
@@ -114,10 +132,27 @@ export async function startCapvend(config: Config, logger: Logger = createLogger
         await backends.close();
         await audit.close();
         await fileAudit.close();
+        // Last: the spans of the calls drained above are still in the batch.
+        if (options.telemetry) await flushTelemetry(options.telemetry, logger);
         logger.info("capvend stopped");
         logger.flush();
       })();
       return stopping;
     },
   };
+}
+
+async function flushTelemetry(telemetry: Telemetry, logger: Logger): Promise<void> {
+  let timer: ReturnType<typeof systemClock.setTimeout> | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => {
+    timer = systemClock.setTimeout(() => resolve("timeout"), TELEMETRY_FLUSH_TIMEOUT_MS);
+  });
+  try {
+    const r = await Promise.race([telemetry.shutdown(), timedOut]);
+    if (r === "timeout") logger.warn({ timeout_ms: TELEMETRY_FLUSH_TIMEOUT_MS }, "telemetry export did not finish at shutdown; unsent spans and metrics are dropped");
+  } catch (err) {
+    logger.warn({ err }, "telemetry flush failed at shutdown");
+  } finally {
+    if (timer) systemClock.clearTimeout(timer);
+  }
 }

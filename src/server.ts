@@ -20,6 +20,8 @@ import { createVendingService } from "./service/vending-service.js";
 import type { SessionStore } from "./sessions/session-store.js";
 import { nodeRequestKey, resetStream } from "./streams/reset-stream.js";
 import { StreamHub } from "./streams/stream-hub.js";
+import { AUDIT_HEALTH_SERVICE } from "./telemetry/attributes.js";
+import { globalTelemetry, type Telemetry } from "./telemetry/telemetry.js";
 import { createMinter } from "./tokens/mint.js";
 import { createVerifier } from "./tokens/verify.js";
 import { createTransportServer, type TransportServer } from "./transport/transport-server.js";
@@ -57,6 +59,12 @@ export interface CapvendServerDeps {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Jitter source for renewals; Math.random by default. */
   random?: () => number;
+  /**
+   * Spans and metrics (see src/telemetry). Default: the global OpenTelemetry API, a no-op
+   * unless the embedding application registered providers. The server never shuts it down:
+   * whoever built it does, after `close()`.
+   */
+  telemetry?: Telemetry;
 }
 
 /** One capvend replica's RPC and HTTP surface, built but not yet listening. */
@@ -77,22 +85,34 @@ export interface CapvendServer {
 /** Builds a replica's server from its parts. Only main.ts reads config and listens for real. */
 export async function createCapvendServer(deps: CapvendServerDeps): Promise<CapvendServer> {
   const { settings, clock, logger, keyRing } = deps;
-  const minter = createMinter({ keyRing, issuer: settings.issuer, clock });
+  const telemetry = deps.telemetry ?? globalTelemetry();
+  // Filled in below, once the health service exists; the sink cannot flip before a call.
+  let reportAuditHealth = (_healthy: boolean) => {};
+  const audit = telemetry.wrapAudit(deps.audit, (healthy, state) => {
+    reportAuditHealth(healthy);
+    if (healthy) logger.info("audit sink healthy again");
+    else logger.error({ error: state.lastError, pending: state.pending }, "audit sink unhealthy: issuance fails closed until it recovers");
+  });
+  const policy = telemetry.wrapPolicy(deps.policy);
+  const minter = telemetry.wrapMinter(createMinter({ keyRing, issuer: settings.issuer, clock }));
   const publicKeys = deps.publicKeys ?? keyRing;
   const verifier = createVerifier({ keyRing: publicKeys, issuer: settings.issuer, clock });
-  const issuer = createIssuer({
-    clock,
-    policy: deps.policy,
-    minter,
-    audit: deps.audit,
-    defaultTtlMs: settings.tokenTtlMs,
-    maxTtlMs: settings.maxTokenTtlMs,
-  });
+  const issuer = telemetry.wrapIssuer(
+    createIssuer({
+      clock,
+      policy,
+      minter,
+      audit,
+      defaultTtlMs: settings.tokenTtlMs,
+      maxTtlMs: settings.maxTokenTtlMs,
+    }),
+  );
   const hub = new StreamHub({
+    ...telemetry.hubHooks,
     clock,
     issuer,
     revocations: deps.revocations,
-    audit: deps.audit,
+    audit,
     maxTokenTtlMs: settings.maxTokenTtlMs,
     renewLeadMs: settings.renewLeadMs,
     heartbeatIntervalMs: settings.heartbeatIntervalMs,
@@ -108,12 +128,14 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     clock,
     sessions: deps.sessions,
     revocations: deps.revocations,
-    policy: deps.policy,
+    policy,
     issuer,
     verifier,
-    audit: deps.audit,
+    audit,
     limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs },
     watch: (session, req, ctx) => hub.watch(session, req, ctx, () => resetStream(ctx)),
+    traceId: (ctx) => telemetry.traceId(ctx.values),
+    tracePublish: (revocation, publish) => telemetry.tracePublish(revocation, publish),
   });
   const authenticator = await createAuthenticator({
     clock,
@@ -124,10 +146,12 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     oidc: settings.oidc,
   });
   const health = createHealthService();
+  reportAuditHealth = (healthy) => health.setStatus(AUDIT_HEALTH_SERVICE, healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   const transport = createTransportServer({
     routes: routes(vending, health),
     httpRoutes: wellKnownRoutes({ issuer: settings.issuer, jwks: () => publicKeys.jwks() }),
-    interceptors: [errorInterceptor(logger), authInterceptor(authenticator)],
+    // Tracing outermost: a call refused by authentication still has its span.
+    interceptors: [telemetry.interceptor, errorInterceptor(logger), authInterceptor(authenticator)],
     tls: deps.tls,
     readMaxBytes: settings.maxMessageBytes,
     contextValues: (req) => createContextValues().set(nodeRequestKey, req),
@@ -144,6 +168,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
       const address = await transport.listen(host, port);
       health.setStatus("", ServingStatus.SERVING);
       health.setStatus(VendingService.typeName, ServingStatus.SERVING);
+      reportAuditHealth(audit.state.healthy);
       return address;
     },
     setHealth(service, serving) {

@@ -1,12 +1,14 @@
 import { pino, type Logger, type DestinationStream } from "pino";
 import { looksSecret, redact, REDACTED } from "../security/redact.js";
+import { activeTraceFields } from "../telemetry/log-correlation.js";
 
 export type { Logger };
 
 /**
  * Structured JSON application logs (pino), apart from the audit log. Every line passes
  * through `redact`: a field or message that looks like a token, credential or key is
- * replaced before it is written, whatever the caller logged.
+ * replaced before it is written, whatever the caller logged. A line written while a span is
+ * active carries its `trace_id` and `span_id`.
  */
 export function createLogger(opts: { level: string; replica: string; destination?: DestinationStream }): Logger {
   return pino(
@@ -14,6 +16,7 @@ export function createLogger(opts: { level: string; replica: string; destination
       level: opts.level,
       base: { replica: opts.replica },
       timestamp: pino.stdTimeFunctions.isoTime,
+      mixin: activeTraceFields,
       formatters: {
         level: (label) => ({ level: label }),
         log: (obj) => redact(obj),

@@ -1,3 +1,4 @@
+import "./v8-workaround.js";
 import { statefulIsAuthorized, type AuthorizationAnswer } from "@cedar-policy/cedar-wasm/nodejs";
 
 import { systemClock, type Clock } from "../clock.js";

@@ -139,11 +139,14 @@ export function createIssuer(opts: IssuerOptions): Issuer {
   };
 }
 
-/** Appends an audit record, turning any sink failure into UNAVAILABLE (fail closed). */
-export async function appendOrFail(audit: Pick<AuditSink, "append">, event: AuditEvent): Promise<void> {
+/**
+ * Appends an audit record, turning any sink failure into UNAVAILABLE (fail closed).
+ * `outcome` tells the caller what the failure means for the call, e.g. "nothing was issued".
+ */
+export async function appendOrFail(audit: Pick<AuditSink, "append">, event: AuditEvent, outcome = "nothing was issued"): Promise<void> {
   try {
     await audit.append(event);
   } catch (err) {
-    throw capvendError("audit_unavailable", "the audit log is unavailable, so nothing was issued; retry later", err);
+    throw capvendError("audit_unavailable", `the audit log is unavailable, so ${outcome}; retry later`, err);
   }
 }

@@ -1,5 +1,6 @@
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { invalidArgument } from "../errors.js";
+import { looksSecret } from "../security/redact.js";
 import type { GrantSpec } from "../sessions/session-store.js";
 
 /** Limits on what callers send, in bytes of UTF-8 unless said otherwise. */
@@ -98,6 +99,7 @@ export function validateLabels(field: string, labels: Record<string, string>): R
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(k)) throw invalidArgument(`${field}[${quoteForMessage(k.slice(0, 64))}]`, "key must be 1 to 64 characters of A-Z a-z 0-9 _ . -");
     if (byteLength(v) > MAX_LABEL_VALUE_BYTES) throw invalidArgument(`${field}.${k}`, `value must be at most ${MAX_LABEL_VALUE_BYTES} bytes`);
     if (FORBIDDEN_CHARS.test(v)) throw invalidArgument(`${field}.${k}`, "value must not contain control characters");
+    if (looksSecret(v)) throw invalidArgument(`${field}.${k}`, "value must not contain a token, credential or key");
   }
   return Object.fromEntries(entries);
 }
@@ -106,5 +108,8 @@ export function validateLabels(field: string, labels: Record<string, string>): R
 export function validateReason(field: string, reason: string, fallback: string): string {
   if (byteLength(reason) > MAX_REASON_BYTES) throw invalidArgument(field, `must be at most ${MAX_REASON_BYTES} bytes`);
   if (FORBIDDEN_CHARS.test(reason)) throw invalidArgument(field, "must not contain control characters");
+  // Reasons are written to the audit log and pushed to streams, which refuse secrets: refuse
+  // them here, before anything takes effect, rather than fail after a revocation stood.
+  if (looksSecret(reason)) throw invalidArgument(field, "must not contain a token, credential or key");
   return reason || fallback;
 }

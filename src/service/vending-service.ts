@@ -44,6 +44,8 @@ export interface VendingServiceDeps {
   watch(session: SessionRecord, req: WatchSessionRequest, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
   /** Trace id of the current call for audit records, when tracing is on. */
   traceId?(ctx: HandlerContext): string | undefined;
+  /** Wraps each revocation's publish (tracing hooks in here, as the hub's traceRenewal). */
+  tracePublish?(revocation: Revocation, publish: () => Promise<void>): Promise<void>;
 }
 
 /** capvend.v1.VendingService, independent of the transport. */
@@ -77,11 +79,14 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
   }
 
   async function publish(r: Revocation): Promise<void> {
-    try {
-      await revocations.publish(r);
-    } catch (err) {
-      throw capvendError("revocation_unavailable", "the revocation could not be stored, so it did not take effect; retry", err);
-    }
+    const store = async () => {
+      try {
+        await revocations.publish(r);
+      } catch (err) {
+        throw capvendError("revocation_unavailable", "the revocation could not be stored, so it did not take effect; retry", err);
+      }
+    };
+    await (deps.tracePublish ? deps.tracePublish(r, store) : store());
   }
 
   return {
@@ -125,7 +130,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
           policy_ids: decision.policyIds,
           scopes: grants.flatMap((g) => g.scopes.map((s) => `${g.resource}:${s}`)),
           trace_id: deps.traceId?.(ctx),
-        });
+        }, "no session was started");
       } catch (err) {
         // No credential without its audit record: the session must not exist half-made.
         await sessions.delete(id).catch(() => undefined);
@@ -217,7 +222,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         policy_ids: decision.policyIds,
         details: { revocation_id: revocation.id },
         trace_id: deps.traceId?.(ctx),
-      });
+      }, "the revocation took effect but is not yet in the audit log; retrying is safe");
       return { revocationId: revocation.id, revokedAt: timestampFromMs(now) };
     },
 
@@ -256,7 +261,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         decision: "allow",
         policy_ids: decision?.policyIds,
         trace_id: deps.traceId?.(ctx),
-      });
+      }, "the session ended but that is not yet in the audit log; retrying is safe");
       return { endedAt: timestampFromMs(now) };
     },
 

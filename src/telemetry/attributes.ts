@@ -10,6 +10,9 @@ import { ATTR_ERROR_TYPE, ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conv
 
 export { ATTR_ERROR_TYPE, ATTR_SERVICE_NAME };
 
+/** The replica id (incubating in semantic-conventions 1.45). */
+export const ATTR_SERVICE_INSTANCE_ID = "service.instance.id";
+
 /** "grpc" or "connect_rpc", from the request's content type. */
 export const ATTR_RPC_SYSTEM = "rpc.system";
 export const ATTR_RPC_SERVICE = "rpc.service";
@@ -49,6 +52,8 @@ export const ATTR_POLICY_ACTION = "capvend.policy.action";
 /** The Cedar resource entity when it is not a `Resource` (e.g. `Agent::"sales-bot"`). */
 export const ATTR_POLICY_ENTITY = "capvend.policy.entity";
 export const ATTR_STREAM_ID = "capvend.stream.id";
+/** Introspect's answer: whether the token is active. */
+export const ATTR_INTROSPECT_ACTIVE = "capvend.introspect.active";
 export const ATTR_AUDIT_EVENT = "capvend.audit.event";
 /** "ok" or "failed". */
 export const ATTR_AUDIT_OUTCOME = "capvend.audit.outcome";

@@ -67,6 +67,8 @@ function snapshot() {
   };
 }
 
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 const bytes = (n: number, ch = "a") => ch.repeat(n);
 /** 129 two-byte characters: 258 bytes, under 256 characters. */
 const MULTIBYTE_257 = "é".repeat(129);
@@ -81,6 +83,9 @@ const startCases: [string, StartInit, string, RegExp][] = [
   ["agent_id of 129 two-byte characters", { ...startBase, agentId: MULTIBYTE_257 }, "agent_id", /at most 256 bytes/],
   ["agent_id with a newline", { ...startBase, agentId: "sales-bot\nforged log line" }, "agent_id", /control characters/],
   ["agent_id with U+2028", { ...startBase, agentId: "sales\u2028bot" }, "agent_id", /control characters/],
+  ["agent_id with C1 control U+0085 (NEL)", { ...startBase, agentId: "sales\u0085bot" }, "agent_id", /control characters/],
+  ["a label value with C1 control U+009B (CSI)", { ...startBase, labels: { env: "\u009b31mred" } }, "labels.env", /control characters/],
+  ["a label key with C1 control U+0085", { ...startBase, labels: { "env\u0085x": "v" } }, "labels[", /key must be/],
   ["empty user_id (set but empty)", { ...startBase, userId: "" }, "user_id", /must not be empty/],
   ["257-byte user_id", { ...startBase, userId: bytes(257) }, "user_id", /at most 256 bytes/],
   ["zero grants", { ...startBase, grants: [] }, "grants", /at least one grant/],
@@ -102,6 +107,8 @@ const startCases: [string, StartInit, string, RegExp][] = [
   ["a ttl above CAPVEND_MAX_TOKEN_TTL", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(3601) }] }, "grants[0].ttl", /at most 3600s/],
   ["a ttl 1 ms above the maximum", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(3600, 1_000_000) }] }, "grants[0].ttl", /at most 3600s/],
   ["a huge ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(Number.MAX_SAFE_INTEGER) }] }, "grants[0].ttl", /at most 3600s/],
+  ["a ttl with nanos out of range (not a valid Duration)", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, 1_500_000_000) }] }, "grants[0].ttl", /nanos/],
+  ["a ttl with seconds and nanos of opposite signs", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(60, -1) }] }, "grants[0].ttl", /must be positive/],
   ["a zero max_duration", { ...startBase, maxDuration: secs(0) }, "max_duration", /at least 1s/],
   ["a max_duration above the maximum", { ...startBase, maxDuration: secs(8 * 3600 + 1) }, "max_duration", /at most 28800s/],
   ["33 labels", { ...startBase, labels: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, "v"])) }, "labels", /at most 32 entries/],
@@ -109,6 +116,8 @@ const startCases: [string, StartInit, string, RegExp][] = [
   ["an empty label key", { ...startBase, labels: { "": "v" } }, 'labels[""]', /key must be 1 to 64 characters/],
   ["a 65-character label key", { ...startBase, labels: { [bytes(65, "k")]: "v" } }, "labels[", /key must be 1 to 64 characters/],
   ["a label key with a slash", { ...startBase, labels: { "team/owner": "v" } }, "labels[", /key must be/],
+  ["a label key with a newline", { ...startBase, labels: { "env\n2026-01-01 INFO forged": "v" } }, "labels[", /key must be/],
+  ["a label key with U+2028", { ...startBase, labels: { "env\u2028forged": "v" } }, "labels[", /key must be/],
   ["a 257-byte label value", { ...startBase, labels: { env: bytes(257) } }, "labels.env", /at most 256 bytes/],
   ["a label value with a newline", { ...startBase, labels: { env: "prod\nx" } }, "labels.env", /control characters/],
 ];
@@ -121,6 +130,8 @@ describe("StartSession refuses bad input with INVALID_ARGUMENT and records nothi
     expect(f.reason).toBe("invalid_argument");
     expect(f.message.startsWith(field)).toBe(true);
     expect(f.message).toMatch(rule);
+    // The message never echoes control characters back (they would forge lines where it is logged).
+    expect(f.message).not.toMatch(CONTROL_CHARS);
     expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
     expect(snapshot()).toEqual(before);
   });
@@ -199,6 +210,7 @@ describe("Revoke refuses bad input and revokes nothing", () => {
     const before = snapshot();
     const f = await failure(h.orchestrator.revoke(req));
     expect(f.code).toBe(Code.InvalidArgument);
+    expect(f.reason).toBe("invalid_argument");
     expect(f.message.startsWith(field)).toBe(true);
     expect(f.message).toMatch(rule);
     expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
@@ -487,19 +499,12 @@ describe("malformed protobuf", () => {
     await serverStillAnswers();
   });
 
-  it("gRPC over HTTP/2: a frame shorter than its declared length → an error status, server unharmed", async () => {
+  it("gRPC over HTTP/2: a frame shorter than its declared length → grpc-status 3 (INVALID_ARGUMENT), server unharmed", async () => {
     const frame = grpcFrame(new Uint8Array(100)).slice(0, 20);
     const res = await h2Post(METHOD_PATH, { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` }, frame);
     const st = grpcStatus(res);
-    console.log("PROBE truncated frame", st, res.status);
-    {
-      const r2 = await fetch(`${h.url}${METHOD_PATH}`, { method: "POST", headers: { "content-type": "application/proto" }, body: GARBAGE[0]![1] });
-      console.log("PROBE noauth garbage", r2.status, await r2.text());
-      const r3 = await fetch(`${h.url}${METHOD_PATH}`, { method: "POST", headers: { "content-type": "application/proto" }, body: new Uint8Array(70*1024) });
-      console.log("PROBE noauth big", r3.status, await r3.text());
-    }
-    expect(st.status).not.toBe(0);
-    expect(Number.isNaN(st.status)).toBe(false);
+    expect(st.status).toBe(Code.InvalidArgument);
+    expect(st.message).toBe("protocol error: incomplete envelope");
     await serverStillAnswers();
   });
 
@@ -609,6 +614,25 @@ describe("when the audit sink fails, nothing is issued (fail closed)", () => {
     // Recovered: the next call works and is audited.
     const { token } = await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] });
     expect(sink.find({ type: "token.issued", jti: token!.tokenId })).toHaveLength(1);
+  });
+
+  it("Revoke → UNAVAILABLE, yet the revocation stays in force (the safe side)", async () => {
+    const s = await startSalesSession(ha);
+    const { token } = await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] });
+    sink.setMode("fail");
+    let f: Failure;
+    try {
+      f = await failure(ha.orchestrator.revoke({ target: { case: "sessionId", value: s.sessionId }, reason: "audit down" }));
+    } finally {
+      sink.setMode("ok");
+    }
+    expect(f.code).toBe(Code.Unavailable);
+    expect(f.reason).toBe("audit_unavailable");
+    // Published before the audit append failed: the session is over and its token inactive.
+    expect((await ha.client(GATEWAY_TOKEN).introspect({ token: token!.accessToken })).active).toBe(false);
+    expect((await failure(s.runtime.issueToken({ resource: "calendar", scopes: ["read"] }))).code).toBe(Code.Unauthenticated);
+    // …but no audit record names it (reported: a revocation in force without its record).
+    expect(sink.find({ type: "token.revoked", session_id: s.sessionId })).toHaveLength(0);
   });
 
   it("a hanging sink makes StartSession and IssueToken fail fast with UNAVAILABLE", async () => {

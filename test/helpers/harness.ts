@@ -16,6 +16,7 @@ import { loadPolicyEngine, type PolicyEngine } from "../../src/policy/engine.js"
 import { MemoryRevocationList } from "../../src/revocation/memory-revocation-list.js";
 import { createCapvendServer, type CapvendServer, type ServerSettings } from "../../src/server.js";
 import { MemorySessionStore } from "../../src/sessions/memory-session-store.js";
+import type { Telemetry } from "../../src/telemetry/telemetry.js";
 
 export const ORCHESTRATOR_TOKEN = "test-orchestrator-token-0123456789";
 export const GATEWAY_TOKEN = "test-gateway-token-0123456789abcdef";
@@ -45,6 +46,8 @@ export interface HarnessOptions {
   policyDir?: string;
   clock?: Clock;
   random?: () => number;
+  /** Spans and metrics for the server; the test that built it shuts it down. */
+  telemetry?: Telemetry;
 }
 
 /** A whole replica on 127.0.0.1:0 with the example policy, memory stores and a memory audit sink. */
@@ -81,6 +84,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     revocations,
     audit,
     random: opts.random,
+    telemetry: opts.telemetry,
   });
   const addr = await server.listen("127.0.0.1", 0);
   const url = `http://127.0.0.1:${addr.port}`;

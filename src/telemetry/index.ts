@@ -1,0 +1,21 @@
+/** Telemetry: spans, metrics and their redaction (see docs/observability.md). */
+export * from "./attributes.js";
+export { ensureContextManager } from "./context-manager.js";
+export { routeDiagToLogger } from "./diag-logger.js";
+export { DEFAULT_METRIC_EXPORT_INTERVAL_MS, DEFAULT_METRIC_EXPORT_TIMEOUT_MS, selectExporters, SUPPORTED_OTLP_PROTOCOL, telemetryFromEnv } from "./env.js";
+export type { EnvTelemetry } from "./env.js";
+export { createInstruments } from "./instruments.js";
+export type { Instruments } from "./instruments.js";
+export { activeTraceFields } from "./log-correlation.js";
+export { meterAudit } from "./metered-audit.js";
+export type { MeteredAuditOptions } from "./metered-audit.js";
+export { isSecretAttribute, RedactingSpanProcessor, redactSpan } from "./redacting-span-processor.js";
+export { renewalTracer, StreamSpans } from "./renewal-tracing.js";
+export { principalAttributes, requestAttributes, responseAttributes } from "./rpc-attributes.js";
+export { rpcSpanKey, rpcSystemOf, rpcTracingInterceptor, traceIdOf } from "./rpc-interceptor.js";
+export { codeName, recordError } from "./span-errors.js";
+export { createTelemetry, DEFAULT_SERVICE_NAME, globalTelemetry } from "./telemetry.js";
+export type { HubHooks, Telemetry, TelemetryOptions } from "./telemetry.js";
+export { sessionAttributes, traceIssuer } from "./traced-issuer.js";
+export { traceMinter } from "./traced-minter.js";
+export { foldDecision, tracePolicy } from "./traced-policy.js";
