@@ -3,7 +3,7 @@ import type { Clock, TimerHandle } from "../clock.js";
 import type { Logger } from "../logging/logger.js";
 import { REVOCATION_PRUNE_INTERVAL_MS } from "../revocation/memory-revocation-list.js";
 import { RevocationIndex } from "../revocation/revocation-index.js";
-import { revokesSession, revokesToken, type Revocation, type RevocationList, type SessionSubject, type TokenSubject } from "../revocation/revocation.js";
+import { revocationsAfter, revokesSession, revokesToken, type Revocation, type RevocationList, type SessionSubject, type TokenSubject } from "../revocation/revocation.js";
 import { withDeadline } from "./deadline.js";
 import { NatsBackendClosedError } from "./errors.js";
 import type { NatsLink } from "./link-state.js";
@@ -201,15 +201,7 @@ export class NatsRevocationList implements RevocationList {
   }
 
   since(seq: number): Revocation[] {
-    // The log is in seq order: binary search for the first entry after `seq`.
-    let lo = 0;
-    let hi = this.#log.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.#log[mid]!.seq! <= seq) lo = mid + 1;
-      else hi = mid;
-    }
-    return this.#log.slice(lo);
+    return revocationsAfter(this.#log, seq);
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Clock, TimerHandle } from "../clock.js";
-import type { Revocation, RevocationList, SessionSubject, TokenSubject } from "./revocation.js";
+import { revocationsAfter, type Revocation, type RevocationList, type SessionSubject, type TokenSubject } from "./revocation.js";
 import { RevocationIndex } from "./revocation-index.js";
 
 /** How often rules past their expiry are dropped. */
@@ -54,15 +54,7 @@ export class MemoryRevocationList implements RevocationList {
   }
 
   since(seq: number): Revocation[] {
-    // The log is in seq order: binary search for the first entry after `seq`.
-    let lo = 0;
-    let hi = this.#log.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.#log[mid]!.seq! <= seq) lo = mid + 1;
-      else hi = mid;
-    }
-    return this.#log.slice(lo);
+    return revocationsAfter(this.#log, seq);
   }
 
   tokenRevocation(token: TokenSubject): Revocation | undefined {

@@ -121,3 +121,15 @@ export interface RevocationList {
   readonly size: number;
   close(): Promise<void>;
 }
+
+/** The revocations of a log kept in feed order that come after position `seq` (binary search). */
+export function revocationsAfter(log: readonly Revocation[], seq: number): Revocation[] {
+  let lo = 0;
+  let hi = log.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (log[mid]!.seq! <= seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return log.slice(lo);
+}
