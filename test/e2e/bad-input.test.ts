@@ -455,9 +455,9 @@ async function serverStillAnswers() {
 }
 
 describe("malformed protobuf", () => {
-  // connect-es parses the request before any interceptor runs and maps a binary parse
-  // failure to INTERNAL ("parse binary: …"), not INVALID_ARGUMENT: asserted as observed.
-  it.each(GARBAGE)("Connect over HTTP/1.1 (fetch): %s → HTTP 500 internal, and the server still answers", async (_what, garbage) => {
+  // connect-es parses the request before any interceptor runs and reports a binary parse
+  // failure as INTERNAL; src/transport/decode-errors.ts turns exactly that into INVALID_ARGUMENT.
+  it.each(GARBAGE)("Connect over HTTP/1.1 (fetch): %s → HTTP 400 invalid_argument, and the server still answers", async (_what, garbage) => {
     const before = snapshot();
     const res = await fetch(`${h.url}${METHOD_PATH}`, {
       method: "POST",
@@ -465,26 +465,26 @@ describe("malformed protobuf", () => {
       body: garbage,
     });
     const body = (await res.json()) as { code: string; message: string };
-    expect(res.status).toBe(500);
-    expect(body.code).toBe("internal");
+    expect(res.status).toBe(400);
+    expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/^parse binary: /);
     expect(body.message).not.toContain(ORCHESTRATOR_TOKEN);
     expect(snapshot()).toEqual(before);
     await serverStillAnswers();
   });
 
-  it.each(GARBAGE)("Connect over HTTP/2: %s → internal", async (_what, garbage) => {
+  it.each(GARBAGE)("Connect over HTTP/2: %s → invalid_argument", async (_what, garbage) => {
     const before = snapshot();
     const res = await h2Post(METHOD_PATH, { "content-type": "application/proto", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` }, garbage);
     const body = JSON.parse(res.body.toString("utf8")) as { code: string; message: string };
-    expect(res.status).toBe(500);
-    expect(body.code).toBe("internal");
+    expect(res.status).toBe(400);
+    expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/^parse binary: /);
     expect(snapshot()).toEqual(before);
     await serverStillAnswers();
   });
 
-  it.each(GARBAGE)("gRPC over HTTP/2: %s in a valid frame → grpc-status 13 (INTERNAL)", async (_what, garbage) => {
+  it.each(GARBAGE)("gRPC over HTTP/2: %s in a valid frame → grpc-status 3 (INVALID_ARGUMENT)", async (_what, garbage) => {
     const before = snapshot();
     const res = await h2Post(
       METHOD_PATH,
@@ -493,9 +493,38 @@ describe("malformed protobuf", () => {
     );
     expect(res.status).toBe(200);
     const st = grpcStatus(res);
-    expect(st.status).toBe(Code.Internal);
+    expect(st.status).toBe(Code.InvalidArgument);
     expect(st.message).toMatch(/^parse binary: /);
     expect(snapshot()).toEqual(before);
+    await serverStillAnswers();
+  });
+
+  it.each(GARBAGE)("gRPC-Web over HTTP/1.1: %s → grpc-status 3 in the trailer frame", async (_what, garbage) => {
+    const res = await fetch(`${h.url}${METHOD_PATH}`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` },
+      body: grpcFrame(garbage),
+    });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const trailerStart = bytes.indexOf(0x80);
+    const text = new TextDecoder().decode(bytes.subarray(trailerStart + 5));
+    expect(res.headers.get("grpc-status") ?? text).toMatch(/grpc-status: ?3\b|^3$/);
+    await serverStillAnswers();
+  });
+
+  it.each(GARBAGE)("Connect streaming (WatchSession) over HTTP/1.1: %s → invalid_argument in the end-of-stream frame", async (_what, garbage) => {
+    // Streaming requests are decoded after authentication: a valid session credential gets that far.
+    const { sessionCredential } = await h.orchestrator.startSession(startBase);
+    const res = await fetch(`${h.url}/capvend.v1.VendingService/WatchSession`, {
+      method: "POST",
+      headers: { "content-type": "application/connect+proto", authorization: `Bearer ${sessionCredential}` },
+      body: grpcFrame(garbage),
+    });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    expect(bytes[0]! & 0x02).toBe(0x02);
+    const end = JSON.parse(new TextDecoder().decode(bytes.subarray(5))) as { error: { code: string; message: string } };
+    expect(end.error.code).toBe("invalid_argument");
+    expect(end.error.message).toMatch(/^parse binary: /);
     await serverStillAnswers();
   });
 
