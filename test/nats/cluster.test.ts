@@ -81,7 +81,7 @@ describe("a three-node JetStream cluster", () => {
     }
     expect(sessions.map((s) => s.stream.of("sessionEnded")[0]!.reason)).toEqual(sessions.map((_, i) => `revoke ${i}`));
     expect(a.alive && b.alive).toBe(true);
-    // Informational: how many attempts failed over while the node was gone.
-    expect(failures).toBeGreaterThanOrEqual(0);
+    // How many attempts failed over while the node was gone (for the log; any number is fine).
+    console.info(`cluster failover: ${failures} revoke attempts retried`);
   }, 120_000);
 });
