@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import https from "node:https";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -138,5 +139,43 @@ describe("capvend serve (the real process)", () => {
     const first = await kidOf();
     expect(first).toHaveLength(1);
     expect(await kidOf()).toEqual(first);
+  });
+
+  it("serves TLS when given a certificate and key: gRPC over h2 (ALPN) and HTTPS for the JWKS", async () => {
+    const dataDir = await tempDir();
+    const tlsDir = await tempDir();
+    // node:crypto cannot make X.509 certificates; openssl is on every machine of this kind.
+    execFileSync("openssl", [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+      "-keyout", path.join(tlsDir, "key.pem"), "-out", path.join(tlsDir, "cert.pem"), "-days", "1",
+      "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    ], { stdio: "ignore" });
+    const ca = await readFile(path.join(tlsDir, "cert.pem"));
+    const s = serve({
+      CAPVEND_DATA_DIR: dataDir,
+      CAPVEND_ORCHESTRATOR_TOKEN: "cli-test-orchestrator-token",
+      CAPVEND_TLS_CERT: path.join(tlsDir, "cert.pem"),
+      CAPVEND_TLS_KEY: path.join(tlsDir, "key.pem"),
+    });
+    const port = await s.listening;
+    const jwks = await new Promise<string>((resolve, reject) => {
+      https.get(`https://localhost:${port}/.well-known/jwks.json`, { ca }, (res) => {
+        let body = "";
+        res.on("data", (c) => (body += c));
+        res.on("end", () => resolve(body));
+      }).on("error", reject);
+    });
+    expect(JSON.parse(jwks).keys).toHaveLength(1);
+    const transport = createGrpcTransport({
+      baseUrl: `https://localhost:${port}`,
+      nodeOptions: { ca },
+      interceptors: [(next) => (req) => (req.header.set("authorization", "Bearer cli-test-orchestrator-token"), next(req))],
+    });
+    const res = await createClient(VendingService, transport).startSession({ agentId: "sales-bot", grants: [{ resource: "calendar", scopes: ["read"] }] });
+    expect(res.sessionId).toMatch(/^ses_/);
+    // Cleartext is refused on a TLS port.
+    await expect(fetch(`http://127.0.0.1:${port}/.well-known/jwks.json`)).rejects.toThrow();
+    s.child.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
   });
 });
