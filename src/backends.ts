@@ -1,3 +1,4 @@
+import type { JsonWebKey } from "node:crypto";
 import type { AuditSink } from "./audit/sink.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config/config.js";
@@ -15,6 +16,11 @@ export interface Backends {
   revocations: RevocationList;
   /** The JWKS to serve and verify with: this replica's keys, or the union of every replica's. */
   publicKeys: { jwks(): Jwks };
+  /**
+   * Makes a new public key known to every replica before it signs anything (NATS: put in
+   * the key bucket); absent when there is no one else to tell.
+   */
+  announceKey?(jwk: JsonWebKey): Promise<void>;
   /** Audit sinks beside the local file (a JetStream stream with NATS). */
   auditSinks: AuditSink[];
   /**

@@ -71,6 +71,13 @@ async function serve(argv: string[]): Promise<number> {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    // SIGHUP rotates the signing key without a restart (docs/operations.md).
+    process.on("SIGHUP", () => {
+      running.rotateKey().then(
+        ({ kid, retired }) => logger.info({ kid, retired_kid: retired }, "signing key rotated"),
+        (err) => logger.error({ err }, "signing key rotation failed; the current key keeps signing"),
+      );
+    });
   });
 }
 

@@ -30,6 +30,11 @@ export interface StartOptions {
 export interface RunningCapvend {
   server: CapvendServer;
   address: { host: string; port: number };
+  /**
+   * Rotates the signing key while serving: the new key is announced to every replica (with
+   * NATS) before it signs anything; the old one stays published until its tokens expire.
+   */
+  rotateKey(): Promise<{ kid: string; retired: string }>;
   /** Stops everything in order, then flushes and stops telemetry; idempotent. */
   stop(): Promise<void>;
 }
@@ -123,6 +128,11 @@ export async function startCapvend(
   return {
     server,
     address: { host: address.address, port: address.port },
+    async rotateKey() {
+      const retired = keyRing.current().kid;
+      const fresh = await keyRing.rotate({ beforeActivate: async (key) => backends.announceKey?.(key.publicJwk) });
+      return { kid: fresh.kid, retired };
+    },
     stop() {
       stopping ??= (async () => {
         clearInterval(pruneTimer);

@@ -44,7 +44,7 @@ export interface KeyRing {
    * the JWKS until every token it signed has expired. Rejects for a ring loaded from
    * `keyFiles` (rotate those by changing the files) and after `close()`.
    */
-  rotate(): Promise<SigningKey>;
+  rotate(opts?: RotateOptions): Promise<SigningKey>;
   /**
    * Forgets retired keys whose last token has expired and deletes their files (never an
    * operator's `keyFiles`). Called periodically by the owner; returns the removed kids.
@@ -58,6 +58,15 @@ export interface KeyRing {
   onChange(listener: (e: KeyChangeEvent) => void): () => void;
   /** Drops listeners and refuses further rotate/prune; signing and JWKS keep working. Idempotent. */
   close(): void;
+}
+
+/** Options of `KeyRing.rotate`. */
+export interface RotateOptions {
+  /**
+   * Runs with the new key before it signs anything (e.g. publishes its public JWK to the
+   * other replicas). If it rejects, the rotation is undone and nothing changed.
+   */
+  beforeActivate?: (key: SigningKey) => Promise<void>;
 }
 
 /** Options for `openKeyRing`. */
@@ -171,13 +180,13 @@ class KeyRingImpl implements KeyRing {
     return key && this.#published(key, this.#clock.now()) ? key.publicKey : undefined;
   }
 
-  rotate(): Promise<SigningKey> {
+  rotate(opts: RotateOptions = {}): Promise<SigningKey> {
     if (this.#store === undefined) {
       return Promise.reject(
         new Error("this key ring signs with keyFiles: rotate by listing a new key file first and restarting"),
       );
     }
-    return this.#exclusive(() => this.#rotateLocked());
+    return this.#exclusive(() => this.#rotateLocked(opts.beforeActivate));
   }
 
   prune(): Promise<string[]> {
@@ -215,14 +224,16 @@ class KeyRingImpl implements KeyRing {
     return k.retiredAt === undefined || now < k.retiredAt + this.maxTokenTtlMs;
   }
 
-  async #rotateLocked(): Promise<SigningKey> {
+  async #rotateLocked(beforeActivate?: (key: SigningKey) => Promise<void>): Promise<SigningKey> {
     const store = this.#store!;
     const { privateKey } =
       this.#alg === "EdDSA"
         ? await generateKeyPair("ed25519")
         : await generateKeyPair("ec", { namedCurve: "P-256" });
+    const fresh = toSigningKey(privateKey, this.#clock.now());
+    // Before the key is on disk or signing: a failure here leaves no trace.
+    if (beforeActivate) await beforeActivate(fresh);
     const now = this.#clock.now();
-    const fresh = toSigningKey(privateKey, now);
     const old = this.#current;
     await store.saveKey(fresh.kid, privateKey);
     // Memory changes only once the index is on disk, so a failed write leaves both as they were.

@@ -159,16 +159,20 @@ export class KeyDirectory {
 
   /** Puts every key of this replica's JWKS (the current key and retired ones still verifying); resolves once all are acknowledged. */
   async publishAll(): Promise<void> {
+    this.#opts.link.assertConnected("public keys not published");
+    await Promise.all(this.#opts.keyRing.jwks().keys.map((jwk) => this.publish(jwk)));
+  }
+
+  /**
+   * Puts one public key; resolves once acknowledged. A rotation calls it for the new key
+   * before the key signs anything, so no replica meets a token whose kid it cannot find.
+   */
+  async publish(jwk: JsonWebKey): Promise<void> {
     const { kv, clock, timeoutMs, replica, link } = this.#opts;
-    link.assertConnected("public keys not published");
-    const now = clock.now();
-    await Promise.all(
-      this.#opts.keyRing.jwks().keys.map((jwk) => {
-        const entry: KeyEntry = { v: KEY_ENTRY_VERSION, kid: jwk.kid as string, alg: jwk.alg as SigningAlg, jwk, replica, published_at_ms: now };
-        // No kid in messages: a thumbprint looks like a secret to the log redactor.
-        return withDeadline(kv.put(entry.kid, JSON.stringify(entry)), timeoutMs, clock, "public key put");
-      }),
-    );
+    link.assertConnected("public key not published");
+    const entry: KeyEntry = { v: KEY_ENTRY_VERSION, kid: jwk.kid as string, alg: jwk.alg as SigningAlg, jwk, replica, published_at_ms: clock.now() };
+    // No kid in messages: a thumbprint looks like a secret to the log redactor.
+    await withDeadline(kv.put(entry.kid, JSON.stringify(entry)), timeoutMs, clock, "public key put");
   }
 
   /** Resolves once the entries the bucket held at open are loaded, or after `timeoutMs`. */

@@ -100,6 +100,7 @@ export async function openNatsBackends(opts: BackendOptions, settings: NatsSetti
       revocations,
       sessions,
       publicKeys,
+      announceKey: (jwk) => publicKeys.publish(jwk),
       auditSink,
       auditSinks: [auditSink],
       watchHealth: (listener) => health.watch(listener),

@@ -178,4 +178,35 @@ describe("capvend serve (the real process)", () => {
     s.child.kill("SIGTERM");
     expect(await s.exited).toBe(0);
   });
+
+  it("rotates its signing key on SIGHUP: new tokens use the new key, tokens of the old one still verify", async () => {
+    const dataDir = await tempDir();
+    const s = serve({ CAPVEND_DATA_DIR: dataDir, CAPVEND_ORCHESTRATOR_TOKEN: "cli-test-orchestrator-token" });
+    const port = await s.listening;
+    const base = `http://127.0.0.1:${port}`;
+    const bearer = (t: string) => createGrpcTransport({ baseUrl: base, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${t}`), next(req))] });
+    const { sessionCredential } = await createClient(VendingService, bearer("cli-test-orchestrator-token")).startSession({ agentId: "sales-bot", userId: "alice", grants: [{ resource: "calendar", scopes: ["read"] }] });
+    const runtime = createClient(VendingService, bearer(sessionCredential));
+    const kidOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split(".")[0]!, "base64url").toString()).kid as string;
+    const before = (await runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token!;
+
+    s.child.kill("SIGHUP");
+    const deadline = Date.now() + 5000;
+    let keys: { kid: string }[] = [];
+    while (keys.length < 2 && Date.now() < deadline) {
+      keys = ((await (await fetch(`${base}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] }).keys;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(keys.map((k) => k.kid)).toContain(kidOf(before.accessToken));
+    expect(keys).toHaveLength(2);
+    const after = (await runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token!;
+    expect(kidOf(after.accessToken)).not.toBe(kidOf(before.accessToken));
+    expect(keys.map((k) => k.kid)).toContain(kidOf(after.accessToken));
+    const introspect = createClient(VendingService, bearer("cli-test-orchestrator-token"));
+    expect((await introspect.introspect({ token: before.accessToken })).active).toBe(true);
+    expect((await introspect.introspect({ token: after.accessToken })).active).toBe(true);
+    expect(s.out.join("\n")).toContain("signing key rotated");
+    s.child.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+  });
 });
