@@ -74,7 +74,7 @@ async function serve(argv: string[]): Promise<number> {
     // SIGHUP rotates the signing key without a restart (docs/operations.md).
     process.on("SIGHUP", () => {
       running.rotateKey().then(
-        ({ kid, retired }) => logger.info({ kid, retired_kid: retired }, "signing key rotated"),
+        ({ kid, retired }) => logger.info({ kid, retired: { kid: retired } }, "signing key rotated"),
         (err) => logger.error({ err }, "signing key rotation failed; the current key keeps signing"),
       );
     });

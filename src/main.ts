@@ -18,6 +18,9 @@ import type { Telemetry } from "./telemetry/telemetry.js";
  */
 export const TELEMETRY_FLUSH_TIMEOUT_MS = 3 * 1000;
 
+/** After a new key is acknowledged in the shared key bucket, how long before it signs. */
+export const KEY_ANNOUNCE_GRACE_MS = 1000;
+
 /** How often keys whose last token expired are pruned from the ring. */
 export const KEY_PRUNE_INTERVAL_MS = 60 * 1000;
 
@@ -130,7 +133,14 @@ export async function startCapvend(
     address: { host: address.address, port: address.port },
     async rotateKey() {
       const retired = keyRing.current().kid;
-      const fresh = await keyRing.rotate({ beforeActivate: async (key) => backends.announceKey?.(key.publicJwk) });
+      const fresh = await keyRing.rotate({
+        beforeActivate: async (key) => {
+          if (!backends.announceKey) return;
+          await backends.announceKey(key.publicJwk);
+          // The bucket has it; give the other replicas' watches time to see it before it signs.
+          await new Promise((r) => setTimeout(r, KEY_ANNOUNCE_GRACE_MS));
+        },
+      });
       return { kid: fresh.kid, retired };
     },
     stop() {

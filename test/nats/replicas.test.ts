@@ -78,6 +78,22 @@ describe("replicas on one NATS", () => {
     expect((await b.orchestrator.introspect({ token: token!.accessToken })).active).toBe(true);
   });
 
+  it("rotate A's key on SIGHUP: B knows the new key before A signs with it", async () => {
+    const kidOf = (jwt: string) => (jose.decodeProtectedHeader(jwt).kid as string);
+    const session = await sessionOn(a);
+    const runtime = a.client(session.sessionCredential);
+    const before = (await runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token!;
+    process.kill(a.pid, "SIGHUP");
+    const deadline = Date.now() + 10_000;
+    while (!a.logs.some((l) => l.includes("signing key rotated")) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(a.logs.some((l) => l.includes("signing key rotated"))).toBe(true);
+    // At once, no waiting: B already has the key that now signs on A.
+    const after = (await runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token!;
+    expect(kidOf(after.accessToken)).not.toBe(kidOf(before.accessToken));
+    expect((await b.orchestrator.introspect({ token: after.accessToken })).active).toBe(true);
+    expect((await b.orchestrator.introspect({ token: before.accessToken })).active).toBe(true);
+  });
+
   it("let a runtime whose replica was killed resume on another with resume_after, replaying the revocation it missed", async () => {
     const session = await sessionOn(a);
     const onB = watchOn(b, session.sessionCredential);
