@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { createMemoryAuditSink, type MemoryAuditSink } from "../../src/audit/memory-sink.js";
@@ -16,6 +15,7 @@ import { loadPolicyEngine, type PolicyEngine } from "../../src/policy/engine.js"
 import { MemoryRevocationList } from "../../src/revocation/memory-revocation-list.js";
 import { createCapvendServer, type CapvendServer, type ServerSettings } from "../../src/server.js";
 import { MemorySessionStore } from "../../src/sessions/memory-session-store.js";
+import { memoryLogDestination } from "./memory-log.js";
 import type { Telemetry } from "../../src/telemetry/telemetry.js";
 
 export const ORCHESTRATOR_TOKEN = "test-orchestrator-token-0123456789";
@@ -57,17 +57,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const settings: ServerSettings = { ...config, ...opts.settings };
   settings.resourceServerHashes = new Map([["demo-gateway", sha256Hex(GATEWAY_TOKEN)], ...settings.resourceServerHashes]);
   const clock = opts.clock ?? systemClock;
-  const logLines: string[] = [];
-  const logger = createLogger({
-    level: "debug",
-    replica: "test",
-    destination: new Writable({
-      write(chunk, _enc, cb) {
-        logLines.push(String(chunk));
-        cb();
-      },
-    }) as never,
-  });
+  const { destination, lines: logLines } = memoryLogDestination();
+  const logger = createLogger({ level: "debug", replica: "test", destination: destination as never });
   const audit = opts.audit ?? createMemoryAuditSink({ clock });
   const policy = await loadPolicyEngine({ dir: opts.policyDir ?? DEFAULT_POLICY_DIR, clock });
   const keyRing = await openKeyRing({ dataDir, alg: config.signingAlg, clock, maxTokenTtlMs: settings.maxTokenTtlMs });

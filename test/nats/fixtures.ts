@@ -1,11 +1,11 @@
 /** Shared set-up for the NATS backend tests: a connection to a test server, fresh streams and buckets. */
 import { randomBytes } from "node:crypto";
-import { Writable } from "node:stream";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { systemClock, type Clock } from "../../src/clock.js";
 import { pino } from "pino";
 import type { Logger } from "../../src/logging/logger.js";
+import { memoryLogDestination } from "../helpers/memory-log.js";
 import { ensureBucket, ensureStream } from "../../src/nats/jetstream-setup.js";
 import { openKvSessionStore, type KvSessionStore } from "../../src/nats/kv-session-store.js";
 import { NatsLink } from "../../src/nats/link-state.js";
@@ -13,13 +13,7 @@ import { openNatsRevocationList, type NatsRevocationList, type NatsRevocationLis
 
 /** A logger that keeps its lines in memory (warnings and up). */
 export function memoryLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      lines.push(String(chunk));
-      cb();
-    },
-  });
+  const { destination, lines } = memoryLogDestination();
   // Plain pino (the backends take any pino logger): these tests are about NATS, not log formatting.
   return { logger: pino({ level: "warn", base: { replica: "nats-test" } }, destination), lines };
 }

@@ -1,7 +1,7 @@
 import { createPrivateKey } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { Writable } from "node:stream";
+import { memoryLogDestination } from "../helpers/memory-log.js";
 import { SpanStatusCode } from "@opentelemetry/api";
 import { ConnectError } from "@connectrpc/connect";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
@@ -164,17 +164,8 @@ describe("the redaction processor", () => {
 describe("the log serializer", () => {
   it("redacts a planted JWT in a field and in the message, and carries the active span's ids", async () => {
     const jwt = secrets.get("access token (IssueToken)")!;
-    const lines: string[] = [];
-    const logger = createLogger({
-      level: "info",
-      replica: "leak-test",
-      destination: new Writable({
-        write(chunk, _enc, cb) {
-          lines.push(String(chunk));
-          cb();
-        },
-      }) as never,
-    });
+    const { destination, lines } = memoryLogDestination();
+    const logger = createLogger({ level: "info", replica: "leak-test", destination: destination as never });
     let expected: { traceId: string; spanId: string } | undefined;
     mt.telemetry.tracer.startActiveSpan("logging", (span) => {
       expected = span.spanContext();
