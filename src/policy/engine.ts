@@ -4,16 +4,18 @@ import { statefulIsAuthorized, type AuthorizationAnswer } from "@cedar-policy/ce
 import { systemClock, type Clock } from "../clock.js";
 import { toCedarRequest, type AuthorizationRequest } from "./cedar-request.js";
 import { ContextError } from "./context.js";
-import { watchDirectory, type DirectoryWatch } from "./directory-watcher.js";
 import type { EntityStore } from "./entity-store.js";
 import { PolicyLoadError } from "./errors.js";
-import { readPolicyDirectory } from "./policy-directory.js";
+import { parsePolicySet } from "./policy-directory.js";
+import { directorySource, type PolicySource, type SourceWatch } from "./policy-source.js";
 import { acquireSlot, preparseInto, releaseSlot } from "./preparsed-slots.js";
 
 export { ACTION_ENTITY_TYPE, type AuthorizationRequest } from "./cedar-request.js";
 export { entityValue, EntityValue, type ContextRecord, type ContextValue, type EntityRef } from "./context.js";
 export { PolicyLoadError, type PolicyLoadErrorCode } from "./errors.js";
 export { ENTITIES_FILE, POLICY_FILE_SUFFIX } from "./policy-directory.js";
+export { policyVersionOf, type PolicyFiles } from "./policy-set.js";
+export { directorySource, type PolicySource } from "./policy-source.js";
 
 /** Quiet time after the last change in a watched directory before it is reloaded, in ms. */
 export const DEFAULT_RELOAD_DEBOUNCE_MS = 200;
@@ -32,8 +34,16 @@ export interface Decision {
 
 /** What the engine runs with now. */
 export interface PolicyEngineState {
-  /** 1 for the first load, one more for each successful reload. */
+  /** 1 for the first load, one more for each successful reload (a local generation counter). */
   version: number;
+  /**
+   * The policy version: a content hash of the set in force (16 hex digits, see
+   * `policyVersionOf`), the same on every replica that runs the same set. Empty before the
+   * first load.
+   */
+  policyVersion: string;
+  /** Where the set in force came from: a directory path or `nats:<bucket>`. */
+  origin: string;
   /** When the policies in force were loaded, in ms since the Unix epoch. */
   loadedAt: number;
   /** Number of policies in force. */
@@ -42,12 +52,18 @@ export interface PolicyEngineState {
   lastError?: string;
 }
 
-export type ReloadResult = { ok: true; version: number } | { ok: false; error: PolicyLoadError };
+export type ReloadResult =
+  | { ok: true; version: number; policyVersion: string; changed: boolean }
+  | { ok: false; error: PolicyLoadError };
 
 /** Reported after each reload attempt (not the first load). `version` is the one in force. */
 export interface ReloadEvent {
   ok: boolean;
   version: number;
+  /** The policy version (content hash) in force after the attempt. */
+  policyVersion: string;
+  /** On success: the version that was in force before (equal to `policyVersion` when unchanged). */
+  previousPolicyVersion?: string;
   error?: PolicyLoadError;
 }
 
@@ -62,13 +78,20 @@ export interface PolicyEngine {
    * calls run one after the other, each reading the directory afresh.
    */
   reload(): Promise<ReloadResult>;
+  /**
+   * Subscribes to every reload attempt after the first load (as `onReload`), e.g. to
+   * re-evaluate live grants when the set changed. Returns an unsubscribe function.
+   */
+  subscribe(listener: (event: ReloadEvent) => void): () => void;
   /** Stops watching and frees the preparsed policies. Idempotent; later requests are denied. */
   close(): void;
 }
 
 export interface PolicyEngineOptions {
-  /** The policy directory: `*.cedar` files and an optional `entities.json`. */
-  dir: string;
+  /** The policy directory: `*.cedar` files and an optional `entities.json`. Ignored when `source` is given. */
+  dir?: string;
+  /** Where to read the set from instead of `dir` (e.g. the NATS policy bucket). */
+  source?: PolicySource;
   /** Reload when the directory changes. Default false. */
   watch?: boolean;
   /** Quiet time before a watched change is loaded, in ms. Default {@link DEFAULT_RELOAD_DEBOUNCE_MS}. */
@@ -91,7 +114,10 @@ export async function loadPolicyEngine(opts: PolicyEngineOptions): Promise<Polic
   if (!Number.isFinite(debounceMs) || debounceMs < 0) {
     throw new RangeError(`debounceMs must be a non-negative number of milliseconds, got ${debounceMs}`);
   }
-  const engine = new CedarPolicyEngine(opts.dir, opts.clock ?? systemClock, opts.onReload);
+  const clock = opts.clock ?? systemClock;
+  if (!opts.source && opts.dir === undefined) throw new TypeError("loadPolicyEngine needs dir or source");
+  const source = opts.source ?? directorySource(opts.dir!, { clock, debounceMs });
+  const engine = new CedarPolicyEngine(source, clock, opts.onReload);
   const first = await engine.reload();
   if (!first.ok) {
     engine.close();
@@ -99,11 +125,11 @@ export async function loadPolicyEngine(opts: PolicyEngineOptions): Promise<Polic
   }
   if (opts.watch) {
     try {
-      engine.startWatching(debounceMs);
+      engine.startWatching();
     } catch (e) {
       // fs.watch throws at once for a vanished directory or an exhausted inotify limit.
       engine.close();
-      throw new PolicyLoadError("directory_unreadable", { file: opts.dir }, `cannot watch: ${(e as Error).message}`, { cause: e });
+      throw new PolicyLoadError("directory_unreadable", { file: source.origin }, `cannot watch: ${(e as Error).message}`, { cause: e });
     }
   }
   return engine;
@@ -114,25 +140,27 @@ interface Loaded {
   entities: EntityStore;
   /** Ids of the forbid policies: an error in one of them denies (see `decide`). */
   forbids: ReadonlySet<string>;
+  policyVersion: string;
 }
 
 const CLOSED_DECISION_ERROR = "policy engine is closed";
 
 class CedarPolicyEngine implements PolicyEngine {
-  readonly #dir: string;
+  readonly #source: PolicySource;
   readonly #clock: Clock;
-  readonly #onReload: ((event: ReloadEvent) => void) | undefined;
+  readonly #listeners = new Set<(event: ReloadEvent) => void>();
   readonly #slot: string;
   #loaded: Loaded | undefined;
-  #state: PolicyEngineState = { version: 0, loadedAt: 0, policyCount: 0 };
+  #state: PolicyEngineState;
   #closed = false;
-  #watch: DirectoryWatch | undefined;
+  #watch: SourceWatch | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(dir: string, clock: Clock, onReload: ((event: ReloadEvent) => void) | undefined) {
-    this.#dir = dir;
+  constructor(source: PolicySource, clock: Clock, onReload: ((event: ReloadEvent) => void) | undefined) {
+    this.#source = source;
     this.#clock = clock;
-    this.#onReload = onReload;
+    if (onReload) this.#listeners.add(onReload);
+    this.#state = { version: 0, loadedAt: 0, policyCount: 0, policyVersion: "", origin: source.origin };
     this.#slot = acquireSlot();
   }
 
@@ -154,6 +182,14 @@ class CedarPolicyEngine implements PolicyEngine {
     return decide(answer, loaded.forbids);
   }
 
+  subscribe(listener: (event: ReloadEvent) => void): () => void {
+    const entry = (e: ReloadEvent) => listener(e);
+    this.#listeners.add(entry);
+    return () => {
+      this.#listeners.delete(entry);
+    };
+  }
+
   reload(): Promise<ReloadResult> {
     const run = this.#queue.then(() => this.#load());
     this.#queue = run.catch(() => undefined);
@@ -166,68 +202,84 @@ class CedarPolicyEngine implements PolicyEngine {
     this.#watch?.close();
     this.#watch = undefined;
     this.#loaded = undefined;
+    this.#listeners.clear();
     releaseSlot(this.#slot);
   }
 
-  startWatching(debounceMs: number): void {
-    this.#watch = watchDirectory(this.#dir, {
-      debounceMs,
-      clock: this.#clock,
-      onChange: () => void this.reload(),
-      onError: (e) => {
+  startWatching(): void {
+    if (!this.#source.watch) return;
+    this.#watch = this.#source.watch(
+      () => void this.reload(),
+      (e) => {
         if (this.#closed) return;
-        const error = new PolicyLoadError("directory_unreadable", { file: this.#dir }, `watch stopped: ${e.message}`, { cause: e });
+        const error = new PolicyLoadError("directory_unreadable", { file: this.#source.origin }, `watch stopped: ${e.message}`, { cause: e });
         this.#state = { ...this.#state, lastError: error.message };
-        this.#report({ ok: false, version: this.#state.version, error });
+        this.#report({ ok: false, version: this.#state.version, policyVersion: this.#state.policyVersion, error });
       },
-    });
+    );
   }
 
   async #load(): Promise<ReloadResult> {
     const first = this.#state.version === 0;
     let result: ReloadResult;
+    let previousVersion: string | undefined;
     try {
-      if (this.#closed) throw closedError(this.#dir);
-      const dir = await readPolicyDirectory(this.#dir);
+      if (this.#closed) throw closedError(this.#source.origin);
+      const dir = parsePolicySet(await this.#source.read(), this.#source.origin);
       // Closed while reading: the slot may already belong to another engine.
-      if (this.#closed) throw closedError(this.#dir);
+      if (this.#closed) throw closedError(this.#source.origin);
       const answer = preparseInto(this.#slot, {
         staticPolicies: Object.fromEntries(dir.policies.map((p) => [p.id, p.text])),
       });
       if (answer.type === "failure") {
         // Each file parsed on its own, so this is unexpected; the old set is untouched.
         const detail = answer.errors[0]?.message ?? "rejected by Cedar";
-        throw new PolicyLoadError("policy_syntax", { file: this.#dir }, detail);
+        throw new PolicyLoadError("policy_syntax", { file: this.#source.origin }, detail);
       }
       // Preparse and swap happen in one synchronous step, so no decision ever sees the new
       // policies with the old entities.
       this.#loaded = {
         entities: dir.entities,
         forbids: new Set(dir.policies.filter((p) => p.effect === "forbid").map((p) => p.id)),
+        policyVersion: dir.version,
       };
-      this.#state = { version: this.#state.version + 1, loadedAt: this.#clock.now(), policyCount: dir.policies.length };
-      result = { ok: true, version: this.#state.version };
+      const previous = this.#state.policyVersion;
+      this.#state = {
+        version: this.#state.version + 1,
+        loadedAt: this.#clock.now(),
+        policyCount: dir.policies.length,
+        policyVersion: dir.version,
+        origin: this.#source.origin,
+      };
+      result = { ok: true, version: this.#state.version, policyVersion: dir.version, changed: previous !== dir.version };
+      previousVersion = previous;
     } catch (e) {
       const error =
         e instanceof PolicyLoadError
           ? e
-          : new PolicyLoadError("directory_unreadable", { file: this.#dir }, `cannot load: ${(e as Error | undefined)?.message ?? String(e)}`, {
+          : new PolicyLoadError("directory_unreadable", { file: this.#source.origin }, `cannot load: ${(e as Error | undefined)?.message ?? String(e)}`, {
               cause: e,
             });
       if (!this.#closed) this.#state = { ...this.#state, lastError: error.message };
       result = { ok: false, error };
     }
     if (!first && !this.#closed) {
-      this.#report(result.ok ? { ok: true, version: result.version } : { ok: false, version: this.#state.version, error: result.error });
+      this.#report(
+        result.ok
+          ? { ok: true, version: result.version, policyVersion: result.policyVersion, previousPolicyVersion: previousVersion }
+          : { ok: false, version: this.#state.version, policyVersion: this.#state.policyVersion, error: result.error },
+      );
     }
     return result;
   }
 
   #report(event: ReloadEvent): void {
-    try {
-      this.#onReload?.(event);
-    } catch {
-      // A failing listener must not break reloading; it is the listener's bug to log.
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(event);
+      } catch {
+        // A failing listener must not break reloading; it is the listener's bug to log.
+      }
     }
   }
 }

@@ -1,4 +1,3 @@
-import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 
 import { policySetTextToParts, policyToJson, type DetailedError } from "@cedar-policy/cedar-wasm/nodejs";
@@ -6,14 +5,11 @@ import { policySetTextToParts, policyToJson, type DetailedError } from "@cedar-p
 import { EntityStore } from "./entity-store.js";
 import { formatLocation, oneLine, PolicyLoadError, type SourceLocation } from "./errors.js";
 import { readPolicyHead } from "./policy-head.js";
+import { ENTITIES_FILE, POLICY_FILE_SUFFIX, policyVersionOf, readPolicyFiles, type PolicyFiles } from "./policy-set.js";
 import { SourceText } from "./source-position.js";
 import { splitPolicies } from "./split-policies.js";
 
-/** File beside the policies that holds the entities (groups, attributes). Optional. */
-export const ENTITIES_FILE = "entities.json";
-
-/** Policies are the files with this suffix directly inside the directory. */
-export const POLICY_FILE_SUFFIX = ".cedar";
+export { ENTITIES_FILE, POLICY_FILE_SUFFIX } from "./policy-set.js";
 
 /** One static policy, with the id decisions will name it by. */
 export interface LoadedPolicy {
@@ -26,10 +22,12 @@ export interface LoadedPolicy {
   where: Required<SourceLocation>;
 }
 
-/** Everything a policy directory holds, parsed and checked, not yet handed to Cedar. */
+/** Everything a policy set holds, parsed and checked, not yet handed to Cedar. */
 export interface PolicyDirectory {
   policies: LoadedPolicy[];
   entities: EntityStore;
+  /** The set's content hash (see `policyVersionOf`). */
+  version: string;
 }
 
 /**
@@ -39,32 +37,25 @@ export interface PolicyDirectory {
  * @throws PolicyLoadError naming the file, line and column of the first problem
  */
 export async function readPolicyDirectory(dir: string): Promise<PolicyDirectory> {
-  let names: string[];
-  try {
-    const dirents = await readdir(dir, { withFileTypes: true });
-    names = dirents
-      // Symlinks count: Kubernetes mounts ConfigMap files as symlinks.
-      .filter((d) => (d.isFile() || d.isSymbolicLink()) && !d.name.startsWith("."))
-      .map((d) => d.name)
-      .sort();
-  } catch (e) {
-    throw unreadable(dir, e, "policy directory");
-  }
+  return parsePolicySet(await readPolicyFiles(dir), dir);
+}
 
+/**
+ * Parses and checks a policy set given as files. `origin` is where the files came from (a
+ * directory, or a label like `nats:capvend_policy`); errors name `<origin>/<file>`.
+ *
+ * @throws PolicyLoadError naming the file, line and column of the first problem
+ */
+export function parsePolicySet(set: PolicyFiles, origin: string): PolicyDirectory {
+  const names = Object.keys(set.files).sort();
   const policyNames = names.filter((n) => n.endsWith(POLICY_FILE_SUFFIX));
   if (policyNames.length === 0) {
-    throw new PolicyLoadError("no_policies", { file: dir }, `no ${POLICY_FILE_SUFFIX} policy files in the policy directory`);
+    throw new PolicyLoadError("no_policies", { file: origin }, `no ${POLICY_FILE_SUFFIX} policy files in the policy directory`);
   }
-
-  const [texts, entitiesText] = await Promise.all([
-    Promise.all(policyNames.map((n) => readText(join(dir, n)))),
-    names.includes(ENTITIES_FILE) ? readText(join(dir, ENTITIES_FILE)) : Promise.resolve(undefined),
-  ]);
-
   const policies: LoadedPolicy[] = [];
   const seen = new Map<string, Required<SourceLocation>>();
-  policyNames.forEach((name, i) => {
-    for (const policy of parsePolicyFile(join(dir, name), name, texts[i]!)) {
+  for (const name of policyNames) {
+    for (const policy of parsePolicyFile(join(origin, name), name, set.files[name]!)) {
       const first = seen.get(policy.id);
       if (first) {
         throw new PolicyLoadError(
@@ -76,13 +67,13 @@ export async function readPolicyDirectory(dir: string): Promise<PolicyDirectory>
       seen.set(policy.id, policy.where);
       policies.push(policy);
     }
-  });
-  if (policies.length === 0) {
-    throw new PolicyLoadError("no_policies", { file: dir }, `the ${POLICY_FILE_SUFFIX} files hold no policies`);
   }
-
-  const entities = entitiesText === undefined ? EntityStore.empty() : EntityStore.parse(entitiesText, join(dir, ENTITIES_FILE));
-  return { policies, entities };
+  if (policies.length === 0) {
+    throw new PolicyLoadError("no_policies", { file: origin }, `the ${POLICY_FILE_SUFFIX} files hold no policies`);
+  }
+  const entitiesText = set.files[ENTITIES_FILE];
+  const entities = entitiesText === undefined ? EntityStore.empty() : EntityStore.parse(entitiesText, join(origin, ENTITIES_FILE));
+  return { policies, entities, version: policyVersionOf(set) };
 }
 
 /**
@@ -164,25 +155,4 @@ function describe(error: DetailedError | undefined, label?: string | null): stri
   if (label) s += `: ${label}`;
   if (error.help) s += ` (${error.help})`;
   return s;
-}
-
-async function readText(path: string): Promise<string> {
-  try {
-    const text = await readFile(path, "utf8");
-    // Cedar does not skip a byte-order mark; editors on some systems write one.
-    return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
-  } catch (e) {
-    throw unreadable(path, e, "file");
-  }
-}
-
-function unreadable(path: string, e: unknown, what: string): PolicyLoadError {
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  const detail =
-    code === "ENOENT"
-      ? `${what} does not exist`
-      : code === "ENOTDIR"
-        ? `${what} is not a directory`
-        : `cannot read ${what}: ${(e as Error | undefined)?.message ?? String(e)}`;
-  return new PolicyLoadError("directory_unreadable", { file: path }, detail, { cause: e });
 }

@@ -3,7 +3,7 @@ import { rm } from "node:fs/promises";
 import { afterEach, describe, expect, it } from "vitest";
 
 import { ManualClock } from "../../src/clock.js";
-import { loadPolicyEngine, type PolicyEngine, type ReloadEvent } from "../../src/policy/engine.js";
+import { loadPolicyEngine, policyVersionOf, type PolicyEngine, type ReloadEvent } from "../../src/policy/engine.js";
 import { slotsMinted } from "../../src/policy/preparsed-slots.js";
 import { cleanup, policyDir, waitFor, writeFiles } from "./helpers.js";
 
@@ -37,11 +37,17 @@ describe("reload()", () => {
     const events: ReloadEvent[] = [];
     const { dir, engine } = await setup({ "a.cedar": READ }, { events });
     expect([can(engine, "read"), can(engine, "write")]).toEqual([true, false]);
+    const before = engine.state.policyVersion;
+    expect(before).toBe(policyVersionOf({ files: { "a.cedar": READ } }));
     await writeFiles(dir, { "a.cedar": WRITE });
-    expect(await engine.reload()).toEqual({ ok: true, version: 2 });
+    const after = policyVersionOf({ files: { "a.cedar": WRITE } });
+    expect(after).not.toBe(before);
+    expect(await engine.reload()).toEqual({ ok: true, version: 2, policyVersion: after, changed: true });
     expect([can(engine, "read"), can(engine, "write")]).toEqual([false, true]);
-    expect(engine.state).toMatchObject({ version: 2, policyCount: 1 });
-    expect(events).toEqual([{ ok: true, version: 2 }]);
+    expect(engine.state).toMatchObject({ version: 2, policyCount: 1, policyVersion: after, origin: dir });
+    expect(events).toEqual([{ ok: true, version: 2, policyVersion: after, previousPolicyVersion: before }]);
+    // The same content again: a new generation, the same version, nothing changed.
+    expect(await engine.reload()).toMatchObject({ ok: true, version: 3, policyVersion: after, changed: false });
   });
 
   it("keeps the previous policies and entities when the new ones do not load", async () => {
@@ -62,10 +68,11 @@ describe("reload()", () => {
     expect(can(engine, "read")).toBe(true);
     expect(engine.state.version).toBe(1);
     expect(engine.state.lastError).toBe(r.error.message);
-    expect(events).toEqual([{ ok: false, version: 1, error: r.error }]);
+    const v1 = engine.state.policyVersion;
+    expect(events).toEqual([{ ok: false, version: 1, policyVersion: v1, error: r.error }]);
 
     await writeFiles(dir, { "entities.json": "[]" });
-    expect(await engine.reload()).toEqual({ ok: true, version: 2 });
+    expect(await engine.reload()).toMatchObject({ ok: true, version: 2, changed: true });
     expect(can(engine, "read")).toBe(false);
     expect(engine.state.lastError).toBeUndefined();
   });
