@@ -71,18 +71,8 @@ export async function startCapvend(
   let audit: AuditSink = fileAudit;
   const system = { kind: "system" as const, id: config.replicaId };
 
-  const policy = await loadPolicyEngine({
-    dir: config.policyDir,
-    watch: true,
-    clock,
-    onReload: (e) => {
-      if (e.ok) logger.info({ version: e.version }, "policy reloaded");
-      else logger.error({ version: e.version, error: e.error?.message }, "policy reload failed; the previous policies stay in force");
-      void audit
-        .append({ type: "policy.reloaded", caller: system, decision: e.ok ? "allow" : "deny", reason: e.ok ? undefined : e.error?.message, details: { version: e.version, dir: config.policyDir } })
-        .catch((err) => logger.error({ err }, "audit append failed for policy.reloaded"));
-    },
-  });
+  // Reloads are logged, audited and reported in health by the server (src/server.ts).
+  const policy = await loadPolicyEngine({ dir: config.policyDir, watch: true, clock });
 
   const keyRing = await openKeyRing({
     dataDir: config.dataDir,

@@ -20,7 +20,10 @@ import { createVendingService } from "./service/vending-service.js";
 import type { SessionStore } from "./sessions/session-store.js";
 import { nodeRequestKey, resetStream } from "./streams/reset-stream.js";
 import { StreamHub } from "./streams/stream-hub.js";
-import { AUDIT_HEALTH_SERVICE } from "./telemetry/attributes.js";
+import { AUDIT_HEALTH_SERVICE, POLICY_HEALTH_SERVICE } from "./telemetry/attributes.js";
+import { PolicyDrift, type DriftReport } from "./streams/policy-drift.js";
+import type { PolicyEngine } from "./policy/engine.js";
+import { stampPolicyVersion } from "./audit/policy-version-stamp.js";
 import { globalTelemetry, type Telemetry } from "./telemetry/telemetry.js";
 import { createMinter } from "./tokens/mint.js";
 import { createVerifier } from "./tokens/verify.js";
@@ -49,7 +52,12 @@ export interface CapvendServerDeps {
   logger: Logger;
   /** Orchestrator id → sha256 hex of its bearer token (including `dev` from CAPVEND_ORCHESTRATOR_TOKEN). */
   orchestratorHashes: ReadonlyMap<string, string>;
-  policy: PolicyDecider;
+  /**
+   * Decides every request. When it is a PolicyEngine (it has `state` and `subscribe`), the
+   * server also follows its reloads: live grants are re-evaluated after each change, its
+   * version is stamped on audit records, and its health is reported as "capvend.policy".
+   */
+  policy: PolicyDecider | PolicyEngine;
   keyRing: KeyRing;
   /** JWKS to serve and verify with; default this replica's key ring (with NATS: every replica's keys). */
   publicKeys?: { jwks(): Jwks };
@@ -86,14 +94,30 @@ export interface CapvendServer {
 export async function createCapvendServer(deps: CapvendServerDeps): Promise<CapvendServer> {
   const { settings, clock, logger, keyRing } = deps;
   const telemetry = deps.telemetry ?? globalTelemetry();
+  const engine = isPolicyEngine(deps.policy) ? deps.policy : undefined;
   // Filled in below, once the health service exists; the sink cannot flip before a call.
   let reportAuditHealth = (_healthy: boolean) => {};
-  const audit = telemetry.wrapAudit(deps.audit, (healthy, state) => {
+  const audit = telemetry.wrapAudit(engine ? stampPolicyVersion(deps.audit, () => engine.state.policyVersion) : deps.audit, (healthy, state) => {
     reportAuditHealth(healthy);
     if (healthy) logger.info("audit sink healthy again");
     else logger.error({ error: state.lastError, pending: state.pending }, "audit sink unhealthy: issuance fails closed until it recovers");
   });
   const policy = telemetry.wrapPolicy(deps.policy);
+  const drift = engine
+    ? new PolicyDrift({
+        clock,
+        policy,
+        policyVersion: () => engine.state.policyVersion,
+        defaultTtlMs: settings.tokenTtlMs,
+        maxTtlMs: settings.maxTokenTtlMs,
+        async revoke(revocation, event) {
+          await telemetry.tracePublish(revocation, () => deps.revocations.publish(revocation));
+          // The revocation is in force; a missing audit record is reported, not undone.
+          await audit.append(event).catch((err) => logger.error({ err, revocation_id: revocation.id }, "audit append failed for a policy revocation"));
+        },
+        onError: (err, what) => logger.error({ err }, `${what} failed; the grant was stopped on this replica only`),
+      })
+    : undefined;
   const minter = telemetry.wrapMinter(createMinter({ keyRing, issuer: settings.issuer, clock }));
   const publicKeys = deps.publicKeys ?? keyRing;
   const verifier = createVerifier({ keyRing: publicKeys, issuer: settings.issuer, clock });
@@ -118,6 +142,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     heartbeatIntervalMs: settings.heartbeatIntervalMs,
     stallTimeoutMs: settings.streamStallTimeoutMs,
     random: deps.random,
+    drift,
+    onDriftError: (err) => logger.error({ err }, "revoking a grant the policy no longer allows failed"),
     onEvent: (e) => {
       const fields = { session_id: e.sessionId, stream_id: e.streamId, retry_in_ms: e.retryInMs, err: e.error };
       if (e.type === "slow_reader") logger.warn(fields, "slow reader disconnected");
@@ -146,6 +172,31 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     oidc: settings.oidc,
   });
   const health = createHealthService();
+  let unsubscribePolicy = () => {};
+  if (engine) {
+    health.setStatus(POLICY_HEALTH_SERVICE, ServingStatus.SERVING);
+    unsubscribePolicy = engine.subscribe((e) => {
+      health.setStatus(POLICY_HEALTH_SERVICE, e.ok ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+      const origin = engine.state.origin;
+      if (e.ok) logger.info({ policy_version: e.policyVersion, previous_policy_version: e.previousPolicyVersion, generation: e.version, origin }, "policy reloaded");
+      else logger.error({ policy_version: e.policyVersion, origin, error: e.error?.message }, "policy reload failed; the previous policies stay in force");
+      void audit
+        .append({
+          type: "policy.reloaded",
+          caller: { kind: "system", id: "policy" },
+          decision: e.ok ? "allow" : "deny",
+          reason: e.ok ? undefined : e.error?.message,
+          policy_version: e.policyVersion,
+          details: { generation: e.version, origin, ...(e.previousPolicyVersion ? { previous_policy_version: e.previousPolicyVersion } : {}) },
+        })
+        .catch((err) => logger.error({ err }, "audit append failed for policy.reloaded"));
+      if (!e.ok || e.policyVersion === e.previousPolicyVersion) return;
+      hub.reevaluatePolicy().then(
+        (report) => report && logDrift(logger, report),
+        (err) => logger.error({ err }, "re-evaluating live grants after a policy change failed"),
+      );
+    });
+  }
   reportAuditHealth = (healthy) => health.setStatus(AUDIT_HEALTH_SERVICE, healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   const transport = createTransportServer({
     routes: routes(vending, health),
@@ -176,6 +227,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     },
     close(graceMs = settings.shutdownGraceMs) {
       closing ??= (async () => {
+        unsubscribePolicy();
         health.shutdown();
         hub.drain("server shutting down");
         await transport.close(graceMs);
@@ -184,4 +236,22 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
       return closing;
     },
   };
+}
+
+function isPolicyEngine(p: PolicyDecider | PolicyEngine): p is PolicyEngine {
+  return typeof (p as Partial<PolicyEngine>).subscribe === "function" && typeof (p as Partial<PolicyEngine>).state === "object";
+}
+
+function logDrift(logger: Logger, r: DriftReport): void {
+  const fields = {
+    policy_version: r.policyVersion,
+    streams: r.streams,
+    grants: r.grants,
+    revoked_grants: r.revokedGrants,
+    revoked_tokens: r.revokedTokens,
+    failed: r.failed,
+    duration_ms: Math.round(r.durationMs * 10) / 10,
+  };
+  if (r.failed > 0) logger.error(fields, "live grants re-evaluated under the new policy; some revocations could not be stored");
+  else logger.info(fields, "live grants re-evaluated under the new policy");
 }

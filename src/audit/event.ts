@@ -55,6 +55,8 @@ export interface AuditEvent {
   exp?: number;
   decision?: "allow" | "deny";
   policy_ids?: string[];
+  /** The policy version (content hash of the set) in force when the decision was made. */
+  policy_version?: string;
   reason?: string;
   target?: { kind: "token_id" | "session_id" | "agent_id" | "user_id" | "resource"; value: string };
   trace_id?: string;

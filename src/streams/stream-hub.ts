@@ -11,6 +11,7 @@ import { validateGrants } from "../service/validate.js";
 import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
 import { sessionTag, sessionTagOfJti } from "../tokens/jti.js";
 import { feedPositionOf } from "./revision.js";
+import { grantDenial, type DriftReport, type PolicyDrift } from "./policy-drift.js";
 import { TimerQueue } from "./timer-queue.js";
 import { WatchStream } from "./watch-stream.js";
 
@@ -38,6 +39,10 @@ export interface StreamHubOptions {
   onRevocationDelivered?: (e: { sessionId: string; streamId: number; latencyMs: number }) => void;
   /** The number of open streams changed. */
   onStreamCount?: (streams: number) => void;
+  /** Re-evaluates live grants after a policy change (see `reevaluatePolicy`); none means no re-evaluation. */
+  drift?: PolicyDrift;
+  /** A renewal found its grant denied and its tokens' revocation went wrong. */
+  onDriftError?: (error: unknown) => void;
 }
 
 /** What a WatchStream uses of its hub. */
@@ -55,6 +60,7 @@ export interface StreamHubInternals {
   onSlowReader(stream: WatchStream): void;
   onRevocationDelivered(stream: WatchStream, latencyMs: number): void;
   logRenewalFailure(stream: WatchStream, grant: GrantSpec, err: unknown, retryInMs: number): void;
+  onGrantDenied(stream: WatchStream, index: number, grant: GrantSpec, err: Error): void;
 }
 
 export interface StreamHubStats {
@@ -86,6 +92,8 @@ export class StreamHub implements StreamHubInternals {
   readonly #byResource = new Map<string, Set<WatchStream>>();
   readonly #unsubscribe: () => void;
   #nextId = 0;
+  #driftRun: Promise<DriftReport> | undefined;
+  #driftAgain = false;
   #draining: string | undefined;
   #streams = 0;
 
@@ -149,6 +157,55 @@ export class StreamHub implements StreamHubInternals {
       throw err;
     }
     yield* stream.messages();
+  }
+
+  /** Every open stream of this replica. */
+  *streams(): IterableIterator<WatchStream> {
+    for (const set of this.#bySession.values()) yield* set;
+  }
+
+  /** The open streams of one session. */
+  streamsOf(sessionId: string): WatchStream[] {
+    return [...(this.#bySession.get(sessionId) ?? [])];
+  }
+
+  /**
+   * Re-evaluates every live grant on this replica's streams under the policy in force and
+   * revokes what it no longer allows (see PolicyDrift). Off the request path: call it after
+   * a swap without awaiting. Calls during a pass are folded into one more pass after it.
+   * Resolves with the report of the pass that saw the newest policy.
+   */
+  reevaluatePolicy(): Promise<DriftReport | undefined> {
+    const drift = this.#opts.drift;
+    if (!drift) return Promise.resolve(undefined);
+    if (this.#driftRun) {
+      this.#driftAgain = true;
+      return this.#driftRun.then(() => this.#driftRun ?? this.reevaluatePolicy());
+    }
+    const run = (async () => {
+      let report: DriftReport;
+      do {
+        this.#driftAgain = false;
+        report = await drift.reevaluate(this.streams());
+      } while (this.#driftAgain);
+      return report;
+    })();
+    this.#driftRun = run;
+    void run.finally(() => {
+      if (this.#driftRun === run) this.#driftRun = undefined;
+    }).catch(() => undefined);
+    return run;
+  }
+
+  onGrantDenied(stream: WatchStream, index: number, grant: GrantSpec, err: Error): void {
+    const drift = this.#opts.drift;
+    const denial = drift ? grantDenial(drift.policy, stream.session, grant, drift.ttlOf(grant)) : undefined;
+    if (!drift || !denial) {
+      stream.fail(err);
+      return;
+    }
+    const tokens = stream.liveGrants(this.clock.now()).find((g) => g.index === index)?.tokens ?? [];
+    drift.revokeGrant(stream, index, grant, tokens, denial).catch((e) => this.#opts.onDriftError?.(e));
   }
 
   /** Tells every stream to reconnect elsewhere; new streams are refused from now on. */

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AuditEvent } from "../audit/event.js";
-import { capvendError } from "../errors.js";
+import { capvendError, reasonOf } from "../errors.js";
 import { WatchSessionResponseSchema, type WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
 import { revokesSession, revokesToken, type Revocation } from "../revocation/revocation.js";
 import type { IssuedToken, TokenRequest } from "../service/issuer.js";
@@ -34,6 +34,12 @@ interface GrantState {
   renewal?: QueuedTimer;
   /** No more tokens: revoked, or the stream is over. */
   stopped: boolean;
+  /**
+   * The policy no longer allows the grant and its revocation is on its way: no renewal,
+   * and a token minted meanwhile is dropped, but the grant is announced as stopped only
+   * when the revocation arrives (so the runtime hears it with the revocation's reason).
+   */
+  revoking: boolean;
   failures: number;
 }
 
@@ -78,7 +84,7 @@ export class WatchStream {
     this.id = id;
     this.session = session;
     this.tag = tag;
-    this.#grants = grants.map((grant, index) => ({ index, grant, stopped: false, failures: 0 }));
+    this.#grants = grants.map((grant, index) => ({ index, grant, stopped: false, revoking: false, failures: 0 }));
     this.resources = new Set(grants.map((g) => g.resource));
     this.#signal = signal;
     this.#kill = kill;
@@ -152,6 +158,49 @@ export class WatchStream {
     if (tokenIds.length > 0 || grantIndexes.length > 0) {
       this.#control({ kind: "revoked", tokenIds: [...new Set(tokenIds)], grantIndexes, reason: r.reason, seq: r.seq, revokedAt: r.revokedAt });
     }
+  }
+
+  /**
+   * The grants that still get tokens, with every token of theirs that may still be live
+   * (current, the one it replaced while that has not expired, and one not yet sent), for
+   * re-evaluation under a new policy set.
+   */
+  liveGrants(nowMs: number): { index: number; grant: GrantSpec; tokens: { jti: string; expiresAtMs: number }[] }[] {
+    if (this.#state !== "open" && this.#state !== "opening") return [];
+    const out: { index: number; grant: GrantSpec; tokens: { jti: string; expiresAtMs: number }[] }[] = [];
+    for (const g of this.#grants) {
+      if (g.stopped || g.revoking) continue;
+      const pending = this.#outbox.pendingToken(g.index);
+      const refs = [g.current, g.previous, pending && this.#ref(pending.token)];
+      const tokens = new Map<string, number>();
+      for (const t of refs) if (t && t.expiresAtMs > nowMs) tokens.set(t.jti, t.expiresAtMs);
+      out.push({ index: g.index, grant: g.grant, tokens: [...tokens].map(([jti, expiresAtMs]) => ({ jti, expiresAtMs })) });
+    }
+    return out;
+  }
+
+  /**
+   * The policy no longer allows grant `index`: its renewal stops now and a token minted
+   * meanwhile is dropped; the revocation published for its tokens announces it.
+   */
+  beginRevocation(index: number): void {
+    const g = this.#grants[index];
+    if (!g || g.stopped) return;
+    g.revoking = true;
+    this.#hub.queue.cancel(g.renewal);
+    g.renewal = undefined;
+  }
+
+  /**
+   * Stops grant `index` and tells the runtime, without a shared revocation: the fallback
+   * when the revocation could not be stored, so the runtime still drops the tokens.
+   */
+  revokeGrantLocally(index: number, tokenIds: string[], reason: string): void {
+    const g = this.#grants[index];
+    if (!g || g.stopped || this.#state === "closing" || this.#state === "closed") return;
+    this.#stopGrant(g);
+    if (this.#outbox.pendingToken(g.index)) this.#outbox.dropToken(g.index);
+    this.#control({ kind: "revoked", tokenIds, grantIndexes: [g.index], reason });
   }
 
   /** Tells the runtime to reconnect elsewhere, then ends the call with UNAVAILABLE. */
@@ -257,7 +306,7 @@ export class WatchStream {
   /** Takes a freshly minted token into the grant, unless it was revoked while in flight. */
   #accept(g: GrantState, t: IssuedToken, nowMs: number): void {
     const ref = this.#ref(t);
-    if (g.stopped) return;
+    if (g.stopped || g.revoking) return;
     const revoked = this.#hub.revocations.tokenRevocation(this.#subject(g, ref));
     if (revoked) {
       // Revoked while it was being minted: never sent, and the runtime hears the grant stopped.
@@ -277,13 +326,19 @@ export class WatchStream {
 
   async #renew(g: GrantState): Promise<void> {
     g.renewal = undefined;
-    if (g.stopped || this.#state !== "open") return;
+    if (g.stopped || g.revoking || this.#state !== "open") return;
     try {
       const t = await this.#hub.traceRenewal(this, g.grant, () => this.#mint(g, "token.renewed"));
       if (this.#state !== "open") return;
       this.#accept(g, t, this.#hub.clock.now());
     } catch (err) {
-      if (g.stopped || this.#state !== "open") return;
+      if (g.stopped || g.revoking || this.#state !== "open") return;
+      if (reasonOf(err) === "scope_denied") {
+        // The policy changed under the grant: revoke its tokens (POLICY_CHANGED) and keep
+        // the stream open for the grants that are still allowed.
+        this.#hub.onGrantDenied(this, g.index, g.grant, err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
       const code = err instanceof ConnectError ? err.code : Code.Internal;
       if (code === Code.Unavailable || code === Code.Internal) {
         // A passing failure (audit sink, store): retry with backoff while the token lives.

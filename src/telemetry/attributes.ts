@@ -47,6 +47,8 @@ export const ATTR_ISSUE_KIND = "capvend.issue.kind";
 export const ATTR_ISSUE_OUTCOME = "capvend.issue.outcome";
 export const ATTR_POLICY_DECISION = "capvend.policy.decision";
 export const ATTR_POLICY_IDS = "capvend.policy.ids";
+/** The policy version (content hash of the set) that decided. */
+export const ATTR_POLICY_VERSION = "capvend.policy.version";
 export const ATTR_POLICY_PRINCIPAL = "capvend.policy.principal";
 export const ATTR_POLICY_ACTION = "capvend.policy.action";
 /** The Cedar resource entity when it is not a `Resource` (e.g. `Agent::"sales-bot"`). */
@@ -86,3 +88,5 @@ export const INSTRUMENTATION_SCOPE = "capvend";
 
 /** grpc.health.v1 service name that reports the audit sink's health. */
 export const AUDIT_HEALTH_SERVICE = "capvend.audit";
+/** Health service name of the policy set: NOT_SERVING while the last reload failed (the previous set stays in force). */
+export const POLICY_HEALTH_SERVICE = "capvend.policy";

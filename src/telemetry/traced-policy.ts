@@ -10,6 +10,7 @@ import {
   ATTR_POLICY_ENTITY,
   ATTR_POLICY_IDS,
   ATTR_POLICY_PRINCIPAL,
+  ATTR_POLICY_VERSION,
   ATTR_RESOURCE,
   ATTR_SESSION_ID,
   SPAN_POLICY,
@@ -63,6 +64,11 @@ export function tracePolicy(decider: PolicyDecider, tracer: Tracer): PolicyDecid
         const d = decider.authorize(req);
         span.setAttribute(ATTR_POLICY_DECISION, d.allowed ? "allow" : "deny");
         span.setAttribute(ATTR_POLICY_IDS, d.policyIds);
+        const version = policyVersionOf(decider);
+        if (version) {
+          span.setAttribute(ATTR_POLICY_VERSION, version);
+          if (parent?.isRecording()) parent.setAttribute(ATTR_POLICY_VERSION, version);
+        }
         if (parent?.isRecording()) foldDecision(parent, d);
         return d;
       } catch (err) {
@@ -73,6 +79,12 @@ export function tracePolicy(decider: PolicyDecider, tracer: Tracer): PolicyDecid
       }
     },
   };
+}
+
+/** The policy version of a decider that is a policy engine (it has `state.policyVersion`). */
+function policyVersionOf(decider: PolicyDecider): string | undefined {
+  const state = (decider as { state?: { policyVersion?: unknown } }).state;
+  return typeof state?.policyVersion === "string" && state.policyVersion !== "" ? state.policyVersion : undefined;
 }
 
 function contextAttributes(ctx: Readonly<Record<string, ContextValue>> | undefined): Record<string, string> {

@@ -44,6 +44,8 @@ export interface HarnessOptions {
   env?: Record<string, string>;
   audit?: AuditSink;
   policyDir?: string;
+  /** A policy engine to use instead of one loaded from `policyDir` (e.g. a watching one); the test closes it. */
+  policy?: PolicyEngine;
   clock?: Clock;
   random?: () => number;
   /** Spans and metrics for the server; the test that built it shuts it down. */
@@ -60,7 +62,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const { destination, lines: logLines } = memoryLogDestination();
   const logger = createLogger({ level: "debug", replica: "test", destination: destination as never });
   const audit = opts.audit ?? createMemoryAuditSink({ clock });
-  const policy = await loadPolicyEngine({ dir: opts.policyDir ?? DEFAULT_POLICY_DIR, clock });
+  const policy = opts.policy ?? (await loadPolicyEngine({ dir: opts.policyDir ?? DEFAULT_POLICY_DIR, clock }));
   const keyRing = await openKeyRing({ dataDir, alg: config.signingAlg, clock, maxTokenTtlMs: settings.maxTokenTtlMs });
   const sessions = new MemorySessionStore(clock);
   const revocations = new MemoryRevocationList(clock);
@@ -105,7 +107,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     orchestrator: client(ORCHESTRATOR_TOKEN),
     async close() {
       await server.close(1000);
-      policy.close();
+      if (!opts.policy) policy.close();
       keyRing.close();
       await revocations.close();
       await sessions.close();
