@@ -158,7 +158,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     issuer,
     verifier,
     audit,
-    limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs },
+    limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs, tokenTtlMs: settings.tokenTtlMs },
     watch: (session, req, ctx) => hub.watch(session, req, ctx, () => resetStream(ctx)),
     traceId: (ctx) => telemetry.traceId(ctx.values),
     tracePublish: (revocation, publish) => telemetry.tracePublish(revocation, publish),

@@ -6,6 +6,7 @@ import { AuditEventRefusedError } from "./errors.js";
 export type AuditEventType =
   | "session.started"
   | "session.ended"
+  | "session.denied"
   | "token.issued"
   | "token.renewed"
   | "token.denied"
@@ -21,6 +22,7 @@ export type AuditEventType =
 export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
   "session.started",
   "session.ended",
+  "session.denied",
   "token.issued",
   "token.renewed",
   "token.denied",

@@ -19,6 +19,7 @@ import { issuedAtMsOfJti } from "../tokens/jti.js";
 import type { Verifier } from "../tokens/verify.js";
 import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
+import { unallowableGrant } from "./grant-precheck.js";
 import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
 import {
   MAX_INTROSPECT_TOKEN_BYTES,
@@ -39,7 +40,8 @@ export interface VendingServiceDeps {
   issuer: Issuer;
   verifier: Verifier;
   audit: Pick<AuditSink, "append">;
-  limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number };
+  /** Token and session limits, ms; `tokenTtlMs` (CAPVEND_TOKEN_TTL) is what a grant without a ttl gets. */
+  limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number; tokenTtlMs?: number };
   /** Serves WatchSession for an authenticated session (see src/streams/). */
   watch(session: SessionRecord, req: WatchSessionRequest, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
   /** Trace id of the current call for audit records, when tracing is on. */
@@ -102,6 +104,24 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
       const now = clock.now();
       const id = newSessionId();
+      const refused = unallowableGrant(policy, { id, agentId, userId, labels }, grants, limits);
+      if (refused) {
+        await audit
+          .append({
+            type: "session.denied",
+            caller: describePrincipal(caller),
+            agent_id: agentId,
+            user_id: userId,
+            resource: refused.resource,
+            scopes: [refused.scope],
+            decision: "deny",
+            policy_ids: refused.decision.policyIds,
+            reason: refused.message,
+            trace_id: deps.traceId?.(ctx),
+          })
+          .catch(() => undefined);
+        throw capvendError("scope_denied", refused.message);
+      }
       const { credential, hash } = newSessionCredential(id);
       const record: SessionRecord = {
         id,

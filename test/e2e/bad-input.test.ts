@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 /**
  * Bad input end to end: every refusal has the right gRPC code, a message naming the field
  * and the rule, no token or secret in it, and leaves nothing half-recorded behind.
@@ -18,6 +19,7 @@ import {
   VendingService,
 } from "../../src/gen/capvend/v1/vending_pb.js";
 import { GATEWAY_TOKEN, ORCHESTRATOR_TOKEN, startHarness, startSalesSession, type Harness } from "../helpers/harness.js";
+import { examplePolicyPlus, LIMITS_LABEL_POLICY } from "../helpers/policy-fixtures.js";
 
 type StartInit = MessageInitShape<typeof StartSessionRequestSchema>;
 type IssueInit = MessageInitShape<typeof IssueTokenRequestSchema>;
@@ -48,12 +50,15 @@ const secretOf = (credential: string) => credential.split(".")[1]!;
 
 let h: Harness;
 let audit: MemoryAuditSink;
+let policyDir: string;
 beforeAll(async () => {
-  h = await startHarness();
+  policyDir = await examplePolicyPlus(LIMITS_LABEL_POLICY);
+  h = await startHarness({ policyDir });
   audit = h.audit as MemoryAuditSink;
 });
 afterAll(async () => {
   await h?.close();
+  await rm(policyDir, { recursive: true, force: true });
 });
 
 /** What a refused call must not have changed. */
@@ -138,9 +143,10 @@ describe("StartSession refuses bad input with INVALID_ARGUMENT and records nothi
 
   // The limits are inclusive: the largest allowed value of each passes.
   it.each<[string, StartInit]>([
-    ["a 256-byte agent_id", { ...startBase, agentId: bytes(256) }],
-    ["64 scopes of 128 bytes", { ...startBase, grants: [{ resource: "calendar", scopes: Array.from({ length: 64 }, (_, i) => `${i}`.padEnd(128, "x")) }] }],
-    ["64 grants", { ...startBase, grants: Array.from({ length: 64 }, (_, i) => ({ resource: `r${i}`, scopes: ["read"] })) }],
+    // StartSession refuses grants no policy can allow: these are allowed by the `limits` label.
+    ["a 256-byte agent_id", { ...startBase, agentId: bytes(256), labels: { limits: "" } }],
+    ["64 scopes of 128 bytes", { ...startBase, labels: { limits: "" }, grants: [{ resource: "calendar", scopes: Array.from({ length: 64 }, (_, i) => `${i}`.padEnd(128, "x")) }] }],
+    ["64 grants", { ...startBase, labels: { limits: "" }, grants: Array.from({ length: 64 }, (_, i) => ({ resource: `r${i}`, scopes: ["read"] })) }],
     ["ttl of exactly 1 s and exactly the maximum", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(1) }, { resource: "salesforce", scopes: ["read"], ttl: secs(3600) }] }],
     ["max_duration of exactly the maximum", { ...startBase, maxDuration: secs(8 * 3600) }],
     ["32 labels with 64-character keys and 256-byte values", { ...startBase, labels: Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`${i}`.padEnd(64, "k"), bytes(256)])) }],

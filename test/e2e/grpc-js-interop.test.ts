@@ -157,8 +157,8 @@ afterAll(async () => {
   await h?.close();
 });
 
-async function startSession(grants: { resource: string; scopes: string[]; ttl?: Duration }[], userId: string | undefined = "alice") {
-  const req: Record<string, unknown> = { agentId: "sales-bot", grants, labels: { env: "interop" } };
+async function startSession(grants: { resource: string; scopes: string[]; ttl?: Duration }[], agentId = "sales-bot", userId: string | undefined = "alice") {
+  const req: Record<string, unknown> = { agentId, grants, labels: { env: "interop" } };
   if (userId !== undefined) req.userId = userId;
   return call(vending, vending.StartSession, req, bearer(ORCHESTRATOR_TOKEN));
 }
@@ -221,12 +221,13 @@ describe("grpc-js client against capvend", () => {
   });
 
   it("a denied scope → status 7 (PERMISSION_DENIED) with the scope in details and capvend-reason", async () => {
-    const s = await startSession([{ resource: "salesforce", scopes: ["read", "delete"] }]);
-    const err = await rejection(call(vending, vending.IssueToken, { resource: "salesforce", scopes: ["read", "delete"] }, bearer(s.sessionCredential)));
+    // The report bot's warehouse tokens are capped at 900 s by policy: a one-hour one is denied.
+    const s = await startSession([{ resource: "warehouse", scopes: ["read"] }], "report-bot");
+    const err = await rejection(call(vending, vending.IssueToken, { resource: "warehouse", scopes: ["read"], ttl: { seconds: "3600" } }, bearer(s.sessionCredential)));
     expect(err.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(err.code).toBe(7);
-    expect(err.details).toContain('scope "delete"');
-    expect(err.details).toContain('resource "salesforce"');
+    expect(err.details).toContain('scope "read"');
+    expect(err.details).toContain('resource "warehouse"');
     expect(err.metadata.get("capvend-reason")).toEqual(["scope_denied"]);
     expect(err.details).not.toContain(s.sessionCredential.split(".")[1]);
     expect((h.audit as MemoryAuditSink).find({ type: "token.denied", session_id: s.sessionId })).toHaveLength(1);

@@ -156,22 +156,43 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
     expect(e.code).toBe(Code.PermissionDenied);
   });
 
-  it("a denied scope is PERMISSION_DENIED naming the scope, resource and deciding policy, and is audited", async () => {
-    const res = await h.orchestrator.startSession({
-      agentId: "sales-bot",
-      userId: "alice",
-      grants: [{ resource: "salesforce", scopes: ["read", "delete"] }],
-    });
-    const runtime = h.client(res.sessionCredential);
-    const e = await codeOf(runtime.issueToken({ resource: "salesforce", scopes: ["read", "delete"] }));
+  it("StartSession refuses a grant no policy can ever allow: SCOPE_DENIED naming the grant, scope, resource and deciding policy, audited, nothing stored", async () => {
+    const sessionsBefore = h.sessions.size;
+    const e = await codeOf(
+      h.orchestrator.startSession({
+        agentId: "sales-bot",
+        userId: "alice",
+        grants: [{ resource: "calendar", scopes: ["read"] }, { resource: "salesforce", scopes: ["read", "delete"] }],
+      }),
+    );
     expect(e.code).toBe(Code.PermissionDenied);
     expect(e.reason).toBe("scope_denied");
+    expect(e.message).toContain("grants[1]");
     expect(e.message).toContain('scope "delete"');
     expect(e.message).toContain('resource "salesforce"');
     expect(e.message).toContain("no-salesforce-delete");
+    expect(h.sessions.size).toBe(sessionsBefore);
+    const denied = (h.audit as MemoryAuditSink).find({ type: "session.denied", agent_id: "sales-bot" });
+    expect(denied.at(-1)!.policy_ids).toEqual(["no-salesforce-delete"]);
+    expect(denied.at(-1)!.resource).toBe("salesforce");
+  });
+
+  it("a scope policy denies at the asked TTL is PERMISSION_DENIED at IssueToken, naming the scope and resource, and is audited", async () => {
+    // The report bot may read the warehouse for at most 900 s: the session opens (shorter
+    // tokens are allowed), a one-hour token is denied.
+    const res = await h.orchestrator.startSession({ agentId: "report-bot", grants: [{ resource: "warehouse", scopes: ["read"] }] });
+    const runtime = h.client(res.sessionCredential);
+    const e = await codeOf(runtime.issueToken({ resource: "warehouse", scopes: ["read"], ttl: { seconds: 3600n } }));
+    expect(e.code).toBe(Code.PermissionDenied);
+    expect(e.reason).toBe("scope_denied");
+    expect(e.message).toContain('scope "read"');
+    expect(e.message).toContain('resource "warehouse"');
+    expect(e.message).toContain("no policy permits it");
     const denied = (h.audit as MemoryAuditSink).find({ type: "token.denied", session_id: res.sessionId });
     expect(denied).toHaveLength(1);
-    expect(denied[0]!.policy_ids).toEqual(["no-salesforce-delete"]);
+    expect(denied[0]!.policy_ids).toEqual([]);
+    const ok = await runtime.issueToken({ resource: "warehouse", scopes: ["read"], ttl: { seconds: 600n } });
+    expect(ok.token!.resource).toBe("warehouse");
   });
 
   it("a scope the session was not granted is refused even where policy allows it", async () => {
@@ -185,10 +206,10 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
     expect(r.reason).toBe("resource_not_granted");
   });
 
-  it("no policy permits: the agent outside the sales group gets nothing from salesforce", async () => {
-    const res = await h.orchestrator.startSession({ agentId: "report-bot", grants: [{ resource: "salesforce", scopes: ["read"] }] });
-    const e = await codeOf(h.client(res.sessionCredential).issueToken({ resource: "salesforce", scopes: ["read"] }));
+  it("no policy permits: the agent outside the sales group gets no salesforce session", async () => {
+    const e = await codeOf(h.orchestrator.startSession({ agentId: "report-bot", grants: [{ resource: "salesforce", scopes: ["read"] }] }));
     expect(e.code).toBe(Code.PermissionDenied);
+    expect(e.reason).toBe("scope_denied");
     expect(e.message).toContain("no policy permits it");
   });
 

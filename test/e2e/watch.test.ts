@@ -278,11 +278,12 @@ describe("WatchSession bad input", () => {
     expect(e.code).toBe(Code.PermissionDenied);
     expect(e.rawMessage).toContain("grants[1]");
     expect(e.rawMessage).toContain("warehouse");
-    const res = await h.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: [{ resource: "salesforce", scopes: ["delete"] }] });
-    const d = await errorOf(h.client(res.sessionCredential).watchSession({ grants: [{ resource: "salesforce", scopes: ["delete"] }] }));
+    // The report bot's warehouse tokens are capped at 900 s by policy: a one-hour grant is denied.
+    const res = await h.orchestrator.startSession({ agentId: "report-bot", grants: [{ resource: "warehouse", scopes: ["read"] }] });
+    const d = await errorOf(h.client(res.sessionCredential).watchSession({ grants: [{ resource: "warehouse", scopes: ["read"], ttl: { seconds: 3600n } }] }));
     expect(d.code).toBe(Code.PermissionDenied);
     expect(d.metadata.get(REASON_HEADER)).toBe("scope_denied");
-    expect(d.rawMessage).toContain('scope "delete"');
+    expect(d.rawMessage).toContain('scope "read"');
   });
 
   it("refuses zero grants, duplicate grants and a resume_after in the future with INVALID_ARGUMENT", async () => {

@@ -40,17 +40,19 @@ beforeAll(async () => {
     agentId: "sales-bot",
     userId: "alice",
     grants: [
-      { resource: "salesforce", scopes: ["read", "write", "delete"] },
+      { resource: "salesforce", scopes: ["read", "write"] },
       { resource: "calendar", scopes: ["read"], ttl: { seconds: 3n } },
     ],
   });
   const credential = started.sessionCredential;
   const runtime = clientWith(h.url, credential);
 
-  // Issue, then a denial (forbid no-salesforce-delete).
+  // Issue, then denials: a grant policy forbids (at StartSession), a TTL policy caps (at IssueToken).
   const { token } = await runtime.issueToken({ resource: "salesforce", scopes: ["read"] });
   const jwt = token!.accessToken;
-  expect((await failure(runtime.issueToken({ resource: "salesforce", scopes: ["read", "delete"] }))).rawMessage).toContain("no-salesforce-delete");
+  expect((await failure(orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: [{ resource: "salesforce", scopes: ["delete"] }] }))).rawMessage).toContain("no-salesforce-delete");
+  const reporter = await orchestrator.startSession({ agentId: "report-bot", grants: [{ resource: "warehouse", scopes: ["read"] }] });
+  expect((await failure(clientWith(h.url, reporter.sessionCredential).issueToken({ resource: "warehouse", scopes: ["read"], ttl: { seconds: 3600n } }))).rawMessage).toContain("no policy permits it");
 
   // A stream whose 3 s token renews at least once.
   const ac = new AbortController();
@@ -66,6 +68,8 @@ beforeAll(async () => {
   await failure(orchestrator.startSession({ agentId: credential, grants: [{ resource: "calendar", scopes: ["read"] }] }));
   await orchestrator.revoke({ target: { case: "tokenId", value: token!.tokenId }, reason: `leaked ${jwt}` }).catch(() => undefined);
   await failure(orchestrator.revoke({ target: { case: "tokenId", value: jwt } })).catch(() => undefined);
+  // A policy reload is logged (and re-evaluates the live stream) while secrets are about.
+  await h.policy.reload();
   await orchestrator.revoke({ target: { case: "sessionId", value: started.sessionId }, reason: "done" });
   await watch.done;
   ac.abort();

@@ -19,21 +19,24 @@ const metric = async (name: string) => (await mt.reader.metrics()).get(name);
 describe("metrics", () => {
   it("count issued and denied tokens by resource, and time each issuance", async () => {
     const orchestrator = clientWith(h.url, ORCHESTRATOR_TOKEN);
-    const s = await orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: [{ resource: "salesforce", scopes: ["read", "delete"] }, { resource: "calendar", scopes: ["read"] }] });
+    const s = await orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: [{ resource: "salesforce", scopes: ["read"] }, { resource: "calendar", scopes: ["read"] }] });
     const runtime = clientWith(h.url, s.sessionCredential);
+    // The report bot's warehouse tokens are capped at 900 s by policy: a one-hour one is denied.
+    const r = await orchestrator.startSession({ agentId: "report-bot", grants: [{ resource: "warehouse", scopes: ["read"] }] });
+    const reporter = clientWith(h.url, r.sessionCredential);
     const before = {
       issued: sumOf(await metric("capvend.tokens.issued"), { "capvend.resource": "salesforce" }),
-      denied: sumOf(await metric("capvend.tokens.denied"), { "capvend.resource": "salesforce" }),
+      denied: sumOf(await metric("capvend.tokens.denied"), { "capvend.resource": "warehouse" }),
       timed: countOf(await metric("capvend.issuance.duration")),
     };
     await runtime.issueToken({ resource: "salesforce", scopes: ["read"] });
     await runtime.issueToken({ resource: "salesforce", scopes: ["read"] });
     await runtime.issueToken({ resource: "calendar", scopes: ["read"] });
-    await expect(runtime.issueToken({ resource: "salesforce", scopes: ["delete"] })).rejects.toThrow(/no-salesforce-delete/);
+    await expect(reporter.issueToken({ resource: "warehouse", scopes: ["read"], ttl: { seconds: 3600n } })).rejects.toThrow(/no policy permits it/);
 
     expect(sumOf(await metric("capvend.tokens.issued"), { "capvend.resource": "salesforce" }) - before.issued).toBe(2);
     expect(sumOf(await metric("capvend.tokens.issued"), { "capvend.resource": "calendar" })).toBeGreaterThanOrEqual(1);
-    expect(sumOf(await metric("capvend.tokens.denied"), { "capvend.resource": "salesforce" }) - before.denied).toBe(1);
+    expect(sumOf(await metric("capvend.tokens.denied"), { "capvend.resource": "warehouse" }) - before.denied).toBe(1);
     const durations = await metric("capvend.issuance.duration");
     expect(countOf(durations) - before.timed).toBe(4);
     expect(countOf(durations, { "capvend.issue.outcome": "denied" })).toBeGreaterThanOrEqual(1);

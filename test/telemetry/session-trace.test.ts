@@ -87,7 +87,10 @@ describe("the trace of one agent session", () => {
     expect(s.attributes["capvend.policy.ids"]).toContain("orchestrator-dev");
     expect(s.status.code).toBe(SpanStatusCode.OK);
     const kids = childrenOf(spans, s).map((c) => c.name).sort();
-    expect(kids).toEqual(["capvend.audit.append", "capvend.policy.evaluate"]);
+    // The orchestrator's start_session, then each granted scope (can policy ever allow it?).
+    expect(kids).toEqual(["capvend.audit.append", ...Array(4).fill("capvend.policy.evaluate")]);
+    expect(named(childrenOf(spans, s), "capvend.policy.evaluate").map((p) => p.attributes["capvend.policy.action"]).sort()).toEqual(["read", "read", "start_session", "write"]);
+    expect(String(s.attributes["capvend.policy.version"])).toMatch(/^[0-9a-f]{16}$/);
   });
 
   it("an IssueToken over gRPC starts its own trace; issuance nests under it with policy per scope, mint and audit", () => {
