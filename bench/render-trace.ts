@@ -32,7 +32,7 @@ async function recordSession(): Promise<{ spans: ReadableSpan[]; callerTrace: st
       agentId: "sales-bot",
       userId: "alice",
       grants: [
-        { resource: "salesforce", scopes: ["read", "write", "delete"] },
+        { resource: "salesforce", scopes: ["read", "write"] },
         { resource: "calendar", scopes: ["read"], ttl: { seconds: 3n } },
       ],
     });
@@ -40,7 +40,9 @@ async function recordSession(): Promise<{ spans: ReadableSpan[]; callerTrace: st
     const watch = collect(runtime.watchSession({ grants: [{ resource: "calendar", scopes: ["read"], ttl: { seconds: 3n } }] }));
     await watch.until(() => watch.tokens().length >= 1, "the first stream token");
     const { token } = await runtime.issueToken({ resource: "salesforce", scopes: ["read", "write"] });
-    await runtime.issueToken({ resource: "salesforce", scopes: ["delete"] }).catch(() => undefined);
+    // The report bot's warehouse tokens are capped at 900 s by policy: a one-hour one is denied.
+    const reporter = await orchestrator.startSession({ agentId: "report-bot", grants: [{ resource: "warehouse", scopes: ["read"] }] });
+    await clientWith(h.url, reporter.sessionCredential, { protocol: "grpc" }).issueToken({ resource: "warehouse", scopes: ["read"], ttl: { seconds: 3600n } }).catch(() => undefined);
     await watch.until(() => watch.tokens().length >= 2, "a renewal");
     await orchestrator.revoke({ target: { case: "tokenId", value: token!.tokenId }, reason: "task step done" });
     await orchestrator.endSession({ sessionId: s.sessionId, reason: "task done" });
@@ -168,7 +170,7 @@ function render(spans: ReadableSpan[], callerTrace: string): string {
   const renew = roots.find((r) => r.name === "capvend.renew");
   const panels: [string, ReadableSpan | undefined][] = [
     ["2. IssueToken: the RPC span, the issuance, one policy decision per scope, the signature, the audit append", issue],
-    ["3. A denied IssueToken: policy says deny (forbid no-salesforce-delete), nothing is minted, the denial is audited", denied],
+    ["3. A denied IssueToken: policy says deny (the report bot's tokens are capped at 900 s), nothing is minted, the denial is audited", denied],
     ["4. A renewal: a root span of its own trace, linked to the WatchSession span", renew],
   ];
   for (const [title, root] of panels) {
