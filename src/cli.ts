@@ -8,6 +8,7 @@ import { keysCommand } from "./keys/keys-command.js";
 import { startCapvend } from "./main.js";
 import { routeDiagToLogger } from "./telemetry/diag-logger.js";
 import { telemetryFromEnv } from "./telemetry/env.js";
+import { prometheusReader } from "./telemetry/prometheus.js";
 
 const USAGE = `capvend — token vending service for AI agents
 
@@ -34,13 +35,14 @@ async function serve(argv: string[]): Promise<number> {
   }
   const logger = createLogger({ level: config.logLevel, replica: config.replicaId });
   routeDiagToLogger(logger);
-  const otel = telemetryFromEnv(process.env, { serviceInstanceId: config.replicaId });
+  const metrics = prometheusReader(config, logger);
+  const otel = telemetryFromEnv(process.env, { serviceInstanceId: config.replicaId, metricReaders: metrics ? [metrics] : [] });
   for (const w of otel.warnings) logger.warn(w);
   if (otel.traces.length + otel.metrics.length > 0) logger.info({ traces: otel.traces, metrics: otel.metrics }, "telemetry exporting");
   else logger.info("telemetry not exported: set OTEL_EXPORTER_OTLP_ENDPOINT, or OTEL_TRACES_EXPORTER=console");
   let running;
   try {
-    running = await startCapvend(config, logger, { telemetry: otel.telemetry });
+    running = await startCapvend(config, logger, { telemetry: otel.telemetry, metrics: config.metrics.mode === "main" ? metrics : undefined });
   } catch (err) {
     await otel.telemetry.shutdown().catch(() => undefined);
     // Policy files that do not parse, unreadable keys, a busy port: say which and stop.
@@ -74,7 +76,11 @@ async function serve(argv: string[]): Promise<number> {
     // SIGHUP rotates the signing key without a restart (docs/operations.md).
     process.on("SIGHUP", () => {
       running.rotateKey().then(
-        ({ kid, retired }) => logger.info({ kid, retired: { kid: retired } }, "signing key rotated"),
+        ({ kid, retired, activated }) =>
+          activated.then(
+            () => logger.info({ kid, retired: { kid: retired } }, "signing key rotated"),
+            (err) => logger.error({ err }, "signing key rotation failed; the current key keeps signing"),
+          ),
         (err) => logger.error({ err }, "signing key rotation failed; the current key keeps signing"),
       );
     });

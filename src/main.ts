@@ -8,7 +8,8 @@ import type { Config } from "./config/config.js";
 import { openKeyRing } from "./keys/key-ring.js";
 import { createLogger, type Logger } from "./logging/logger.js";
 import { DEV_ORCHESTRATOR_ID, devOrchestratorHash } from "./orchestrator-token.js";
-import { loadPolicyEngine } from "./policy/engine.js";
+import { loadPolicyEngine, type PolicyEngine } from "./policy/engine.js";
+import type { MetricsSource } from "./http/metrics-endpoint.js";
 import { createCapvendServer, type CapvendServer } from "./server.js";
 import type { Telemetry } from "./telemetry/telemetry.js";
 
@@ -18,7 +19,7 @@ import type { Telemetry } from "./telemetry/telemetry.js";
  */
 export const TELEMETRY_FLUSH_TIMEOUT_MS = 3 * 1000;
 
-/** After a new key is acknowledged in the shared key bucket, how long before it signs. */
+/** After a new key is acknowledged in the shared key bucket, the shortest wait before it signs. */
 export const KEY_ANNOUNCE_GRACE_MS = 1000;
 
 /** How often keys whose last token expired are pruned from the ring. */
@@ -28,16 +29,35 @@ export const KEY_PRUNE_INTERVAL_MS = 60 * 1000;
 export interface StartOptions {
   /** Spans and metrics (the CLI builds it with `telemetryFromEnv`). Shut down by `stop()`. */
   telemetry?: Telemetry;
+  /**
+   * The Prometheus reader registered in `telemetry` (CAPVEND_METRICS=main): served as
+   * `GET /metrics` on the main port.
+   */
+  metrics?: MetricsSource;
+}
+
+/** A rotation in progress: the new key is published; it signs from `activatesAt`. */
+export interface KeyRotation {
+  kid: string;
+  retired: string;
+  /** When the new key starts signing, ms since the epoch (now + CAPVEND_KEY_PUBLISH_DELAY). */
+  activatesAt: number;
+  /** Resolves when the new key signs; rejects if the rotation failed after publishing (it is then undone). */
+  activated: Promise<void>;
 }
 
 export interface RunningCapvend {
   server: CapvendServer;
   address: { host: string; port: number };
   /**
-   * Rotates the signing key while serving: the new key is announced to every replica (with
-   * NATS) before it signs anything; the old one stays published until its tokens expire.
+   * Rotates the signing key while serving: the new key is published in the JWKS (and with
+   * NATS announced to every replica) at once, and signs only after CAPVEND_KEY_PUBLISH_DELAY,
+   * so verifiers have fetched it; the old one stays published until its last token expires.
+   * Resolves once the new key is published; `activated` follows.
    */
-  rotateKey(): Promise<{ kid: string; retired: string }>;
+  rotateKey(): Promise<KeyRotation>;
+  /** The loaded policy engine (reload, state). */
+  readonly policy: PolicyEngine;
   /** Stops everything in order, then flushes and stops telemetry; idempotent. */
   stop(): Promise<void>;
 }
@@ -109,6 +129,7 @@ export async function startCapvend(
     audit,
     tls,
     telemetry: options.telemetry,
+    metrics: options.metrics,
   });
   backends.watchHealth?.((service, serving) => server.setHealth(service, serving));
   const address = await server.listen(config.listen.host, config.listen.port);
@@ -121,17 +142,31 @@ export async function startCapvend(
   return {
     server,
     address: { host: address.address, port: address.port },
-    async rotateKey() {
+    policy,
+    rotateKey() {
       const retired = keyRing.current().kid;
-      const fresh = await keyRing.rotate({
+      let onPublished!: (r: { kid: string; activatesAt: number }) => void;
+      const published = new Promise<{ kid: string; activatesAt: number }>((resolve) => (onPublished = resolve));
+      const activated = keyRing.rotate({
         beforeActivate: async (key) => {
-          if (!backends.announceKey) return;
-          await backends.announceKey(key.publicJwk);
-          // The bucket has it; give the other replicas' watches time to see it before it signs.
-          await new Promise((r) => setTimeout(r, KEY_ANNOUNCE_GRACE_MS));
+          // With NATS, the other replicas' watches need a moment after the bucket has it.
+          const delay = Math.max(config.keyPublishDelayMs, backends.announceKey ? KEY_ANNOUNCE_GRACE_MS : 0);
+          if (backends.announceKey) await backends.announceKey(key.publicJwk);
+          logger.info({ kid: key.kid, retiring: { kid: retired }, delay_ms: delay }, "new signing key published; it signs after the publish delay");
+          onPublished({ kid: key.kid, activatesAt: clock.now() + delay });
+          await new Promise((r) => setTimeout(r, delay));
         },
       });
-      return { kid: fresh.kid, retired };
+      return Promise.race([
+        published,
+        // Failed before publishing: reject with that error.
+        activated.then((k) => ({ kid: k.kid, activatesAt: clock.now() })),
+      ]).then((p) => {
+        const done = activated.then(() => undefined);
+        // The caller may ignore it; a failure is still reported through its own promise.
+        done.catch(() => undefined);
+        return { ...p, retired, activated: done };
+      });
     },
     stop() {
       stopping ??= (async () => {

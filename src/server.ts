@@ -8,7 +8,11 @@ import type { Config } from "./config/config.js";
 import { VendingService } from "./gen/capvend/v1/vending_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 import { createHealthService, type HealthService } from "./health/health-service.js";
-import { wellKnownRoutes } from "./http/well-known.js";
+import { jwksMaxAgeSeconds, wellKnownRoutes } from "./http/well-known.js";
+import { healthRoutes } from "./http/health-endpoints.js";
+import { introspectRoute } from "./http/introspect-endpoint.js";
+import { metricsRoute, type MetricsSource } from "./http/metrics-endpoint.js";
+import { DEFAULT_KEY_PUBLISH_DELAY_MS } from "./config/config.js";
 import type { Jwks, KeyRing } from "./keys/key-ring.js";
 import { errorInterceptor } from "./logging/error-interceptor.js";
 import type { Logger } from "./logging/logger.js";
@@ -43,6 +47,7 @@ export type ServerSettings = Pick<
   | "maxMessageBytes"
   | "oidc"
   | "resourceServerHashes"
+  | "keyPublishDelayMs"
 >;
 
 /** Everything a replica is built from. Swap any part (memory or NATS) without touching the services. */
@@ -65,6 +70,8 @@ export interface CapvendServerDeps {
   revocations: RevocationList;
   audit: AuditSink;
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Serves `GET /metrics` on the main port (the OpenTelemetry PrometheusExporter); absent: no endpoint. */
+  metrics?: MetricsSource;
   /** Jitter source for renewals; Math.random by default. */
   random?: () => number;
   /**
@@ -200,7 +207,12 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
   reportAuditHealth = (healthy) => health.setStatus(AUDIT_HEALTH_SERVICE, healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   const transport = createTransportServer({
     routes: routes(vending, health),
-    httpRoutes: wellKnownRoutes({ issuer: settings.issuer, jwks: () => publicKeys.jwks() }),
+    httpRoutes: [
+      ...wellKnownRoutes({ issuer: settings.issuer, jwks: () => publicKeys.jwks(), jwksMaxAgeSeconds: jwksMaxAgeSeconds(settings.keyPublishDelayMs ?? DEFAULT_KEY_PUBLISH_DELAY_MS) }),
+      introspectRoute({ authenticator, introspect: vending.introspect }),
+      ...healthRoutes({ health, policy: engine ? () => engine.state : undefined }),
+      ...(deps.metrics ? [metricsRoute(deps.metrics)] : []),
+    ],
     // Tracing outermost: a call refused by authentication still has its span.
     interceptors: [telemetry.interceptor, errorInterceptor(logger), authInterceptor(authenticator)],
     tls: deps.tls,

@@ -16,6 +16,14 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10 * 1000;
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
 export const DEFAULT_AUDIT_TIMEOUT_MS = 2000;
 export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
+/**
+ * CAPVEND_KEY_PUBLISH_DELAY: after a rotation, how long the new key is published in the JWKS
+ * before it signs, so verifiers that cache the JWKS have fetched it: 1 minute. The JWKS
+ * `Cache-Control: max-age` is never longer than this.
+ */
+export const DEFAULT_KEY_PUBLISH_DELAY_MS = 60 * 1000;
+/** CAPVEND_METRICS: where `/metrics` is served; "main" is the main port. */
+export const DEFAULT_METRICS = "main";
 /** CAPVEND_NATS_TIMEOUT: longest wait for one NATS/JetStream answer (publish ack, KV read or write). */
 export const DEFAULT_NATS_TIMEOUT_MS = 2000;
 
@@ -65,6 +73,13 @@ export interface Config {
   /** Present when NATS_URL is set: how to reach the NATS cluster that replicas share. */
   nats?: NatsSettings;
   replicaId: string;
+  /** CAPVEND_KEY_PUBLISH_DELAY in ms: a rotated-in key is in the JWKS this long before it signs (0: at once). */
+  keyPublishDelayMs: number;
+  /**
+   * CAPVEND_METRICS: the Prometheus endpoint `/metrics` on the main port ("main"), on its
+   * own `host:port` ("listen"), or not at all ("off").
+   */
+  metrics: { mode: "main" } | { mode: "off" } | { mode: "listen"; host: string; port: number };
   audit: { durability: AuditDurability; timeoutMs: number };
   logLevel: LogLevel;
 }
@@ -89,6 +104,7 @@ const SETTINGS: ReadonlySet<string> = new Set([
   "CAPVEND_RESOURCE_SERVER_HASHES", "CAPVEND_OIDC_ISSUER", "CAPVEND_OIDC_AUDIENCE", "CAPVEND_OIDC_JWKS_URL",
   "CAPVEND_OIDC_JWKS_FILE", "CAPVEND_TLS_CERT", "CAPVEND_TLS_KEY", "CAPVEND_REPLICA_ID", "CAPVEND_AUDIT_DURABILITY",
   "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS",
+  "CAPVEND_KEY_PUBLISH_DELAY", "CAPVEND_METRICS",
   "NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY_SEED_FILE", "NATS_CREDS_FILE",
 ]);
 
@@ -219,12 +235,23 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     natsUrl: str("NATS_URL"),
     nats,
     replicaId: str("CAPVEND_REPLICA_ID") ?? `capvend-${process.pid}`,
+    keyPublishDelayMs: duration("CAPVEND_KEY_PUBLISH_DELAY", DEFAULT_KEY_PUBLISH_DELAY_MS, 0),
+    metrics: parseMetrics(str("CAPVEND_METRICS") ?? DEFAULT_METRICS),
     audit: {
       durability: oneOf("CAPVEND_AUDIT_DURABILITY", ["fsync", "write"] as const, "fsync"),
       timeoutMs: duration("CAPVEND_AUDIT_TIMEOUT", DEFAULT_AUDIT_TIMEOUT_MS, 1),
     },
     logLevel: oneOf("CAPVEND_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
   };
+}
+
+function parseMetrics(raw: string): Config["metrics"] {
+  if (raw === "main" || raw === "off") return { mode: raw };
+  try {
+    return { mode: "listen", ...parseListen(raw) };
+  } catch {
+    throw new ConfigError("CAPVEND_METRICS", `"${raw}" is not main, off or host:port (e.g. 127.0.0.1:9464)`);
+  }
 }
 
 function parseListen(raw: string): { host: string; port: number } {

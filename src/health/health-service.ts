@@ -16,6 +16,8 @@ export interface HealthService {
   setStatus(service: string, status: ServingStatus): void;
   /** The status of `service`, `undefined` when unknown. */
   getStatus(service: string): ServingStatus | undefined;
+  /** Every known service with its status, "" (the whole server) first. */
+  statuses(): [string, ServingStatus][];
   /** Forgets `service`: Check answers NOT_FOUND, watchers get SERVICE_UNKNOWN. "" cannot be cleared. */
   clearStatus(service: string): void;
   /**
@@ -60,6 +62,7 @@ export function createHealthService(): HealthService {
     impl,
     setStatus: (service, status) => board.set(service, status),
     getStatus: (service) => board.get(service),
+    statuses: () => board.entries(),
     clearStatus: (service) => board.clear(service),
     shutdown: () => board.shutdown(),
     get watcherCount() {

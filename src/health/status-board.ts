@@ -42,6 +42,11 @@ export class StatusBoard {
     this.#emit(service, status);
   }
 
+  /** Every known service and its status ("" first). */
+  entries(): [string, ServingStatus][] {
+    return [...this.#statuses];
+  }
+
   /** Forgets a service (Check then answers NOT_FOUND). The overall server "" cannot be cleared. */
   clear(service: string): void {
     if (service === "" || this.#terminated.signal.aborted) return;

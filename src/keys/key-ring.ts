@@ -64,7 +64,9 @@ export interface KeyRing {
 export interface RotateOptions {
   /**
    * Runs with the new key before it signs anything (e.g. publishes its public JWK to the
-   * other replicas). If it rejects, the rotation is undone and nothing changed.
+   * other replicas, then waits out the publish delay). While it runs the new key is already
+   * in this ring's JWKS and `publicKey`. If it rejects, the rotation is undone and nothing
+   * changed.
    */
   beforeActivate?: (key: SigningKey) => Promise<void>;
 }
@@ -118,6 +120,8 @@ class KeyRingImpl implements KeyRing {
   /** Oldest first; the current key is the last one without `retiredAt`. */
   #keys: SigningKey[];
   #current: SigningKey | undefined;
+  /** A rotated-in key during its publish delay: in the JWKS, not yet signing. */
+  #pending: SigningKey | undefined;
   #listeners = new Set<Listener>();
   #closed = false;
   // rotate and prune each rewrite the index from #keys; one at a time keeps them from
@@ -163,6 +167,8 @@ class KeyRingImpl implements KeyRing {
     if (cached && cached.version === this.#version && now < cached.validUntil) return cached.value;
     let validUntil = Number.POSITIVE_INFINITY;
     const keys: JsonWebKey[] = [];
+    // A key about to sign is published first (verifiers fetch it before they meet it).
+    if (this.#pending) keys.push(this.#pending.publicJwk);
     // Newest first: the signing key leads, as verifiers that stop at the first match prefer.
     for (let i = this.#keys.length - 1; i >= 0; i--) {
       const k = this.#keys[i]!;
@@ -176,6 +182,7 @@ class KeyRingImpl implements KeyRing {
   }
 
   publicKey(kid: string): KeyObject | undefined {
+    if (this.#pending?.kid === kid) return this.#pending.publicKey;
     const key = this.#keys.find((k) => k.kid === kid);
     return key && this.#published(key, this.#clock.now()) ? key.publicKey : undefined;
   }
@@ -231,7 +238,24 @@ class KeyRingImpl implements KeyRing {
         ? await generateKeyPair("ed25519")
         : await generateKeyPair("ec", { namedCurve: "P-256" });
     const fresh = toSigningKey(privateKey, this.#clock.now());
-    // Before the key is on disk or signing: a failure here leaves no trace.
+    // Before the key is on disk or signing: a failure here leaves no trace. Meanwhile the
+    // key is published in this ring's JWKS, so verifiers can fetch it before it signs.
+    if (beforeActivate) {
+      this.#pending = fresh;
+      this.#version++;
+    }
+    try {
+      return await this.#activateLocked(store, fresh, privateKey, beforeActivate);
+    } finally {
+      if (this.#pending === fresh) {
+        // Failed: unpublish. (On success the swap below already took it out of pending.)
+        this.#pending = undefined;
+        this.#version++;
+      }
+    }
+  }
+
+  async #activateLocked(store: KeyStore, fresh: SigningKey, privateKey: KeyObject, beforeActivate?: (key: SigningKey) => Promise<void>): Promise<SigningKey> {
     if (beforeActivate) await beforeActivate(fresh);
     const now = this.#clock.now();
     const old = this.#current;
@@ -248,6 +272,7 @@ class KeyRingImpl implements KeyRing {
     if (old) old.retiredAt = now;
     this.#keys = [...this.#keys, fresh];
     this.#current = fresh;
+    this.#pending = undefined;
     this.#version++;
     this.#emit({ type: "added", kid: fresh.kid, alg: fresh.alg });
     if (old) this.#emit({ type: "retired", kid: old.kid, alg: old.alg });

@@ -13,7 +13,7 @@ export type RequestListener = (req: HttpRequest, res: HttpResponse) => void;
  * `/.well-known/jwks.json`. `path` is matched exactly, without the query string.
  */
 export interface HttpRoute {
-  method: "GET";
+  method: "GET" | "POST";
   path: string;
   handle(req: HttpRequest, res: HttpResponse): void | Promise<void>;
 }

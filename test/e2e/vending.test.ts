@@ -66,7 +66,8 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
     const doc = (await res.json()) as Record<string, string>;
     expect(doc.issuer).toBe("https://capvend.local");
     expect(doc.jwks_uri).toBe("https://capvend.local/.well-known/jwks.json");
-    expect(doc.introspection_endpoint).toContain("/capvend.v1.VendingService/Introspect");
+    expect(doc.introspection_endpoint).toBe("https://capvend.local/oauth2/introspect");
+    expect(doc.introspection_endpoint_auth_methods_supported).toEqual(["client_secret_basic", "bearer"]);
   });
 
   it("revoke then introspect answers inactive; before that, active with the claims", async () => {

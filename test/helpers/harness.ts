@@ -17,6 +17,7 @@ import { createCapvendServer, type CapvendServer, type ServerSettings } from "..
 import { MemorySessionStore } from "../../src/sessions/memory-session-store.js";
 import { memoryLogDestination } from "./memory-log.js";
 import type { Telemetry } from "../../src/telemetry/telemetry.js";
+import type { MetricsSource } from "../../src/http/metrics-endpoint.js";
 
 export const ORCHESTRATOR_TOKEN = "test-orchestrator-token-0123456789";
 export const GATEWAY_TOKEN = "test-gateway-token-0123456789abcdef";
@@ -50,6 +51,8 @@ export interface HarnessOptions {
   random?: () => number;
   /** Spans and metrics for the server; the test that built it shuts it down. */
   telemetry?: Telemetry;
+  /** Serves GET /metrics (a PrometheusExporter registered in `telemetry`). */
+  metrics?: MetricsSource;
 }
 
 /** A whole replica on 127.0.0.1:0 with the example policy, memory stores and a memory audit sink. */
@@ -78,6 +81,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     audit,
     random: opts.random,
     telemetry: opts.telemetry,
+    metrics: opts.metrics,
   });
   const addr = await server.listen("127.0.0.1", 0);
   const url = `http://127.0.0.1:${addr.port}`;
