@@ -6,6 +6,7 @@ import type { AuditSink } from "./audit/sink.js";
 import { systemClock } from "./clock.js";
 import type { Config } from "./config/config.js";
 import { openKeyRing } from "./keys/key-ring.js";
+import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
 import { createLogger, type Logger } from "./logging/logger.js";
 import { DEV_ORCHESTRATOR_ID, devOrchestratorHash } from "./orchestrator-token.js";
 import { loadPolicyEngine, type PolicyEngine } from "./policy/engine.js";
@@ -34,16 +35,6 @@ export interface StartOptions {
    * `GET /metrics` on the main port.
    */
   metrics?: MetricsSource;
-}
-
-/** A rotation in progress: the new key is published; it signs from `activatesAt`. */
-export interface KeyRotation {
-  kid: string;
-  retired: string;
-  /** When the new key starts signing, ms since the epoch (now + CAPVEND_KEY_PUBLISH_DELAY). */
-  activatesAt: number;
-  /** Resolves when the new key signs; rejects if the rotation failed after publishing (it is then undone). */
-  activated: Promise<void>;
 }
 
 export interface RunningCapvend {
@@ -144,28 +135,12 @@ export async function startCapvend(
     address: { host: address.address, port: address.port },
     policy,
     rotateKey() {
-      const retired = keyRing.current().kid;
-      let onPublished!: (r: { kid: string; activatesAt: number }) => void;
-      const published = new Promise<{ kid: string; activatesAt: number }>((resolve) => (onPublished = resolve));
-      const activated = keyRing.rotate({
-        beforeActivate: async (key) => {
-          // With NATS, the other replicas' watches need a moment after the bucket has it.
-          const delay = Math.max(config.keyPublishDelayMs, backends.announceKey ? KEY_ANNOUNCE_GRACE_MS : 0);
-          if (backends.announceKey) await backends.announceKey(key.publicJwk);
-          logger.info({ kid: key.kid, retiring: { kid: retired }, delay_ms: delay }, "new signing key published; it signs after the publish delay");
-          onPublished({ kid: key.kid, activatesAt: clock.now() + delay });
-          await new Promise((r) => setTimeout(r, delay));
-        },
-      });
-      return Promise.race([
-        published,
-        // Failed before publishing: reject with that error.
-        activated.then((k) => ({ kid: k.kid, activatesAt: clock.now() })),
-      ]).then((p) => {
-        const done = activated.then(() => undefined);
-        // The caller may ignore it; a failure is still reported through its own promise.
-        done.catch(() => undefined);
-        return { ...p, retired, activated: done };
+      return rotateWithPublishDelay(keyRing, {
+        clock,
+        publishDelayMs: config.keyPublishDelayMs,
+        announce: backends.announceKey,
+        minAnnouncedDelayMs: KEY_ANNOUNCE_GRACE_MS,
+        onPublished: (r) => logger.info({ kid: r.kid, retiring: { kid: r.retired }, delay_ms: r.delayMs }, "new signing key published; it signs after the publish delay"),
       });
     },
     stop() {
