@@ -9,6 +9,9 @@ import type { RevocationList } from "./revocation/revocation.js";
 import { MemorySessionStore } from "./sessions/memory-session-store.js";
 import type { SessionStore } from "./sessions/session-store.js";
 import { openNatsBackends } from "./nats/open-nats-backends.js";
+import type { ReplicaPolicyStatus } from "./nats/kv-policy.js";
+import type { PolicyEngine } from "./policy/engine.js";
+import type { PolicySource } from "./policy/policy-source.js";
 
 /** The shared state of a replica: in process by default, on NATS JetStream with NATS_URL. */
 export interface Backends {
@@ -30,6 +33,16 @@ export interface Backends {
    * memory mode (nothing shared can fail).
    */
   watchHealth?(listener: (service: string, serving: boolean) => void): () => void;
+  /**
+   * Where the policy set comes from when replicas share one (NATS: the policy bucket, which
+   * falls back to `fallback`, the policy directory, until a set is pushed). Absent in memory
+   * mode: the directory is the source.
+   */
+  policySource?(fallback: PolicySource): Promise<PolicySource>;
+  /** Reports the engine's policy version where every replica can read it; returns a stop function. */
+  reportPolicy?(engine: PolicyEngine): () => void;
+  /** Every replica's last policy report (NATS); absent in memory mode. */
+  policyStatuses?(): Promise<ReplicaPolicyStatus[]>;
   /** Closes connections and timers. Idempotent. */
   close(): Promise<void>;
 }

@@ -5,6 +5,7 @@ import { sha256Hex } from "./auth/credentials.js";
 import { ConfigError, loadConfig } from "./config/config.js";
 import { createLogger } from "./logging/logger.js";
 import { keysCommand } from "./keys/keys-command.js";
+import { policyCommand } from "./policy/policy-command.js";
 import { startCapvend } from "./main.js";
 import { routeDiagToLogger } from "./telemetry/diag-logger.js";
 import { telemetryFromEnv } from "./telemetry/env.js";
@@ -19,6 +20,7 @@ usage:
   capvend audit verify [PATH]         Checks the audit log's hash chain; reports the first broken record.
   capvend audit tail [--follow] [--session S] [--agent A] [--user U] [--dir DIR]
   capvend keys list|rotate [--data-dir DIR]   Lists the signing keys; rotates while the replica is stopped.
+  capvend policy check DIR | explain --agent A [--user U] --resource R --scope S | push DIR [--wait 30s]
   capvend hash-token                  Reads a bearer token on stdin, prints its sha256 for CAPVEND_*_HASHES.
 `;
 
@@ -94,6 +96,8 @@ async function main(argv: string[]): Promise<number> {
       return serve(rest);
     case "audit":
       return auditCommand(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) });
+    case "policy":
+      return policyCommand(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), env: process.env });
     case "keys":
       return keysCommand(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), env: process.env });
     case "hash-token": {

@@ -9,7 +9,7 @@ import { openKeyRing } from "./keys/key-ring.js";
 import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
 import { createLogger, type Logger } from "./logging/logger.js";
 import { DEV_ORCHESTRATOR_ID, devOrchestratorHash } from "./orchestrator-token.js";
-import { loadPolicyEngine, type PolicyEngine } from "./policy/engine.js";
+import { DEFAULT_RELOAD_DEBOUNCE_MS, directorySource, loadPolicyEngine, type PolicyEngine } from "./policy/engine.js";
 import type { MetricsSource } from "./http/metrics-endpoint.js";
 import { createCapvendServer, type CapvendServer } from "./server.js";
 import type { Telemetry } from "./telemetry/telemetry.js";
@@ -82,9 +82,6 @@ export async function startCapvend(
   let audit: AuditSink = fileAudit;
   const system = { kind: "system" as const, id: config.replicaId };
 
-  // Reloads are logged, audited and reported in health by the server (src/server.ts).
-  const policy = await loadPolicyEngine({ dir: config.policyDir, watch: true, clock });
-
   const keyRing = await openKeyRing({
     dataDir: config.dataDir,
     alg: config.signingAlg,
@@ -104,6 +101,18 @@ export async function startCapvend(
   pruneTimer.unref();
 
   const backends = await openBackends({ config, clock, logger, keyRing });
+  // With NATS the pushed policy set wins over the directory (docs/operations.md). Reloads are
+  // logged, audited and reported in health by the server (src/server.ts).
+  let policy: PolicyEngine;
+  try {
+    const dir = directorySource(config.policyDir, { clock, debounceMs: DEFAULT_RELOAD_DEBOUNCE_MS });
+    const source = backends.policySource ? await backends.policySource(dir) : dir;
+    policy = await loadPolicyEngine({ source, watch: true, clock });
+  } catch (err) {
+    await backends.close();
+    throw err;
+  }
+  const stopPolicyReports = backends.reportPolicy?.(policy);
   if (backends.auditSinks.length > 0) audit = combineAuditSinks(fileAudit, ...backends.auditSinks);
   const tls = config.tls ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) } : undefined;
 
@@ -147,6 +156,7 @@ export async function startCapvend(
       stopping ??= (async () => {
         clearInterval(pruneTimer);
         await server.close(config.shutdownGraceMs);
+        stopPolicyReports?.();
         policy.close();
         keyRing.close();
         await backends.close();

@@ -25,3 +25,9 @@ export const KEY_BUCKET = "capvend_keys";
 /** Health service names reported through grpc.health.v1 while NATS is configured. */
 export const REVOCATION_HEALTH_SERVICE = "capvend.revocation";
 export const SESSIONS_HEALTH_SERVICE = "capvend.sessions";
+
+/** KV bucket of the policy set every replica runs (key `set`: the files and their version), pushed by `capvend policy push`. */
+export const POLICY_BUCKET = "capvend_policy";
+
+/** KV bucket where each replica reports the policy version it runs (key: the replica id). */
+export const POLICY_STATUS_BUCKET = "capvend_policy_status";

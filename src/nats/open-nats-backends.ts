@@ -9,6 +9,7 @@ import { createJetStreamAuditSink, type JetStreamAuditSink } from "./jetstream-a
 import { keyBucketTtlMs, openKeyDirectory, type KeyDirectory } from "./key-directory.js";
 import { openKvSessionStore, type KvSessionStore, type KvSessionStoreStats } from "./kv-session-store.js";
 import { NatsLink } from "./link-state.js";
+import { KvPolicySource, openPolicyBucket, openPolicyStatusBucket, readPolicyStatuses, reportPolicyStatus } from "./kv-policy.js";
 import { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, KEY_BUCKET, REVOCATION_STREAM, REVOCATION_SUBJECT_PREFIX, SESSION_BUCKET } from "./names.js";
 import { NatsHealth } from "./nats-health.js";
 import { openNatsRevocationList, type NatsRevocationList, type NatsRevocationListStats } from "./nats-revocation-list.js";
@@ -77,6 +78,8 @@ export async function openNatsBackends(opts: BackendOptions, settings: NatsSetti
     await ensureStream(jsm, { name: REVOCATION_STREAM, subjects: [`${REVOCATION_SUBJECT_PREFIX}.>`], description: "capvend revocations, in feed order (public interface)", maxAgeMs: revocationStreamMaxAgeMs(limits), replicas }, log, clock);
     await ensureStream(jsm, { name: AUDIT_STREAM, subjects: [`${AUDIT_SUBJECT_PREFIX}.>`], description: "capvend audit events from every replica", maxAgeMs: DEFAULT_AUDIT_STREAM_MAX_AGE_MS, replicas }, log, clock);
     const sessionBucket = await ensureBucket(js, jsm, { bucket: SESSION_BUCKET, description: "capvend session records (credential hashes only)", ttlMs: sessionBucketTtlMs(limits), replicas, timeoutMs }, log, clock);
+    const policyBucket = await openPolicyBucket(js, { replicas, timeoutMs });
+    const policyStatusBucket = await openPolicyStatusBucket(js, { replicas, timeoutMs });
     const keyBucket = await ensureBucket(js, jsm, { bucket: KEY_BUCKET, description: "capvend public signing keys of every replica", ttlMs: keyBucketTtlMs(config.maxTokenTtlMs), replicas, timeoutMs }, log, clock);
 
     const revocations = await openNatsRevocationList({ js, jsm, link, clock, logger: log, replica: config.replicaId, timeoutMs });
@@ -104,6 +107,21 @@ export async function openNatsBackends(opts: BackendOptions, settings: NatsSetti
       auditSink,
       auditSinks: [auditSink],
       watchHealth: (listener) => health.watch(listener),
+      policySource: (fallback) => KvPolicySource.open({ kv: policyBucket, fallback, clock, logger: log, timeoutMs }),
+      reportPolicy: (engine) =>
+        reportPolicyStatus({
+          kv: policyStatusBucket,
+          replica: config.replicaId,
+          clock,
+          logger: log,
+          timeoutMs,
+          status: () => {
+            const s = engine.state;
+            return { policy_version: s.policyVersion, origin: s.origin, loaded_at_ms: s.loadedAt, ...(s.lastError !== undefined ? { last_error: s.lastError } : {}) };
+          },
+          subscribe: (listener) => engine.subscribe(listener),
+        }),
+      policyStatuses: () => readPolicyStatuses(policyStatusBucket, { clock, timeoutMs }),
       health: () => health.status(),
       stats: () => ({
         connected: link.connected,
