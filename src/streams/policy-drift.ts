@@ -11,8 +11,11 @@ import type { WatchStream } from "./watch-stream.js";
 /** The reason carried by every revocation a policy change causes (streams, feed, audit). */
 export const POLICY_CHANGED = "POLICY_CHANGED";
 
-/** Grants evaluated between two yields to the event loop while re-evaluating: 256. */
-export const DRIFT_BATCH_GRANTS = 256;
+/**
+ * Longest stretch of re-evaluation work between two yields to the event loop, ms: requests
+ * wait at most about this long behind a pass, whatever the number of grants.
+ */
+export const DRIFT_SLICE_MS = 10;
 
 /** Revocations being stored at once while re-evaluating (each a feed publish and an audit append): 64. */
 export const DRIFT_MAX_IN_FLIGHT = 64;
@@ -74,14 +77,19 @@ export interface PolicyDriftOptions {
  * Closes policy drift: after a new policy set is swapped in, every live grant on this
  * replica's streams is evaluated again, and every token of a grant the set no longer
  * allows is revoked through the revocation feed with reason POLICY_CHANGED and the ids of
- * the deciding policies. Evaluation runs in batches that yield to the event loop, so
- * requests keep being served while thousands of grants are checked.
+ * the deciding policies. Evaluation runs in slices of at most DRIFT_SLICE_MS that yield to
+ * the event loop, so requests keep being served while thousands of grants are checked.
  */
 export class PolicyDrift {
   readonly #opts: PolicyDriftOptions;
 
   constructor(opts: PolicyDriftOptions) {
     this.#opts = opts;
+  }
+
+  /** The policy version in force now. */
+  policyVersion(): string {
+    return this.#opts.policyVersion();
   }
 
   /** The policy the grants are evaluated under. */
@@ -101,7 +109,7 @@ export class PolicyDrift {
     const policyVersion = this.#opts.policyVersion();
     const report: DriftReport = { policyVersion, streams: 0, grants: 0, revokedGrants: 0, revokedTokens: 0, failed: 0, durationMs: 0 };
     const limiter = new Limiter(DRIFT_MAX_IN_FLIGHT);
-    let sinceYield = 0;
+    let sliceStart = performance.now();
     for (const stream of [...streams]) {
       const live = stream.liveGrants(clock.now());
       if (live.length === 0) continue;
@@ -118,9 +126,9 @@ export class PolicyDrift {
             report.failed += r.failed;
           });
         }
-        if (++sinceYield >= DRIFT_BATCH_GRANTS) {
-          sinceYield = 0;
+        if (performance.now() - sliceStart >= DRIFT_SLICE_MS) {
           await nextTick();
+          sliceStart = performance.now();
         }
       }
     }

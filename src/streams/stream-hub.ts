@@ -93,7 +93,6 @@ export class StreamHub implements StreamHubInternals {
   readonly #unsubscribe: () => void;
   #nextId = 0;
   #driftRun: Promise<DriftReport> | undefined;
-  #driftAgain = false;
   #draining: string | undefined;
   #streams = 0;
 
@@ -172,22 +171,19 @@ export class StreamHub implements StreamHubInternals {
   /**
    * Re-evaluates every live grant on this replica's streams under the policy in force and
    * revokes what it no longer allows (see PolicyDrift). Off the request path: call it after
-   * a swap without awaiting. Calls during a pass are folded into one more pass after it.
-   * Resolves with the report of the pass that saw the newest policy.
+   * a swap without awaiting. A call during a pass joins it; a pass that ends under an older
+   * policy version than the one now in force runs again. Resolves with the report of the
+   * last pass.
    */
   reevaluatePolicy(): Promise<DriftReport | undefined> {
     const drift = this.#opts.drift;
     if (!drift) return Promise.resolve(undefined);
-    if (this.#driftRun) {
-      this.#driftAgain = true;
-      return this.#driftRun.then(() => this.#driftRun ?? this.reevaluatePolicy());
-    }
+    // A pass under way re-runs by itself if the policy changed again meanwhile.
+    if (this.#driftRun) return this.#driftRun;
     const run = (async () => {
       let report: DriftReport;
-      do {
-        this.#driftAgain = false;
-        report = await drift.reevaluate(this.streams());
-      } while (this.#driftAgain);
+      do report = await drift.reevaluate(this.streams());
+      while (drift.policyVersion() !== report.policyVersion);
       return report;
     })();
     this.#driftRun = run;
