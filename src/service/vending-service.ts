@@ -55,14 +55,14 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
   function principal(ctx: HandlerContext): Principal {
     const p = ctx.values.get(principalKey);
     // The auth interceptor always sets it; reaching here without one is a wiring bug.
-    if (!p) throw capvendError("internal", "no authenticated caller");
+    if (!p) throw capvendError("INTERNAL", "no authenticated caller");
     return p;
   }
 
   function requireAllowed(caller: Exclude<Principal, { kind: "session" }>, action: OrchestratorAction, resource: { type: string; id: string }, context: Parameters<typeof callerRequest>[3] = {}) {
     const d = policy.authorize(callerRequest(caller, action, resource, context));
     if (!d.allowed) {
-      throw capvendError("action_denied", `${caller.kind === "orchestrator" ? "orchestrator" : "resource server"} "${caller.id}" may not ${action} on ${resource.type} "${resource.id}": ${explainDenial(d)}`);
+      throw capvendError("ACTION_DENIED", `${caller.kind === "orchestrator" ? "orchestrator" : "resource server"} "${caller.id}" may not ${action} on ${resource.type} "${resource.id}": ${explainDenial(d)}`);
     }
     return d;
   }
@@ -72,9 +72,9 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     try {
       s = await sessions.get(id);
     } catch (err) {
-      throw capvendError("session_store_unavailable", "the session store is unavailable; retry", err);
+      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
     }
-    if (!s) throw capvendError("session_not_found", `session_id: no session "${id}"`);
+    if (!s) throw capvendError("SESSION_NOT_FOUND", `session_id: no session "${id}"`, { field: "session_id", sessionId: id });
     return s;
   }
 
@@ -83,7 +83,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       try {
         await revocations.publish(r);
       } catch (err) {
-        throw capvendError("revocation_unavailable", "the revocation could not be stored, so it did not take effect; retry", err);
+        throw capvendError("REVOCATION_UNAVAILABLE", "the revocation could not be stored, so it did not take effect; retry", {}, err);
       }
     };
     await (deps.tracePublish ? deps.tracePublish(r, store) : store());
@@ -92,7 +92,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
   return {
     async startSession(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind !== "orchestrator") throw capvendError("wrong_caller", "StartSession needs an orchestrator credential");
+      if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "StartSession needs an orchestrator credential");
       const agentId = validateId("agent_id", req.agentId);
       const userId = req.userId === undefined ? undefined : validateId("user_id", req.userId);
       const grants = validateGrants("grants", req.grants, limits.maxTokenTtlMs);
@@ -117,7 +117,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       try {
         await sessions.create(record);
       } catch (err) {
-        throw capvendError("session_store_unavailable", "the session could not be stored; retry", err);
+        throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
       }
       try {
         await appendOrFail(audit, {
@@ -141,7 +141,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     async issueToken(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind !== "session") throw capvendError("wrong_caller", "IssueToken needs a session credential");
+      if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "IssueToken needs a session credential");
       const resource = validateId("resource", req.resource);
       const scopes = validateScopes("scopes", req.scopes);
       const ttlMs = validateDuration("ttl", req.ttl, limits.maxTokenTtlMs);
@@ -155,13 +155,13 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     watchSession(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind !== "session") throw capvendError("wrong_caller", "WatchSession needs a session credential");
+      if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
       return deps.watch(caller.session, req, ctx);
     },
 
     async revoke(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind !== "orchestrator") throw capvendError("wrong_caller", "Revoke needs an orchestrator credential");
+      if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "Revoke needs an orchestrator credential");
       const target = req.target;
       if (target.case === undefined) {
         throw invalidArgument("target", "set one of token_id, session_id, agent_id, user_id, resource");
@@ -231,9 +231,9 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const sessionId = validateId("session_id", req.sessionId);
       const reason = validateReason("reason", req.reason, "ended");
       if (caller.kind === "session" && caller.id !== sessionId) {
-        throw capvendError("wrong_caller", "a session credential can only end its own session");
+        throw capvendError("WRONG_CALLER", "a session credential can only end its own session");
       }
-      if (caller.kind === "resource_server") throw capvendError("wrong_caller", "EndSession needs an orchestrator or session credential");
+      if (caller.kind === "resource_server") throw capvendError("WRONG_CALLER", "EndSession needs an orchestrator or session credential");
       const session = await loadSession(sessionId);
       const decision = caller.kind === "orchestrator" ? requireAllowed(caller, "end_session", { type: "Agent", id: session.agentId }, { userId: session.userId }) : undefined;
       if (session.endedAt !== undefined) return { endedAt: timestampFromMs(session.endedAt) };
@@ -267,7 +267,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     async introspect(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind === "session") throw capvendError("wrong_caller", "Introspect needs an orchestrator or resource-server credential");
+      if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
       if (req.token.length === 0) throw invalidArgument("token", "must not be empty");
       if (Buffer.byteLength(req.token) > MAX_INTROSPECT_TOKEN_BYTES) throw invalidArgument("token", `must be at most ${MAX_INTROSPECT_TOKEN_BYTES} bytes`);
       const inactive = create(IntrospectResponseSchema, { active: false });
@@ -290,7 +290,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       try {
         session = await sessions.get(claims.sid);
       } catch (err) {
-        throw capvendError("session_store_unavailable", "the session store is unavailable; retry", err);
+        throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
       }
       // A token whose session is unknown here cannot be shown not to be ended: inactive.
       if (!session || session.endedAt !== undefined || session.expiresAt <= clock.now()) return inactive;
