@@ -55,7 +55,7 @@ export async function createAuthenticator(opts: AuthenticatorOptions): Promise<A
     } catch (err) {
       throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
     }
-    if (!session || !digestsEqual(session.credentialHash, secretHash)) {
+    if (!session || !(digestsEqual(session.credentialHash, secretHash) || session.retryCredentialHashes?.some((h) => digestsEqual(h, secretHash)))) {
       throw capvendError("UNKNOWN_CREDENTIAL", "unknown session credential");
     }
     const now = opts.clock.now();

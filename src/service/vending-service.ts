@@ -2,7 +2,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuditSink } from "../audit/sink.js";
-import { newRevocationId, newSessionCredential, newSessionId } from "../auth/credentials.js";
+import { newRevocationId, newSessionCredential, newSessionId, sessionIdForRequest } from "../auth/credentials.js";
 import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import { capvendError, invalidArgument } from "../errors.js";
@@ -13,7 +13,7 @@ import {
   type WatchSessionResponse,
 } from "../gen/capvend/v1/vending_pb.js";
 import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
-import type { SessionRecord, SessionStore } from "../sessions/session-store.js";
+import { SessionExistsError, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
 import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
 import { issuedAtMsOfJti } from "../tokens/jti.js";
 import type { Verifier } from "../tokens/verify.js";
@@ -27,8 +27,10 @@ import {
   validateId,
   validateLabels,
   validateReason,
+  validateRequestId,
   validateScopes,
 } from "./validate.js";
+import { requestFingerprint } from "./request-fingerprint.js";
 
 /** What the vending service needs; each piece is an interface with a memory and a NATS form. */
 export interface VendingServiceDeps {
@@ -78,6 +80,31 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     return s;
   }
 
+  /**
+   * A StartSession retry (same orchestrator and request_id): the session an earlier attempt
+   * opened, with `credentialHash` added as another valid credential. Refuses a different
+   * request under the same id (REQUEST_ID_REUSED) and a session that is over (SESSION_ENDED).
+   */
+  async function retriedSession(orchestratorId: string, requestId: string, attempt: SessionRecord, credentialHash: string): Promise<SessionRecord> {
+    const existing = await loadSession(attempt.id);
+    if (existing.startedBy !== orchestratorId || existing.requestFingerprint !== attempt.requestFingerprint) {
+      throw capvendError("REQUEST_ID_REUSED", `request_id: ${requestId} was used before for a different StartSession request; use a new request_id`, { field: "request_id" });
+    }
+    const now = clock.now();
+    const revoked = revocations.sessionRevocation({ sessionId: existing.id, agentId: existing.agentId, userId: existing.userId, createdAt: existing.createdAt });
+    if (existing.endedAt !== undefined || existing.expiresAt <= now || revoked) {
+      throw capvendError("SESSION_ENDED", `session ${existing.id}, opened for request_id ${requestId}, is over; start a new session with a new request_id`, { sessionId: existing.id });
+    }
+    let updated: SessionRecord | undefined;
+    try {
+      updated = await sessions.addCredential(existing.id, credentialHash);
+    } catch (err) {
+      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
+    }
+    if (!updated) throw capvendError("SESSION_STORE_UNAVAILABLE", "the session was removed while retrying; retry", {});
+    return updated;
+  }
+
   async function publish(r: Revocation): Promise<void> {
     const store = async () => {
       try {
@@ -98,10 +125,11 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const grants = validateGrants("grants", req.grants, limits.maxTokenTtlMs);
       const durationMs = validateDuration("max_duration", req.maxDuration, limits.sessionMaxDurationMs) ?? limits.sessionMaxDurationMs;
       const labels = validateLabels("labels", req.labels);
+      const requestId = validateRequestId("request_id", req.requestId);
       const decision = requireAllowed(caller, "start_session", { type: "Agent", id: agentId }, { userId, labels });
 
       const now = clock.now();
-      const id = newSessionId();
+      const id = requestId ? sessionIdForRequest(caller.id, requestId) : newSessionId();
       const { credential, hash } = newSessionCredential(id);
       const record: SessionRecord = {
         id,
@@ -114,11 +142,18 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         createdAt: now,
         expiresAt: now + durationMs,
       };
+      if (requestId) record.requestFingerprint = requestFingerprint({ agentId, userId, grants, durationMs, labels });
+      let retryOf: SessionRecord | undefined;
       try {
         await sessions.create(record);
       } catch (err) {
-        throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
+        if (!(err instanceof SessionExistsError) || !requestId) {
+          throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
+        }
+        // An earlier attempt of this request opened the session (here or on another replica).
+        retryOf = await retriedSession(caller.id, requestId, record, hash);
       }
+      const session = retryOf ?? record;
       try {
         await appendOrFail(audit, {
           type: "session.started",
@@ -129,14 +164,16 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
           decision: "allow",
           policy_ids: decision.policyIds,
           scopes: grants.flatMap((g) => g.scopes.map((s) => `${g.resource}:${s}`)),
+          details: requestId ? { request_id: requestId, retry: retryOf !== undefined } : undefined,
           trace_id: deps.traceId?.(ctx),
         }, "no session was started");
       } catch (err) {
-        // No credential without its audit record: the session must not exist half-made.
-        await sessions.delete(id).catch(() => undefined);
+        // No credential without its audit record: the session must not exist half-made
+        // (a retry's credential stays unknown to anyone: it was never sent).
+        if (!retryOf) await sessions.delete(id).catch(() => undefined);
         throw err;
       }
-      return { sessionId: id, sessionCredential: credential, expiresAt: timestampFromMs(record.expiresAt) };
+      return { sessionId: id, sessionCredential: credential, expiresAt: timestampFromMs(session.expiresAt) };
     },
 
     async issueToken(req, ctx) {

@@ -230,6 +230,7 @@ describe("session credentials", () => {
     const clock = new ManualClock();
     const broken: SessionStore = {
       create: async () => {},
+      addCredential: async () => undefined,
       get: async () => {
         throw new Error("store down");
       },

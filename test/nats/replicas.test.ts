@@ -3,6 +3,9 @@
  * against any replica's JWKS, and a runtime whose replica died resumes on another without
  * missing a revocation.
  */
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { reasonOf } from "../../src/errors.js";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
@@ -92,6 +95,28 @@ describe("replicas on one NATS", () => {
     expect(kidOf(after.accessToken)).not.toBe(kidOf(before.accessToken));
     expect((await b.orchestrator.introspect({ token: after.accessToken })).active).toBe(true);
     expect((await b.orchestrator.introspect({ token: before.accessToken })).active).toBe(true);
+  });
+
+  it("open one session for concurrent attempts of one request_id on two replicas; every answer's credential works on both", async () => {
+    const requestId = randomUUID();
+    const req = { agentId: "sales-bot", userId: "alice", grants: GRANTS, requestId };
+    const answers = await Promise.all([a, b, a, b].map((r) => r.orchestrator.startSession(req)));
+    expect(new Set(answers.map((x) => x.sessionId)).size).toBe(1);
+    for (const x of answers) {
+      for (const r of [a, b]) {
+        const { token } = await r.client(x.sessionCredential).issueToken({ resource: "calendar", scopes: ["read"] });
+        expect(token?.resource).toBe("calendar");
+      }
+    }
+    // A different request under the same id is refused on either replica.
+    for (const r of [a, b]) {
+      const err = await r.orchestrator.startSession({ ...req, userId: "bob" }).then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect(err?.code).toBe(Code.AlreadyExists);
+      expect(reasonOf(err)).toBe("REQUEST_ID_REUSED");
+    }
   });
 
   it("let a runtime whose replica was killed resume on another with its resume token, replaying the revocation it missed", async () => {
