@@ -69,9 +69,9 @@ async function policyVersionOn(r: ReplicaProcess): Promise<string> {
   return body.policy.version;
 }
 
-function watchOn(r: ReplicaProcess, credential: string, resumeAfter = 0n): Collected {
+function watchOn(r: ReplicaProcess, credential: string): Collected {
   const runtime = r.client(credential);
-  const s = collect((signal) => runtime.watchSession({ grants: GRANTS, resumeAfter }, { signal }));
+  const s = collect((signal) => runtime.watchSession({ grants: GRANTS }, { signal }));
   streams.push(s);
   return s;
 }
@@ -125,9 +125,9 @@ describe("policy push on NATS", () => {
     await waitUntil(async () => !(await gatewayB.introspect({ token: crmOnA.accessToken })).active, "B to see A's drift revocation");
     // And a runtime that moves from A to B (keeping only the grant still allowed) hears it on replay.
     const revokedAt = streamA.messages.findIndex((m) => m.event.case === "tokensRevoked");
-    const before = streamA.messages[revokedAt - 1]!.revision;
+    const before = streamA.messages[revokedAt - 1]!.resumeToken;
     const runtime = b.client(onA.sessionCredential);
-    const resumed = collect((signal) => runtime.watchSession({ grants: [GRANTS[1]!], resumeAfter: before }, { signal }));
+    const resumed = collect((signal) => runtime.watchSession({ grants: [GRANTS[1]!], resumeToken: before }, { signal }));
     streams.push(resumed);
     await resumed.until(() => resumed.of("tokensRevoked").some((r) => r.tokenIds.includes(crmOnA.tokenId)), 10_000, "the replayed drift revocation");
     expect(resumed.of("tokensRevoked").find((r) => r.tokenIds.includes(crmOnA.tokenId))!.reason.startsWith(POLICY_CHANGED)).toBe(true);
