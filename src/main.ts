@@ -116,6 +116,14 @@ export async function startCapvend(
   if (backends.auditSinks.length > 0) audit = combineAuditSinks(fileAudit, ...backends.auditSinks);
   const tls = config.tls ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) } : undefined;
 
+  const rotateKey = (): Promise<KeyRotation> =>
+    rotateWithPublishDelay(keyRing, {
+      clock,
+      publishDelayMs: config.keyPublishDelayMs,
+      announce: backends.announceKey,
+      minAnnouncedDelayMs: KEY_ANNOUNCE_GRACE_MS,
+      onPublished: (r) => logger.info({ kid: r.kid, retiring: { kid: r.retired }, delay_ms: r.delayMs }, "new signing key published; it signs after the publish delay"),
+    });
   const server = await createCapvendServer({
     settings: config,
     clock,
@@ -130,6 +138,8 @@ export async function startCapvend(
     tls,
     telemetry: options.telemetry,
     metrics: options.metrics,
+    rotateKey: config.signingKeyFiles.length > 0 ? undefined : () => rotateKey(),
+    policyStatuses: backends.policyStatuses,
   });
   backends.watchHealth?.((service, serving) => server.setHealth(service, serving));
   const address = await server.listen(config.listen.host, config.listen.port);
@@ -143,15 +153,7 @@ export async function startCapvend(
     server,
     address: { host: address.address, port: address.port },
     policy,
-    rotateKey() {
-      return rotateWithPublishDelay(keyRing, {
-        clock,
-        publishDelayMs: config.keyPublishDelayMs,
-        announce: backends.announceKey,
-        minAnnouncedDelayMs: KEY_ANNOUNCE_GRACE_MS,
-        onPublished: (r) => logger.info({ kid: r.kid, retiring: { kid: r.retired }, delay_ms: r.delayMs }, "new signing key published; it signs after the publish delay"),
-      });
-    },
+    rotateKey,
     stop() {
       stopping ??= (async () => {
         clearInterval(pruneTimer);

@@ -18,6 +18,9 @@ import { errorInterceptor } from "./logging/error-interceptor.js";
 import type { Logger } from "./logging/logger.js";
 import type { RevocationList } from "./revocation/revocation.js";
 import { routes } from "./routes.js";
+import { createAdminService } from "./admin/admin-service.js";
+import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
+import type { ReplicaPolicyStatus } from "./nats/kv-policy.js";
 import { createIssuer } from "./service/issuer.js";
 import type { PolicyDecider } from "./service/policy-requests.js";
 import { createVendingService } from "./service/vending-service.js";
@@ -48,6 +51,7 @@ export type ServerSettings = Pick<
   | "oidc"
   | "resourceServerHashes"
   | "keyPublishDelayMs"
+  | "replicaId"
 >;
 
 /** Everything a replica is built from. Swap any part (memory or NATS) without touching the services. */
@@ -70,6 +74,10 @@ export interface CapvendServerDeps {
   revocations: RevocationList;
   audit: AuditSink;
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Rotates this replica's signing key with the publish delay (AdminService.RotateKeys); absent: RotateKeys fails. */
+  rotateKey?: () => Promise<KeyRotation>;
+  /** Every replica's policy report (NATS), for AdminService.PolicyStatus; absent: this replica's alone. */
+  policyStatuses?: () => Promise<ReplicaPolicyStatus[]>;
   /** Serves `GET /metrics` on the main port (the OpenTelemetry PrometheusExporter); absent: no endpoint. */
   metrics?: MetricsSource;
   /** Jitter source for renewals; Math.random by default. */
@@ -206,7 +214,21 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
   }
   reportAuditHealth = (healthy) => health.setStatus(AUDIT_HEALTH_SERVICE, healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   const transport = createTransportServer({
-    routes: routes(vending, health),
+    routes: routes(
+      vending,
+      health,
+      createAdminService({
+        clock,
+        replica: settings.replicaId ?? "capvend",
+        policy,
+        sessions: deps.sessions,
+        audit,
+        streamsOf: (id) => hub.streamsOf(id),
+        engine,
+        policyStatuses: deps.policyStatuses,
+        rotateKey: deps.rotateKey ?? (() => rotateWithPublishDelay(keyRing, { clock, publishDelayMs: settings.keyPublishDelayMs ?? DEFAULT_KEY_PUBLISH_DELAY_MS })),
+      }),
+    ),
     httpRoutes: [
       ...wellKnownRoutes({ issuer: settings.issuer, jwks: () => publicKeys.jwks(), jwksMaxAgeSeconds: jwksMaxAgeSeconds(settings.keyPublishDelayMs ?? DEFAULT_KEY_PUBLISH_DELAY_MS) }),
       introspectRoute({ authenticator, introspect: vending.introspect }),

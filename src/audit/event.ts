@@ -16,7 +16,8 @@ export type AuditEventType =
   | "stream.resumed"
   | "policy.reloaded"
   | "key.added"
-  | "key.retired";
+  | "key.retired"
+  | "admin.called";
 
 /** All event types, in declaration order. */
 export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
@@ -33,6 +34,7 @@ export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
   "policy.reloaded",
   "key.added",
   "key.retired",
+  "admin.called",
 ];
 const EVENT_TYPES = new Set<string>(AUDIT_EVENT_TYPES);
 

@@ -1,6 +1,7 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { capvendError } from "../errors.js";
 import { VendingService } from "../gen/capvend/v1/vending_pb.js";
+import { AdminService } from "../gen/capvend/admin/v1/admin_pb.js";
 import type { Authenticator } from "./authenticator.js";
 import { principalKey, type PrincipalKind } from "./principal.js";
 
@@ -15,7 +16,16 @@ export const METHOD_CALLERS: Readonly<Record<string, readonly PrincipalKind[]>> 
   [VendingService.method.revoke.name]: ["orchestrator"],
   [VendingService.method.endSession.name]: ["orchestrator", "session"],
   [VendingService.method.introspect.name]: ["orchestrator", "resource_server"],
+  // AdminService: orchestrators only; policy then decides which admin actions each may take.
+  [AdminService.method.listSessions.name]: ["orchestrator"],
+  [AdminService.method.getSession.name]: ["orchestrator"],
+  [AdminService.method.rotateKeys.name]: ["orchestrator"],
+  [AdminService.method.reloadPolicy.name]: ["orchestrator"],
+  [AdminService.method.policyStatus.name]: ["orchestrator"],
 };
+
+/** Services whose every call is authenticated; the others (health, reflection) are public. */
+const AUTHENTICATED_SERVICES: ReadonlySet<string> = new Set([VendingService.typeName, AdminService.typeName]);
 
 const CALLER_NAMES: Record<PrincipalKind, string> = {
   orchestrator: "an orchestrator credential",
@@ -26,7 +36,7 @@ const CALLER_NAMES: Record<PrincipalKind, string> = {
 /** Authenticates every VendingService call and puts the Principal in the context values. */
 export function authInterceptor(authenticator: Authenticator): Interceptor {
   return (next) => async (req) => {
-    if (req.service.typeName !== VendingService.typeName) return next(req);
+    if (!AUTHENTICATED_SERVICES.has(req.service.typeName)) return next(req);
     const principal = await authenticator.authenticate(req.header.get("authorization"));
     const allowed = METHOD_CALLERS[req.method.name] ?? [];
     if (!allowed.includes(principal.kind)) {

@@ -1,3 +1,4 @@
+import type { SessionListQuery } from "../sessions/session-store.js";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import type { KV, KvEntry, KvWatchEntry } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
@@ -104,6 +105,27 @@ export class KvSessionStore implements SessionStore {
     this.#opts.link.assertConnected("session lookup");
     const entry = await this.#read(id);
     return entry && structuredClone(entry.record);
+  }
+
+  /** Reads every session in the bucket (an operator's listing: not for the request path). */
+  async list(query: SessionListQuery): Promise<SessionRecord[]> {
+    this.#assertOpen();
+    this.#opts.link.assertConnected("session listing");
+    const keys = await this.#bounded(
+      (async () => {
+        const out: string[] = [];
+        for await (const k of await this.#opts.kv.keys()) if (query.afterId === undefined || k > query.afterId) out.push(k);
+        return out;
+      })(),
+      "session keys",
+    );
+    const records: SessionRecord[] = [];
+    for (const k of keys.sort()) {
+      const e = await this.#read(k);
+      if (e && query.match(e.record)) records.push(structuredClone(e.record));
+      if (records.length >= query.limit) break;
+    }
+    return records;
   }
 
   async end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined> {

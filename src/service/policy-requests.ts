@@ -23,7 +23,10 @@ export function scopeRequest(session: SessionRecord, resource: string, scope: st
   };
 }
 
-export type OrchestratorAction = "start_session" | "end_session" | "revoke" | "introspect";
+export type OrchestratorAction = "start_session" | "end_session" | "revoke" | "introspect" | AdminAction;
+
+/** The Cedar actions of capvend.admin.v1.AdminService, on resource `Capvend::"admin"`. */
+export type AdminAction = "admin.list_sessions" | "admin.get_session" | "admin.rotate_keys" | "admin.reload_policy" | "admin.policy_status";
 
 /** Cedar request for an orchestrator or resource-server action on an entity (usually `Agent::"<id>"`). */
 export function callerRequest(

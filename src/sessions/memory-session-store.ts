@@ -1,5 +1,5 @@
 import type { Clock, TimerHandle } from "../clock.js";
-import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type SessionStore } from "./session-store.js";
+import { MAX_RETRY_CREDENTIALS, pageOf, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "./session-store.js";
 
 /** How often expired sessions are swept from memory. */
 export const SESSION_SWEEP_INTERVAL_MS = 60 * 1000;
@@ -52,6 +52,10 @@ export class MemorySessionStore implements SessionStore {
 
   async delete(id: string): Promise<void> {
     this.#sessions.delete(id);
+  }
+
+  async list(query: SessionListQuery): Promise<SessionRecord[]> {
+    return pageOf(this.#sessions.values(), query).map((r) => structuredClone(r));
   }
 
   async close(): Promise<void> {

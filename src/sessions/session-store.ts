@@ -36,6 +36,14 @@ export interface SessionRecord {
   endReason?: string;
 }
 
+/** What `SessionStore.list` returns: a page of sessions in id order. */
+export interface SessionListQuery {
+  /** Only ids greater than this one (the last id of the previous page). */
+  afterId?: string;
+  limit: number;
+  match(record: SessionRecord): boolean;
+}
+
 /** Credentials a session keeps from StartSession retries; one more retires the oldest. */
 export const MAX_RETRY_CREDENTIALS = 8;
 
@@ -69,5 +77,20 @@ export interface SessionStore {
   addCredential(id: string, credentialHash: string): Promise<SessionRecord | undefined>;
   /** Removes a session whose creation could not be completed (its audit record failed). */
   delete(id: string): Promise<void>;
+  /**
+   * Sessions in id order after `afterId`, that `match` accepts, at most `limit` of them
+   * (AdminService.ListSessions pages through them). Optional: a store without it makes
+   * ListSessions answer UNIMPLEMENTED.
+   */
+  list?(query: SessionListQuery): Promise<SessionRecord[]>;
   close(): Promise<void>;
+}
+
+/** The page `list` answers, from every record a store holds (sorted here by id). */
+export function pageOf(records: Iterable<SessionRecord>, query: SessionListQuery): SessionRecord[] {
+  const after = query.afterId;
+  return [...records]
+    .filter((r) => (after === undefined || r.id > after) && query.match(r))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    .slice(0, query.limit);
 }

@@ -98,6 +98,11 @@ export class WatchStream {
     return this.#state;
   }
 
+  /** The grants the stream was opened with, in request order (index = grant_index). */
+  get grants(): readonly GrantSpec[] {
+    return this.#grants.map((g) => g.grant);
+  }
+
   /** Events waiting to be sent (a slow reader's backlog). */
   get pending(): number {
     return this.#outbox.pending;

@@ -112,8 +112,10 @@ const (
 	ErrorReason_SESSION_QUOTA ErrorReason = 23
 	// UNAVAILABLE. Retryable with backoff. The server sheds load.
 	ErrorReason_OVERLOADED ErrorReason = 24
-	// PERMISSION_DENIED. Not retryable until policy changes. A policy reload now denies what
-	// the stream was serving; the stream ends with this reason.
+	// PERMISSION_DENIED. Not retryable until policy changes. A policy change revoked what a
+	// stream was serving: the tokens of each grant the new policy set no longer allows are
+	// revoked (TokensRevoked.reason starts with "POLICY_CHANGED") and that grant is no longer
+	// renewed; the stream stays open for the grants still allowed.
 	ErrorReason_POLICY_CHANGED ErrorReason = 25
 	// INTERNAL. Not known to be retryable: an unexpected server fault; the server log has
 	// the details. An idempotent call may be retried with backoff.

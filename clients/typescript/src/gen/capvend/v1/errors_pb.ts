@@ -230,8 +230,10 @@ export enum ErrorReason {
   OVERLOADED = 24,
 
   /**
-   * PERMISSION_DENIED. Not retryable until policy changes. A policy reload now denies what
-   * the stream was serving; the stream ends with this reason.
+   * PERMISSION_DENIED. Not retryable until policy changes. A policy change revoked what a
+   * stream was serving: the tokens of each grant the new policy set no longer allows are
+   * revoked (TokensRevoked.reason starts with "POLICY_CHANGED") and that grant is no longer
+   * renewed; the stream stays open for the grants still allowed.
    *
    * @generated from enum value: POLICY_CHANGED = 25;
    */
