@@ -93,6 +93,8 @@ export interface CapvendServerDeps {
 /** One capvend replica's RPC and HTTP surface, built but not yet listening. */
 export interface CapvendServer {
   readonly hub: StreamHub;
+  /** This replica's id (CAPVEND_REPLICA_ID). */
+  readonly replica: string;
   readonly health: HealthService;
   readonly transport: TransportServer;
   listen(host: string, port: number): Promise<AddressInfo>;
@@ -247,6 +249,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
   let closing: Promise<void> | undefined;
   return {
     hub,
+    replica: settings.replicaId ?? "capvend",
     health,
     transport,
     async listen(host, port) {

@@ -51,6 +51,8 @@ export interface HarnessOptions {
   random?: () => number;
   /** Spans and metrics for the server; the test that built it shuts it down. */
   telemetry?: Telemetry;
+  /** More orchestrators besides "dev": id → bearer token. */
+  orchestrators?: Record<string, string>;
   /** Serves GET /metrics (a PrometheusExporter registered in `telemetry`). */
   metrics?: MetricsSource;
 }
@@ -73,7 +75,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     settings,
     clock,
     logger,
-    orchestratorHashes: new Map([["dev", sha256Hex(ORCHESTRATOR_TOKEN)]]),
+    orchestratorHashes: new Map([["dev", sha256Hex(ORCHESTRATOR_TOKEN)], ...Object.entries(opts.orchestrators ?? {}).map(([id, t]) => [id, sha256Hex(t)] as [string, string])]),
     policy,
     keyRing,
     sessions,
