@@ -2,7 +2,10 @@
 import { readFileSync } from "node:fs";
 import { auditCommand } from "./audit/cli.js";
 import { sha256Hex } from "./auth/credentials.js";
-import { ConfigError, loadConfig } from "./config/config.js";
+import path from "node:path";
+import { ConfigError, DEFAULT_POLICY_DIR, loadConfig } from "./config/config.js";
+import { remoteKeysRotate } from "./cli/admin-commands.js";
+import { revokeCommand, SESSION_USAGE, sessionCommand } from "./cli/session-command.js";
 import { createLogger } from "./logging/logger.js";
 import { keysCommand } from "./keys/keys-command.js";
 import { policyCommand } from "./policy/policy-command.js";
@@ -17,11 +20,19 @@ usage:
   capvend serve [--listen host:port] [--data-dir DIR] [--policy-dir DIR] [--<setting> VALUE ...]
       Runs a replica. Every CAPVEND_* variable has a flag of the same name in kebab case
       (CAPVEND_TOKEN_TTL → --token-ttl); see docs/configuration.md.
+  capvend session start|list|show|end ...    Sessions on a running server (capvend session --help).
+  capvend revoke --session|--agent|--user|--resource|--token VALUE [--reason TEXT]
+  capvend keys rotate [--address URL]        Rotates the running server's key (published first, signs after
+                                             CAPVEND_KEY_PUBLISH_DELAY). Without --address or CAPVEND_ADDRESS:
+  capvend keys list|rotate [--data-dir DIR]  offline, on a stopped replica's data directory.
+  capvend policy check DIR | explain ... | push DIR [--wait 30s] | status | reload   (capvend policy --help)
   capvend audit verify [PATH]         Checks the audit log's hash chain; reports the first broken record.
   capvend audit tail [--follow] [--session S] [--agent A] [--user U] [--dir DIR]
-  capvend keys list|rotate [--data-dir DIR]   Lists the signing keys; rotates while the replica is stopped.
-  capvend policy check DIR | explain --agent A [--user U] --resource R --scope S | push DIR [--wait 30s]
   capvend hash-token                  Reads a bearer token on stdin, prints its sha256 for CAPVEND_*_HASHES.
+  capvend --version
+
+Remote commands talk to --address (or CAPVEND_ADDRESS; default http://127.0.0.1:8080) with the
+orchestrator token in CAPVEND_TOKEN (or CAPVEND_ORCHESTRATOR_TOKEN, or --token-file FILE).
 `;
 
 async function serve(argv: string[]): Promise<number> {
@@ -89,6 +100,16 @@ async function serve(argv: string[]): Promise<number> {
   });
 }
 
+function io() {
+  return { stdout: (s: string) => process.stdout.write(s), stderr: (s: string) => process.stderr.write(s), env: process.env };
+}
+
+/** The version in the package.json this CLI ships in. */
+function packageVersion(): string {
+  const text = readFileSync(path.join(DEFAULT_POLICY_DIR, "..", "..", "package.json"), "utf8");
+  return (JSON.parse(text) as { version: string }).version;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -99,7 +120,24 @@ async function main(argv: string[]): Promise<number> {
     case "policy":
       return policyCommand(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), env: process.env });
     case "keys":
+      // With an address the running server rotates; without, the offline data-directory commands.
+      if (rest[0] === "rotate" && (process.env.CAPVEND_ADDRESS || rest.some((a) => a === "--address" || a.startsWith("--address=")))) {
+        return remoteKeysRotate(rest.slice(1), io());
+      }
       return keysCommand(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), env: process.env });
+    case "session":
+      if (rest[0] === "--help" || rest[0] === "-h") {
+        process.stdout.write(SESSION_USAGE);
+        return 0;
+      }
+      return sessionCommand(rest, io());
+    case "revoke":
+      return revokeCommand(rest, io());
+    case "--version":
+    case "-v":
+    case "version":
+      process.stdout.write(`capvend ${packageVersion()}\n`);
+      return 0;
     case "hash-token": {
       const token = readFileSync(0, "utf8").trim();
       if (!token) {

@@ -8,6 +8,7 @@ import type { SessionRecord } from "../sessions/session-store.js";
 import { loadPolicyEngine, PolicyLoadError } from "./engine.js";
 import { parsePolicySet } from "./policy-directory.js";
 import { readPolicyFiles } from "./policy-set.js";
+import { remotePolicyCommand } from "../cli/admin-commands.js";
 
 export const POLICY_USAGE = `usage:
   capvend policy check DIR
@@ -20,7 +21,10 @@ export const POLICY_USAGE = `usage:
       Checks DIR and publishes it to every replica through NATS (NATS_URL and the usual
       NATS_* credentials); a broken set is refused before anything is published. With
       --wait, waits until every reporting replica runs the pushed version.
-  capvend policy status | reload      (against a running server; see capvend --help)
+  capvend policy status [--address URL] [--token-file FILE]
+      The policy version every replica runs (exit 1 when they differ).
+  capvend policy reload [--address URL] [--token-file FILE]
+      Reloads the policy on the server addressed and re-evaluates its live grants.
 `;
 
 export interface PolicyCommandIo {
@@ -40,6 +44,9 @@ export async function policyCommand(argv: string[], io: PolicyCommandIo): Promis
         return await explain(rest, io);
       case "push":
         return await push(rest, io);
+      case "status":
+      case "reload":
+        return await remotePolicyCommand(sub, rest, io);
       default:
         io.stderr(POLICY_USAGE);
         return 2;
