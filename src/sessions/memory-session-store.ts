@@ -1,4 +1,5 @@
 import type { Clock, TimerHandle } from "../clock.js";
+import { clonePlain } from "./clone-record.js";
 import type { SessionRecord, SessionStore } from "./session-store.js";
 
 /** How often expired sessions are swept from memory. */
@@ -25,12 +26,12 @@ export class MemorySessionStore implements SessionStore {
 
   async create(record: SessionRecord): Promise<void> {
     if (this.#sessions.has(record.id)) throw new Error(`session ${record.id} already exists`);
-    this.#sessions.set(record.id, structuredClone(record));
+    this.#sessions.set(record.id, clonePlain(record));
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
     const r = this.#sessions.get(id);
-    return r && structuredClone(r);
+    return r && clonePlain(r);
   }
 
   async end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined> {
@@ -40,7 +41,7 @@ export class MemorySessionStore implements SessionStore {
       r.endedAt = atMs;
       r.endReason = reason;
     }
-    return structuredClone(r);
+    return clonePlain(r);
   }
 
   async delete(id: string): Promise<void> {
