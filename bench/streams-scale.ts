@@ -11,7 +11,7 @@
  *    per second of server CPU (all threads, /proc/<pid>/stat) against raw signing per
  *    CPU-second measured in the same run;
  * 3. reconnect storm: every stream dropped and reopened at once on new connections with
- *    `resume_after` (as when a replica dies and its streams move): time to the last first
+ *    `resume_token` (as when a replica dies and its streams move): time to the last first
  *    token, failures.
  *
  * $CAPVEND_BENCH_STREAMS overrides the stream count (default 10,000).
@@ -145,7 +145,7 @@ export async function runScale(): Promise<void> {
     const storm = await ask("reconnect");
     const stormCpu = cpuSeconds(pid) - cpu0;
     process.stdout.write(
-      `reconnect storm: ${SCALE_STREAMS} streams dropped and resumed at once (resume_after) on new connections: ${storm.ok} with a first token, ` +
+      `reconnect storm: ${SCALE_STREAMS} streams dropped and resumed at once (resume_token) on new connections: ${storm.ok} with a first token, ` +
         `${storm.failed} failed${storm.failed > 0 ? ` (e.g. ${storm.firstError})` : ""}; last first token after ${storm.ms} ms; server CPU ${stormCpu.toFixed(2)} s\n`,
     );
   } finally {
@@ -164,7 +164,7 @@ export async function runScale(): Promise<void> {
 
 interface Held {
   credential: string;
-  revision: bigint;
+  resumeToken: string;
   expiresAtMs: number;
   firstToken: boolean;
 }
@@ -203,10 +203,10 @@ async function clientRole(url: string): Promise<void> {
         void (async () => {
           try {
             for await (const m of runtime.watchSession(
-              { grants, resumeAfter: resume ? h.revision : 0n },
+              { grants, resumeToken: resume ? h.resumeToken : "" },
               { signal: abort.signal, headers: { authorization: `Bearer ${h.credential}` } },
             )) {
-              if (m.revision > h.revision) h.revision = m.revision;
+              if (m.resumeToken) h.resumeToken = m.resumeToken;
               if (m.event.case !== "tokenIssued") continue;
               const exp = Number(m.event.value.token!.expiresAt!.seconds) * 1000;
               if (!h.firstToken) {
@@ -246,7 +246,7 @@ async function clientRole(url: string): Promise<void> {
             while (next < n) {
               const i = next++;
               const s = await orchestrators[w % orchestrators.length]!.startSession({ agentId: "sales-bot", userId: `user-${i}`, grants });
-              held.push({ credential: s.sessionCredential, revision: 0n, expiresAtMs: 0, firstToken: false });
+              held.push({ credential: s.sessionCredential, resumeToken: "", expiresAtMs: 0, firstToken: false });
             }
           }),
         );

@@ -1,15 +1,15 @@
 /**
  * The same call answered the same way on every path through the transport: gRPC with
  * protobuf (served by @grpc/grpc-js), gRPC with JSON and gRPC-Web (connect-node), and unary
- * Connect over HTTP/1.1 and HTTP/2 (the lean path) — codes, messages, the reason trailer,
- * error details, audit records and the token itself.
+ * Connect over HTTP/1.1 and HTTP/2 (the lean path) — codes, messages, the
+ * ErrorInfo details (grpc-status-details-bin on gRPC), audit records and the token itself.
  */
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMemoryAuditSink, type MemoryAuditSink } from "../../src/audit/memory-sink.js";
-import { REASON_HEADER } from "../../src/errors.js";
+import { errorInfoOf } from "../../src/errors.js";
 import { VendingService } from "../../src/gen/capvend/v1/vending_pb.js";
 import { startHarness, startSalesSession, type Harness } from "../helpers/harness.js";
 
@@ -54,17 +54,18 @@ describe("every protocol path", () => {
     for (const [name, make] of PATHS) {
       const client = createClient(VendingService, make(h.url, [bearer(s.sessionCredential)]));
       const err = await failure(client.issueToken({ resource: "salesforce", scopes: ["delete"] }));
-      seen.push({ name, code: err.code, message: err.rawMessage, reason: err.metadata.get(REASON_HEADER), details: err.details.length });
+      const info = errorInfoOf(err);
+      seen.push({ name, code: err.code, message: err.rawMessage, reason: info?.reason, domain: info?.domain, metadata: info?.metadata, details: err.details.length });
     }
     for (const s2 of seen) expect({ ...s2, name: undefined }, s2.name).toEqual({ ...seen[0], name: undefined });
-    expect(seen[0]).toMatchObject({ code: Code.PermissionDenied, reason: "scope_not_granted" });
+    expect(seen[0]).toMatchObject({ code: Code.PermissionDenied, reason: "SCOPE_NOT_GRANTED", details: 1 });
   });
 
   it("answers a caller without a credential UNAUTHENTICATED on every path", async () => {
     for (const [name, make] of PATHS) {
       const err = await failure(createClient(VendingService, make(h.url, [])).issueToken({ resource: "salesforce", scopes: ["read"] }));
       expect(err.code, name).toBe(Code.Unauthenticated);
-      expect(err.metadata.get(REASON_HEADER), name).toBe("missing_credential");
+      expect(errorInfoOf(err)?.reason, name).toBe("MISSING_CREDENTIAL");
     }
   });
 
