@@ -17,6 +17,7 @@ import type { Jwks, KeyRing } from "./keys/key-ring.js";
 import { errorInterceptor } from "./logging/error-interceptor.js";
 import type { Logger } from "./logging/logger.js";
 import type { RevocationList } from "./revocation/revocation.js";
+import { cacheDecisions, type VersionedDecider } from "./policy/decision-cache.js";
 import { routes } from "./routes.js";
 import { createAdminService } from "./admin/admin-service.js";
 import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
@@ -119,7 +120,13 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     if (healthy) logger.info("audit sink healthy again");
     else logger.error({ error: state.lastError, pending: state.pending }, "audit sink unhealthy: issuance fails closed until it recovers");
   });
-  const policy = telemetry.wrapPolicy(deps.policy);
+  // Decisions are remembered per policy version when the decider says which version it runs;
+  // the span of each decision still names the policy version (content hash) in force.
+  const cached = isVersioned(deps.policy) ? cacheDecisions(deps.policy) : undefined;
+  const decider: PolicyDecider = cached
+    ? { authorize: (req) => cached.authorize(req), ...(engine ? { get state() { return engine.state; } } : {}) }
+    : deps.policy;
+  const policy = telemetry.wrapPolicy(decider);
   const drift = engine
     ? new PolicyDrift({
         clock,
@@ -291,4 +298,9 @@ function logDrift(logger: Logger, r: DriftReport): void {
   };
   if (r.failed > 0) logger.error(fields, "live grants re-evaluated under the new policy; some revocations could not be stored");
   else logger.info(fields, "live grants re-evaluated under the new policy");
+}
+
+function isVersioned(decider: PolicyDecider): decider is PolicyDecider & VersionedDecider {
+  const state = (decider as Partial<VersionedDecider>).state;
+  return typeof state?.version === "number";
 }
