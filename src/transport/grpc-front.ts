@@ -34,8 +34,12 @@ export interface GrpcFront {
   readonly http2Server: http2.Http2Server;
   /** Hands an HTTP/2 connection (cleartext, or TLS after ALPN chose h2) to the server. */
   inject(socket: import("node:net").Socket): void;
-  /** True for content types grpc-js serves: gRPC with the protobuf codec. */
-  serves(contentType: string | undefined): boolean;
+  /**
+   * True for content types grpc-js serves (gRPC with the protobuf codec) and, when `path` is
+   * given, a method it serves: client- and bidi-streaming methods (server reflection) stay
+   * with connect-node.
+   */
+  serves(contentType: string | undefined, path?: string): boolean;
   /** grpc-js's own handler of a stream. */
   handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]): void;
   /** Releases grpc-js's resources; connections are closed by their owner. */
@@ -71,8 +75,13 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
     ...opts.grpcOptions,
   });
   const byService = new Map<string, { definition: Record<string, grpc.MethodDefinition<Buffer, MessageShape<DescMessage>>>; impls: grpc.UntypedServiceImplementation }>();
+  // Methods grpc-js does not serve here: connect-node answers them on the same connection.
+  const otherKinds = new Set<string>();
   for (const [path, spec] of methods) {
-    if (spec.kind !== "unary" && spec.kind !== "server_streaming") continue;
+    if (spec.kind !== "unary" && spec.kind !== "server_streaming") {
+      otherKinds.add(path);
+      continue;
+    }
     const serviceName = spec.method.parent.typeName;
     let entry = byService.get(serviceName);
     if (!entry) byService.set(serviceName, (entry = { definition: {}, impls: {} }));
@@ -192,7 +201,8 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
   return {
     http2Server,
     inject: (socket) => injector.injectConnection(socket),
-    serves: (contentType) => contentType !== undefined && GRPC_CONTENT_TYPE.test(contentType),
+    serves: (contentType, path) =>
+      contentType !== undefined && GRPC_CONTENT_TYPE.test(contentType) && (path === undefined || !otherKinds.has(path.split("?", 1)[0]!)),
     handleStream(stream, headers, flags, rawHeaders) {
       refuseIncompleteEnvelope(stream);
       grpcListener(stream, headers, flags, rawHeaders);

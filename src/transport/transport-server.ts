@@ -242,7 +242,7 @@ function attachHttp2(grpcFront: GrpcFront, registry: ConnectionRegistry, listene
   const compat = h2.listeners("stream") as ((...args: unknown[]) => void)[];
   h2.removeAllListeners("stream");
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
-    if (grpcFront.serves(headers["content-type"])) grpcFront.handleStream(stream, headers, flags, rawHeaders);
+    if (grpcFront.serves(headers["content-type"], headers[":path"])) grpcFront.handleStream(stream, headers, flags, rawHeaders);
     else for (const l of compat) l(stream, headers, flags, rawHeaders);
   });
   h2.on("session", (session: http2.ServerHttp2Session) => registry.addSession(session));
