@@ -132,7 +132,10 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
       const now = clock.now();
       const id = requestId ? sessionIdForRequest(caller.id, requestId) : newSessionId();
-      const refused = unallowableGrant(policy, { id, agentId, userId, labels }, grants, limits);
+      // A retry of a request that already opened its session is answered as a retry (or
+      // REQUEST_ID_REUSED), even if the policy has changed since: the check is for new sessions.
+      const opened = requestId ? await sessions.get(id).catch(() => undefined) : undefined;
+      const refused = opened ? undefined : unallowableGrant(policy, { id, agentId, userId, labels }, grants, limits);
       if (refused) {
         await audit
           .append({

@@ -181,7 +181,7 @@ describe("capvend serve (the real process)", () => {
 
   it("rotates its signing key on SIGHUP: new tokens use the new key, tokens of the old one still verify", async () => {
     const dataDir = await tempDir();
-    const s = serve({ CAPVEND_DATA_DIR: dataDir, CAPVEND_ORCHESTRATOR_TOKEN: "cli-test-orchestrator-token" });
+    const s = serve({ CAPVEND_DATA_DIR: dataDir, CAPVEND_ORCHESTRATOR_TOKEN: "cli-test-orchestrator-token", CAPVEND_KEY_PUBLISH_DELAY: "1s" });
     const port = await s.listening;
     const base = `http://127.0.0.1:${port}`;
     const bearer = (t: string) => createGrpcTransport({ baseUrl: base, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${t}`), next(req))] });
@@ -199,6 +199,9 @@ describe("capvend serve (the real process)", () => {
     }
     expect(keys.map((k) => k.kid)).toContain(kidOf(before.accessToken));
     expect(keys).toHaveLength(2);
+    // Published first; it signs once the publish delay (1 s here) has passed.
+    const signing = Date.now() + 10_000;
+    while (!s.out.join("\n").includes("signing key rotated") && Date.now() < signing) await new Promise((r) => setTimeout(r, 50));
     const after = (await runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token!;
     expect(kidOf(after.accessToken)).not.toBe(kidOf(before.accessToken));
     expect(keys.map((k) => k.kid)).toContain(kidOf(after.accessToken));

@@ -26,7 +26,8 @@ const GRANTS = [
 
 beforeAll(async () => {
   nats = await startNatsServer();
-  [a, b] = await Promise.all([startReplica({ id: "replica-a", natsUrl: nats.url }), startReplica({ id: "replica-b", natsUrl: nats.url })]);
+  const env = { CAPVEND_KEY_PUBLISH_DELAY: "2s" };
+  [a, b] = await Promise.all([startReplica({ id: "replica-a", natsUrl: nats.url, env }), startReplica({ id: "replica-b", natsUrl: nats.url, env })]);
 }, 60_000);
 
 afterAll(async () => {
@@ -87,6 +88,13 @@ describe("replicas on one NATS", () => {
     const runtime = a.client(session.sessionCredential);
     const before = (await runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token!;
     process.kill(a.pid, "SIGHUP");
+    // Published first: B's JWKS lists the new key before A signs with it.
+    const published = Date.now() + 10_000;
+    let line: string | undefined;
+    while (!(line = a.logs.find((l) => l.includes("new signing key published"))) && Date.now() < published) await new Promise((r) => setTimeout(r, 20));
+    const newKid = (JSON.parse(line!) as { kid: string }).kid;
+    const jwksB = (await (await fetch(`${b.url}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] };
+    expect(jwksB.keys.map((k) => k.kid)).toContain(newKid);
     const deadline = Date.now() + 10_000;
     while (!a.logs.some((l) => l.includes("signing key rotated")) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(a.logs.some((l) => l.includes("signing key rotated"))).toBe(true);
