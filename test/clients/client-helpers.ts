@@ -55,6 +55,21 @@ export async function tcpProxy(target: string) {
       for (const p of pairs) p.frozen = true;
       return pairs.size;
     },
+    /** Holds every open connection's bytes (both ways) without losing or closing anything, until resume(). */
+    stall() {
+      for (const p of pairs) {
+        p.client.pause();
+        p.upstream.pause();
+      }
+      return pairs.size;
+    },
+    /** Lets stalled connections flow again. */
+    resume() {
+      for (const p of pairs) {
+        p.client.resume();
+        p.upstream.resume();
+      }
+    },
     /** Open connections that are frozen. */
     get frozen() {
       return [...pairs].filter((p) => p.frozen).length;

@@ -444,7 +444,6 @@ export class CredentialManager {
           headers: { authorization: `Bearer ${this.#credential}` },
         });
         for await (const m of stream) {
-          watchdog.kick();
           this.#lastMessageAt = this.#clock.now();
           if (!opened) {
             opened = true;
@@ -452,6 +451,8 @@ export class CredentialManager {
           }
           this.#apply(m, live);
           if (this.#terminal) break;
+          // After applying: a heartbeat may just have taught the interval the deadline uses.
+          watchdog.kick();
         }
         failure = new CapvendError("TRANSPORT", "the server closed the stream without ending the session");
       } catch (err) {
@@ -513,6 +514,7 @@ export class CredentialManager {
   }
 
   #apply(m: WatchSessionResponse, requested: number[]): void {
+    if (this.#terminal) return;
     const event = m.event;
     switch (event.case) {
       case "tokenIssued": {
@@ -528,14 +530,18 @@ export class CredentialManager {
       }
       case "tokensRevoked": {
         // The cache forgets first, so no getToken can return a token after its revocation was heard.
-        const lost = new Set(this.#cache.revokeTokens(event.value.tokenIds));
+        const tokenIds = new Set(event.value.tokenIds);
+        const lost = new Set(this.#cache.revokeTokens(tokenIds));
         for (const i of event.value.grantIndexes) {
           const grant = requested[i];
           if (grant === undefined) continue;
+          // A stopped grant's held token goes with it (a replayed revocation may not name it).
+          const held = this.#cache.held(grant);
+          if (held) tokenIds.add(held.tokenId);
           this.#cache.stop(grant, event.value.reason);
           lost.add(grant);
         }
-        this.#emit({ type: "revoked", tokenIds: [...event.value.tokenIds], resources: [...lost].map((g) => this.#grants[g]!.resource), reason: event.value.reason });
+        this.#emit({ type: "revoked", tokenIds: [...tokenIds], resources: [...lost].map((g) => this.#grants[g]!.resource), reason: event.value.reason });
         break;
       }
       case "sessionEnded":
