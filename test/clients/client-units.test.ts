@@ -188,6 +188,7 @@ describe("the package runs in browsers", () => {
     const p = JSON.parse(readFileSync(path.join(pkg, "package.json"), "utf8"));
     expect(p.name).toBe("@capvend/client");
     expect(p.exports["."]).toEqual({ types: "./dist/index.d.ts", import: "./dist/index.js" });
+    expect(p.exports["./gen/*"]).toEqual({ types: "./dist/gen/*.d.ts", import: "./dist/gen/*.js" });
     expect(Object.keys(p.peerDependencies).sort()).toEqual(["@bufbuild/protobuf", "@connectrpc/connect"]);
     expect(p.dependencies ?? {}).toEqual({});
     expect(p.files).toContain("dist");

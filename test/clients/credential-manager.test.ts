@@ -175,9 +175,6 @@ describe("@capvend/client CredentialManager against a real server process", () =
           return { status: HealthCheckResponse_ServingStatus.SERVING };
         },
         async *watch() {},
-        async list() {
-          return {};
-        },
       });
     const server = http2.createServer(connectNodeAdapter({ routes }));
     const sessions = new Set<http2.ServerHttp2Session>();
