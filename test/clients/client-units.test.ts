@@ -32,7 +32,7 @@ describe("backoff with full jitter", () => {
 });
 
 describe("token cache rules", () => {
-  const t = (id: string, expiresAt: number) => ({ jwt: `jwt-${id}`, tokenId: id, expiresAt, scopes: ["read"] });
+  const t = (id: string, expiresAt: number) => ({ jwt: `jwt-${id}`, tokenId: id, expiresAt, scopes: ["read"], stream: 1 });
   it("hands out a token only with enough remaining life", () => {
     const c = new TokenCache();
     c.put(0, t("a", 10_000));

@@ -18,11 +18,12 @@ export const DEFAULT_MIN_REMAINING_MS = 1000;
 /** How long getToken waits for a token while the stream (re)connects: 30 s. */
 export const DEFAULT_GET_TOKEN_TIMEOUT_MS = 30_000;
 /**
- * How long after losing the stream held tokens are still handed out: 30 s. Past it the
- * manager cannot vouch that they were not revoked meanwhile, so getToken waits for the
- * stream (a resume replays what was missed) instead.
+ * How long after losing the stream held tokens are still handed out: 0, never. Without the
+ * stream the manager cannot vouch that a token was not revoked meanwhile, so getToken waits
+ * for the resumed stream (which replays what was missed, then pushes fresh tokens). A
+ * runtime that prefers availability over that guarantee may allow a grace.
  */
-export const DEFAULT_OFFLINE_GRACE_MS = 30_000;
+export const DEFAULT_OFFLINE_GRACE_MS = 0;
 
 /** Reasons after which reconnecting cannot help: the session is over or the credential is refused. */
 const FATAL: ReadonlySet<CapvendErrorCode> = new Set<CapvendErrorCode>([
@@ -164,6 +165,8 @@ export class CredentialManager {
   #connected = false;
   #disconnectedAt: number | undefined;
   #everConnected = false;
+  /** Streams opened so far; the number of the current (or last) one. */
+  #stream = 0;
   #attempt: AbortController | undefined;
   #sleep: { handle: unknown; resolve: () => void } | undefined;
   #loop: Promise<void> | undefined;
@@ -345,7 +348,11 @@ export class CredentialManager {
     if (this.#terminal) return undefined;
     const now = this.#clock.now();
     if (!this.#connected && (this.#disconnectedAt === undefined || now - this.#disconnectedAt > this.#offlineGraceMs)) return undefined;
-    return this.#cache.usable(grant, now, this.#minRemainingMs)?.jwt;
+    const t = this.#cache.usable(grant, now, this.#minRemainingMs);
+    // Only a token the current stream pushed (or, offline, the last stream): on a resumed
+    // stream the replay is applied first and fresh tokens follow at once, so an older
+    // token is never handed out in between.
+    return t !== undefined && t.stream === this.#stream ? t.jwt : undefined;
   }
 
   #ensureRunning(): void {
@@ -496,6 +503,7 @@ export class CredentialManager {
   #opened(endpoint: string, resumed: boolean): void {
     const downMs = this.#disconnectedAt === undefined ? 0 : this.#clock.now() - this.#disconnectedAt;
     this.#connected = true;
+    this.#stream++;
     this.#disconnectedAt = undefined;
     this.#failures = 0;
     this.#emit(this.#everConnected ? { type: "reconnected", endpoint, resumed, downMs } : { type: "connected", endpoint, resumed });
@@ -522,7 +530,7 @@ export class CredentialManager {
         const t = event.value.token;
         if (grant === undefined || !t) break;
         const expiresAt = t.expiresAt ? timestampDate(t.expiresAt).getTime() : 0;
-        if (this.#cache.put(grant, { jwt: t.accessToken, tokenId: t.tokenId, expiresAt, scopes: t.scopes })) {
+        if (this.#cache.put(grant, { jwt: t.accessToken, tokenId: t.tokenId, expiresAt, scopes: t.scopes, stream: this.#stream })) {
           if (this.#status !== "ended") this.#status = "ready";
           this.#emit({ type: "renewed", resource: this.#grants[grant]!.resource, tokenId: t.tokenId, expiresAt, replacesTokenId: event.value.replacesTokenId || undefined });
         }

@@ -5,6 +5,8 @@ export interface HeldToken {
   /** Expiry, ms since the epoch. */
   readonly expiresAt: number;
   readonly scopes: readonly string[];
+  /** The stream that pushed it (the manager's count of opened streams). */
+  readonly stream: number;
 }
 
 /** Why a grant gives no more tokens. */
