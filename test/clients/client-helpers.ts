@@ -125,7 +125,7 @@ export function recordEvents(m: CredentialManager) {
       for (;;) {
         const hit = find();
         if (hit) return hit;
-        if (Date.now() > deadline) throw new Error(`no "${type}" event within ${timeoutMs} ms; saw ${JSON.stringify(events.map((e) => e.type))}`);
+        if (Date.now() > deadline) throw new Error(`no "${type}" event within ${timeoutMs} ms; saw ${JSON.stringify(events.map((e) => ("code" in e ? `${e.type}:${e.code}` : e.type)).slice(-12))}`);
         await new Promise<void>((r) => {
           const t = setTimeout(done, 200);
           function done() {

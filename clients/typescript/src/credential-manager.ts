@@ -10,7 +10,7 @@ import { CapvendError, type CapvendErrorCode } from "./errors.js";
 import { EventFeed } from "./event-feed.js";
 import { VendingService, type WatchSessionResponse } from "./gen/capvend/v1/vending_pb.js";
 import { TokenCache } from "./token-cache.js";
-import { HeartbeatInterval, Watchdog } from "./watchdog.js";
+import { DEFAULT_OPEN_TIMEOUT_MS, HeartbeatInterval, Watchdog } from "./watchdog.js";
 import { resumeTokenOf, watchRequest } from "./wire.js";
 
 /** A token with less life left than this is not handed out: the call would arrive with a dead token. 1 s. */
@@ -75,6 +75,8 @@ export interface CredentialManagerOptions {
    * server's heartbeat interval as observed on the stream (45 s until two heartbeats were seen).
    */
   heartbeatTimeoutMs?: number;
+  /** How long a new stream may take to send its first message before it counts as dead, ms; default DEFAULT_OPEN_TIMEOUT_MS (10 s). */
+  openTimeoutMs?: number;
   /** Least remaining life of a token getToken returns, ms; default DEFAULT_MIN_REMAINING_MS. */
   minRemainingMs?: number;
   /** How long held tokens are still handed out after the stream is lost, ms; default DEFAULT_OFFLINE_GRACE_MS. */
@@ -150,6 +152,7 @@ export class CredentialManager {
   readonly #minRemainingMs: number;
   readonly #offlineGraceMs: number;
   readonly #getTokenTimeoutMs: number;
+  readonly #openTimeoutMs: number;
   readonly #cache = new TokenCache();
   readonly #feed = new EventFeed<CredentialEvent>();
   readonly #heartbeat = new HeartbeatInterval();
@@ -200,6 +203,7 @@ export class CredentialManager {
     this.#minRemainingMs = nonNegative("minRemainingMs", opts.minRemainingMs, DEFAULT_MIN_REMAINING_MS);
     this.#offlineGraceMs = nonNegative("offlineGraceMs", opts.offlineGraceMs, DEFAULT_OFFLINE_GRACE_MS);
     this.#getTokenTimeoutMs = nonNegative("getTokenTimeoutMs", opts.getTokenTimeoutMs, DEFAULT_GET_TOKEN_TIMEOUT_MS);
+    this.#openTimeoutMs = nonNegative("openTimeoutMs", opts.openTimeoutMs, DEFAULT_OPEN_TIMEOUT_MS);
     if (opts.resumeToken !== undefined && opts.resumeToken !== "") this.#resumeToken = opts.resumeToken;
   }
 
@@ -442,9 +446,13 @@ export class CredentialManager {
       this.#attempt = attempt;
       const resumed = this.#resumeToken !== undefined;
       this.#heartbeat.resetStream();
-      const watchdog = new Watchdog(this.#clock, () => this.#heartbeat.timeoutMs(this.#fixedHeartbeatTimeout), () => attempt.abort(CLOSED_WATCHDOG));
-      let failure: CapvendError;
       let opened = false;
+      const deadline = () => {
+        const silence = this.#heartbeat.timeoutMs(this.#fixedHeartbeatTimeout);
+        return opened ? silence : Math.max(silence, this.#openTimeoutMs);
+      };
+      const watchdog = new Watchdog(this.#clock, deadline, () => attempt.abort(CLOSED_WATCHDOG));
+      let failure: CapvendError;
       try {
         const stream = conn.client.watchSession(watchRequest(this.#grants, live, this.#resumeToken), {
           signal: attempt.signal,
@@ -463,7 +471,7 @@ export class CredentialManager {
         }
         failure = new CapvendError("TRANSPORT", "the server closed the stream without ending the session");
       } catch (err) {
-        failure = attempt.signal.reason === CLOSED_WATCHDOG ? new CapvendError("WATCHDOG", `no message for ${this.#heartbeat.timeoutMs(this.#fixedHeartbeatTimeout)} ms: the connection is dead`) : CapvendError.from(err);
+        failure = attempt.signal.reason === CLOSED_WATCHDOG ? new CapvendError("WATCHDOG", `no message for ${deadline()} ms: the connection is dead`) : CapvendError.from(err);
       } finally {
         watchdog.stop();
         this.#attempt = undefined;

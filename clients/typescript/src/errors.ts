@@ -1,12 +1,18 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { ErrorReason } from "./gen/capvend/v1/errors_pb.js";
 import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 
 /** The `domain` of every ErrorInfo capvend sends. */
 export const CAPVEND_ERROR_DOMAIN = "capvend.dev";
 
+/** Every reason of the contract's capvend.v1.ErrorReason. */
+type ContractReason = Exclude<keyof typeof ErrorReason, "ERROR_REASON_UNSPECIFIED">;
+
 /**
  * Reasons the server sends in `google.rpc.ErrorInfo.reason` (the contract's ErrorReason
- * names), with whether a call refused for that reason may be retried as it is.
+ * names), with whether a call refused for that reason may be retried as it is (as the
+ * contract marks them). Checked against the generated enum at compile time: a reason added
+ * to the contract and missing here (or one here the contract lacks) fails the build.
  */
 export const SERVER_REASONS = {
   INVALID_ARGUMENT: false,
@@ -35,7 +41,7 @@ export const SERVER_REASONS = {
   OVERLOADED: true,
   POLICY_CHANGED: false,
   INTERNAL: false,
-} as const satisfies Record<string, boolean>;
+} as const satisfies Record<ContractReason, boolean>;
 
 /** A reason the server can send. */
 export type ServerReason = keyof typeof SERVER_REASONS;

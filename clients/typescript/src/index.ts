@@ -18,7 +18,7 @@ export {
 } from "./credential-manager.js";
 export { CapvendError, CAPVEND_ERROR_DOMAIN, SERVER_REASONS, isRetryable, isServerReason, type CapvendErrorCode, type ClientReason, type ServerReason } from "./errors.js";
 export { backoffDelay, DEFAULT_BACKOFF_INITIAL_MS, DEFAULT_BACKOFF_MAX_MS, type BackoffOptions } from "./backoff.js";
-export { DEFAULT_HEARTBEAT_TIMEOUT_MS, HEARTBEAT_MISSES, MIN_HEARTBEAT_TIMEOUT_MS } from "./watchdog.js";
+export { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_OPEN_TIMEOUT_MS, HEARTBEAT_MISSES, MIN_HEARTBEAT_TIMEOUT_MS } from "./watchdog.js";
 export { EVENT_BUFFER_LIMIT } from "./event-feed.js";
 export { authorizedFetch, type AuthorizedFetchOptions } from "./authorized-fetch.js";
 export { credentialInterceptor, type CredentialInterceptorOptions } from "./interceptor.js";

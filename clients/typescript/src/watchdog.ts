@@ -4,6 +4,12 @@ import type { Clock } from "./clock.js";
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 45_000;
 /** Heartbeats that may go missing before the stream counts as dead: the deadline is 3 × the interval. */
 export const HEARTBEAT_MISSES = 3;
+/**
+ * Least time a new stream may take to send its first message, ms: 10 s. Opening may wait
+ * on the server (a replica catching up with the revocation feed before it answers
+ * RESUME_AHEAD, minting and auditing the first tokens), which is not silence.
+ */
+export const DEFAULT_OPEN_TIMEOUT_MS = 10_000;
 /** Smallest deadline derived from observed heartbeats: 500 ms. */
 export const MIN_HEARTBEAT_TIMEOUT_MS = 500;
 

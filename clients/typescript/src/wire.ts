@@ -9,11 +9,11 @@ export function watchRequest(grants: readonly ManagedGrant[], live: readonly num
       const g = grants[i]!;
       return { resource: g.resource, scopes: [...g.scopes], ...(g.ttlSeconds !== undefined && { ttl: { seconds: BigInt(g.ttlSeconds), nanos: 0 } }) };
     }),
-    resumeAfter: resumeToken === undefined ? 0n : BigInt(resumeToken),
+    resumeToken: resumeToken ?? "",
   });
 }
 
-/** The stream position after `m`, as the opaque string a client stores. */
+/** The stream position after `m`: the opaque resume token to hand back on reconnect. */
 export function resumeTokenOf(m: WatchSessionResponse): string | undefined {
-  return m.revision > 0n ? m.revision.toString() : undefined;
+  return m.resumeToken === "" ? undefined : m.resumeToken;
 }
