@@ -295,6 +295,36 @@ describe("@capvend/client CredentialManager against a real server process", () =
     await second.close();
   });
 
+  it("a resume token too old to replay from (RESUME_TOKEN_EXPIRED) makes it start fresh, dropping what it held", async () => {
+    // Resume tokens live as long as the longest token lifetime: 2 s here.
+    const short = await startReplica({ env: { CAPVEND_TOKEN_TTL: "2s", CAPVEND_MAX_TOKEN_TTL: "2s", CAPVEND_RENEW_LEAD: "1s", CAPVEND_HEARTBEAT_INTERVAL: "250ms" } });
+    const proxy = await tcpProxy(short.url);
+    try {
+      const s = await short.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: GRANTS });
+      const m = manager(s.sessionCredential, [proxy.url], { backoff: { initialMs: 50, maxMs: 200 } });
+      const rec = recordEvents(m);
+      await m.start();
+      const before = jose.decodeJwt(await m.getToken("calendar")).jti!;
+      proxy.cut(true);
+      await rec.next("disconnected");
+      expect(m.state().connected).toBe(false);
+      // Nothing is handed out while the stream is down.
+      await expect(m.getToken("calendar", undefined, { timeoutMs: 100 })).rejects.toMatchObject({ code: "TIMEOUT" });
+      await new Promise((res) => setTimeout(res, 2500));
+      proxy.allow();
+      await rec.next("disconnected", (e) => e.code === "RESUME_TOKEN_EXPIRED");
+      const back = await rec.next("reconnected");
+      expect(back.resumed).toBe(false);
+      const after = jose.decodeJwt(await m.getToken("calendar")).jti!;
+      expect(after).not.toBe(before);
+      expect(m.state().status).toBe("ready");
+      await m.close();
+    } finally {
+      await proxy.close();
+      await short.cleanup();
+    }
+  });
+
   it("close() leaves no timer, socket or listener behind", async () => {
     const s = await session();
     const count = () => {

@@ -351,7 +351,7 @@ export class CredentialManager {
   #usable(grant: number): string | undefined {
     if (this.#terminal) return undefined;
     const now = this.#clock.now();
-    if (!this.#connected && (this.#disconnectedAt === undefined || now - this.#disconnectedAt > this.#offlineGraceMs)) return undefined;
+    if (!this.#connected && (this.#disconnectedAt === undefined || now - this.#disconnectedAt >= this.#offlineGraceMs)) return undefined;
     const t = this.#cache.usable(grant, now, this.#minRemainingMs);
     // Only a token the current stream pushed (or, offline, the last stream): on a resumed
     // stream the replay is applied first and fresh tokens follow at once, so an older
