@@ -121,7 +121,7 @@ const drivers: Record<string, (step: Step) => Promise<unknown>> = {
   },
   async watch(step) {
     const grants = (scenario.steps.find((s) => s.do === "start_session")!.grants as { resource: string; scopes: string[] }[]).map((g) => ({ resource: g.resource, scopes: g.scopes }));
-    manager = new CredentialManager({ endpoints: [server.url], transport: grpcTransport, sessionCredential, grants, backoff: { initialMs: 100, maxMs: 1000 } });
+    manager = new CredentialManager({ endpoints: [server.url], transport: grpcTransport, sessionCredential, grants });
     rec = recordEvents(manager);
     await manager.start({ timeoutMs: ms(step.timeout) }).catch(() => undefined);
     return { tokens_for: manager.state().grants.filter((g) => g.tokenId !== undefined).map((g) => g.resource).sort() };
