@@ -62,6 +62,21 @@ describe("@capvend/client with replicas on NATS", () => {
     await m.close();
   }, 60_000);
 
+  it("moves on at once from a replica that drains (SIGTERM: DRAINING)", async () => {
+    const [x, y] = await Promise.all([replica(), replica()]);
+    const s = await x!.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: GRANTS });
+    const m = new CredentialManager({ endpoints: [x!.url, y!.url], transport: grpcTransport, sessionCredential: s.sessionCredential, grants: GRANTS });
+    closers.push(() => m.close());
+    const rec = recordEvents(m);
+    await m.start();
+    await x!.kill("SIGTERM");
+    const lost = await rec.next("disconnected");
+    expect(lost).toMatchObject({ endpoint: x!.url, code: "DRAINING" });
+    expect(await rec.next("reconnected")).toMatchObject({ endpoint: y!.url, resumed: true });
+    expect(jose.decodeJwt(await m.getToken("calendar")).aud).toBe("calendar");
+    await m.close();
+  }, 60_000);
+
   it("moves on from a lagging replica (RESUME_AHEAD) instead of stopping, and resumes there once it caught up", async () => {
     // L reaches NATS through a proxy the test can stall: its revocation feed falls behind.
     const natsProxy = await tcpProxy(nats.url.replace("nats://", "http://"));
