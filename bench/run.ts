@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   "policy-drift": () => import("./policy-drift.js"),
   peer: () => import("./peer.js"),
   profile: () => import("./profile.js"),
+  client: () => import("./client.js"),
 };
 
 const wanted = process.argv.slice(2);
