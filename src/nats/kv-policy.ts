@@ -102,9 +102,10 @@ export function parsePolicySetEntry(text: string): (PolicyFiles & { version: str
 export async function readPolicyStatuses(kv: KV, opts: { clock: Clock; timeoutMs: number }): Promise<ReplicaPolicyStatus[]> {
   const keys = await withDeadline(
     (async () => {
-      const out: string[] = [];
-      for await (const k of await kv.keys()) out.push(k);
-      return out;
+      // A put while listing can deliver its key twice.
+      const out = new Set<string>();
+      for await (const k of await kv.keys()) out.add(k);
+      return [...out];
     })(),
     opts.timeoutMs,
     opts.clock,

@@ -113,9 +113,10 @@ export class KvSessionStore implements SessionStore {
     this.#opts.link.assertConnected("session listing");
     const keys = await this.#bounded(
       (async () => {
-        const out: string[] = [];
-        for await (const k of await this.#opts.kv.keys()) if (query.afterId === undefined || k > query.afterId) out.push(k);
-        return out;
+        // A put while listing can deliver its key twice.
+        const out = new Set<string>();
+        for await (const k of await this.#opts.kv.keys()) if (query.afterId === undefined || k > query.afterId) out.add(k);
+        return [...out];
       })(),
       "session keys",
     );
