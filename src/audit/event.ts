@@ -134,7 +134,7 @@ export function prepareAuditEvent(
 function copyJson(value: unknown, path: string): JsonValue | undefined {
   switch (typeof value) {
     case "string":
-      if (looksSecret(value)) {
+      if (looksSecret(value, true)) {
         throw new AuditEventRefusedError(
           `audit event refused: field "${path}" looks like a token, credential or key; audit records name tokens by jti only`,
         );
@@ -163,7 +163,7 @@ function copyJson(value: unknown, path: string): JsonValue | undefined {
       const out: Record<string, JsonValue> = {};
       for (const key of Object.keys(value)) {
         const child = path === "" ? key : `${path}.${key}`;
-        if (looksSecret(key)) throw new AuditEventRefusedError(`audit event refused: a key under "${path || "(event)"}" looks like a secret`);
+        if (looksSecret(key, true)) throw new AuditEventRefusedError(`audit event refused: a key under "${path || "(event)"}" looks like a secret`);
         const v = copyJson((value as Record<string, unknown>)[key], child);
         if (v !== undefined) out[key] = v;
       }

@@ -407,10 +407,12 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
   const checkpoint = (): Promise<Checkpoint | undefined> => {
     if (!signer) return Promise.resolve(undefined);
     if (cpRunning) return cpRunning.then(checkpoint, checkpoint);
+    if (lastCheckpoint && lastCheckpoint.seq === head.seq && lastCheckpoint.hash === head.hash) return Promise.resolve(lastCheckpoint);
     const s0 = signer;
     const run = (async () => {
+      // Never settles synchronously: `cpRunning` below is cleared only by this finally.
+      await Promise.resolve();
       try {
-        if (lastCheckpoint && lastCheckpoint.seq === head.seq && lastCheckpoint.hash === head.hash) return lastCheckpoint;
         const c = signCheckpoint(s0, { seq: head.seq, hash: head.hash, segment: headSegment, replica, time: new Date(clock.now()).toISOString() });
         await writeHead(options.dir, c);
         lastCheckpoint = c;

@@ -33,11 +33,14 @@ const JWK_K_RE = /\\?"k\\?"\s*:\s*\\?"[A-Za-z0-9_-]{16,}/;
  *   object with `"alg"`;
  * - a session credential `ses_<id>.<43-char base64url secret>`;
  * - a generated orchestrator token `cvo_<43-char base64url secret>`;
- * - a configured bearer token (see `registerBearerTokenHashes`: matched by its sha256);
+ * - a configured bearer token (see `registerBearerTokenHashes`: matched by its sha256). Tokens
+ *   of unknown length (configured only by hash) are looked for only when `thorough` is set,
+ *   as the audit sink does: that hashes every run of 16 to 128 token characters, too dear for
+ *   every log line and span attribute.
  * - a PEM private key block (`-----BEGIN … PRIVATE KEY-----`);
  * - a private JWK: JSON with a `"d"` member, or a symmetric (`"kty"` … `"k"`) one.
  */
-export function looksSecret(value: string): boolean {
+export function looksSecret(value: string, thorough = false): boolean {
   if (value.length < MIN_SECRET_LENGTH) return false;
   if (value.includes("PRIVATE KEY") && PEM_PRIVATE_RE.test(value)) return true;
   if (value.includes('"') && hasPrivateJwk(value)) return true;
@@ -46,13 +49,15 @@ export function looksSecret(value: string): boolean {
     if (hasJws(value)) return true;
   }
   if (value.includes(ORCHESTRATOR_TOKEN_PREFIX) && hasOrchestratorToken(value)) return true;
-  return bearerLengths.size > 0 && hasKnownBearer(value);
+  if (thorough && unknownLengthBearers) return hasKnownBearer(value, true);
+  return bearerLengths.size > 0 && hasKnownBearer(value, false);
 }
 
 // sha256 hex digests of the configured bearer tokens, and the lengths those tokens have:
 // only runs of one of those lengths are hashed, so the check costs nothing for most text.
 const bearerHashes = new Set<string>();
 const bearerLengths = new Set<number>();
+let unknownLengthBearers = false;
 
 /**
  * Makes `looksSecret` (and so the audit sink, the logger and the span processor) treat the
@@ -65,7 +70,7 @@ export function registerBearerTokenHashes(tokens: Iterable<{ sha256Hex: string; 
   for (const t of tokens) {
     bearerHashes.add(t.sha256Hex.toLowerCase());
     if (t.length !== undefined) bearerLengths.add(t.length);
-    else for (let n = MIN_SECRET_LENGTH; n <= MAX_BEARER_LENGTH_UNKNOWN; n++) bearerLengths.add(n);
+    else unknownLengthBearers = true;
   }
 }
 
@@ -78,7 +83,7 @@ function isBearerChar(c: number): boolean {
   return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 46 || c === 95 || c === 126 || c === 43 || c === 47;
 }
 
-function hasKnownBearer(value: string): boolean {
+function hasKnownBearer(value: string, anyLength: boolean): boolean {
   const n = value.length;
   let i = 0;
   while (i < n) {
@@ -90,7 +95,8 @@ function hasKnownBearer(value: string): boolean {
     while (e < n && value.charCodeAt(e) === 61) e++;
     for (const end of e > i ? [i, e] : [i]) {
       const len = end - s;
-      if (len >= MIN_SECRET_LENGTH && bearerLengths.has(len) && bearerHashes.has(createHash("sha256").update(value.slice(s, end)).digest("hex"))) return true;
+      const tryIt = anyLength ? len <= MAX_BEARER_LENGTH_UNKNOWN : bearerLengths.has(len);
+      if (len >= MIN_SECRET_LENGTH && tryIt && bearerHashes.has(createHash("sha256").update(value.slice(s, end)).digest("hex"))) return true;
     }
     i = e;
   }
