@@ -151,6 +151,11 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     audit,
     clock,
     onError: (err, type) => logger.error({ err, type }, "audit append failed for a refused call"),
+    onRecord: (e) =>
+      logger.warn(
+        { audit_event: e.type, reason: e.reason, caller: e.caller, session_id: e.session_id, agent_id: e.agent_id, ...e.details },
+        e.type.startsWith("auth.failed") ? "authentication failed" : "call refused",
+      ),
   });
   const traceIdOf = (values: Parameters<typeof telemetry.traceId>[0]) => telemetry.traceId(values);
   const health = createHealthService();

@@ -87,6 +87,8 @@ export interface DecisionLogOptions {
   windowMs?: number;
   /** A record could not be written (the call fails regardless); for the log. */
   onError?: (err: unknown, type: AuditEventType) => void;
+  /** Every record written (after rate limiting): the application log mirrors them. */
+  onRecord?: (event: AuditEvent) => void;
 }
 
 /** Writes refusal and failed-authentication records. */
@@ -126,6 +128,7 @@ export function createDecisionLog(opts: DecisionLogOptions): DecisionLog {
   let closed = false;
 
   const write = async (event: AuditEvent) => {
+    opts.onRecord?.(event);
     try {
       await audit.append(event);
     } catch (err) {
@@ -150,6 +153,8 @@ export function createDecisionLog(opts: DecisionLogOptions): DecisionLog {
 
   return {
     async refused({ method, caller, subject, error, traceId }) {
+      // The sink just failed this call: another append would fail too, and double its load.
+      if (reasonCode(error) === "audit_unavailable") return;
       const event: AuditEvent = {
         ...subject,
         type: deniedEventType(method),
