@@ -12,6 +12,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 filter="${1:-}"
+# Scenario drivers write their results here; the last suite compares them.
+export CAPVEND_SCENARIO_OUT="${CAPVEND_SCENARIO_OUT:-$PWD/.scenario-results}"
+[ -z "$filter" ] && rm -rf "$CAPVEND_SCENARIO_OUT"
+mkdir -p "$CAPVEND_SCENARIO_OUT"
 passed=0 failed=0 skipped=0 status=0
 for suite in scripts/suites/*.sh; do
   name=$(basename "$suite" .sh)

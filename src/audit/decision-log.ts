@@ -13,6 +13,7 @@
 import { createHash } from "node:crypto";
 import { ConnectError, Code } from "@connectrpc/connect";
 import type { Clock, TimerHandle } from "../clock.js";
+import { reasonOf } from "../errors.js";
 import type { AuditEvent, AuditEventType } from "./event.js";
 import type { AuditSink } from "./sink.js";
 
@@ -101,14 +102,12 @@ export interface DecisionLog {
   close(): Promise<void>;
 }
 
-/** The stable reason of an error: its `capvend-reason`, else its code's name. */
+/** The stable reason of an error: its ErrorInfo reason (the contract's ErrorReason), else its code's name. */
 function reasonCode(err: unknown): string {
-  if (err instanceof ConnectError) {
-    const r = err.metadata.get("capvend-reason");
-    if (r) return r;
-    return Code[err.code]?.toLowerCase() ?? "unknown";
-  }
-  return "internal";
+  const r = reasonOf(err);
+  if (r) return r;
+  if (err instanceof ConnectError) return Code[err.code] ?? "UNKNOWN";
+  return "INTERNAL";
 }
 
 function messageOf(err: unknown): string {
@@ -154,7 +153,7 @@ export function createDecisionLog(opts: DecisionLogOptions): DecisionLog {
   return {
     async refused({ method, caller, subject, error, traceId }) {
       // The sink just failed this call: another append would fail too, and double its load.
-      if (reasonCode(error) === "audit_unavailable") return;
+      if (reasonCode(error) === "AUDIT_UNAVAILABLE") return;
       const event: AuditEvent = {
         ...subject,
         type: deniedEventType(method),

@@ -44,7 +44,7 @@ export function authInterceptor(authenticator: Authenticator, decisions?: Decisi
     const allowed = METHOD_CALLERS[req.method.name] ?? [];
     if (!allowed.includes(principal.kind)) {
       const err = capvendError(
-        "wrong_caller",
+        "WRONG_CALLER",
         `${req.method.name} cannot be called with ${CALLER_NAMES[principal.kind]}; it needs ${allowed.map((k) => CALLER_NAMES[k]).join(" or ")}`,
       );
       await decisions?.refused({ method: req.method.name, caller: describePrincipal(principal), error: err, traceId: traceId?.(req.contextValues) });

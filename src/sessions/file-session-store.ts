@@ -11,7 +11,7 @@ import type { Clock, TimerHandle } from "../clock.js";
 import { ensurePrivateDir } from "../audit/permissions.js";
 import { openJournal, type Journal, type JournalDurability } from "../journal/append-journal.js";
 import { SESSION_SWEEP_INTERVAL_MS } from "./memory-session-store.js";
-import type { SessionRecord, SessionStore } from "./session-store.js";
+import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type SessionStore } from "./session-store.js";
 
 /** Sub-directory of the data directory holding the embedded state. */
 export const STATE_SUBDIR = "state";
@@ -23,6 +23,7 @@ export const JOURNAL_COMPACT_MIN_BYTES = 1024 * 1024;
 type Entry =
   | { op: "create"; rec: SessionRecord }
   | { op: "end"; id: string; reason: string; at: number }
+  | { op: "credential"; id: string; hash: string }
   | { op: "delete"; id: string };
 
 /** Options of `openFileSessionStore`. */
@@ -73,7 +74,7 @@ export class FileSessionStore implements SessionStore {
 
   async create(record: SessionRecord): Promise<void> {
     this.#open();
-    if (this.#sessions.has(record.id) || this.#creating.has(record.id)) throw new Error(`session ${record.id} already exists`);
+    if (this.#sessions.has(record.id) || this.#creating.has(record.id)) throw new SessionExistsError(record.id);
     const rec = structuredClone(record);
     this.#creating.add(record.id);
     try {
@@ -108,6 +109,15 @@ export class FileSessionStore implements SessionStore {
     return p;
   }
 
+  async addCredential(id: string, credentialHash: string): Promise<SessionRecord | undefined> {
+    this.#open();
+    if (!this.#sessions.has(id)) return undefined;
+    const e: Entry = { op: "credential", id, hash: credentialHash };
+    await this.#journal.append(e, () => this.#apply(e));
+    const r = this.#sessions.get(id);
+    return r && structuredClone(r);
+  }
+
   async delete(id: string): Promise<void> {
     this.#open();
     if (!this.#sessions.has(id)) return;
@@ -138,6 +148,11 @@ export class FileSessionStore implements SessionStore {
           r.endedAt = e.at;
           r.endReason = e.reason;
         }
+        break;
+      }
+      case "credential": {
+        const r = this.#sessions.get(e.id);
+        if (r) r.retryCredentialHashes = [...(r.retryCredentialHashes ?? []), e.hash].slice(-MAX_RETRY_CREDENTIALS);
         break;
       }
       case "delete":
