@@ -1,5 +1,6 @@
 /**
- * Writes the audit record of every refused VendingService call (one `*.denied` record per
+ * Writes the audit record of every refused call to a capvend service (VendingService and any
+ * admin service beside it; not grpc.health) (one `*.denied` record per
  * call), so no refusal path can forget it. Handlers describe what the call is about as they
  * learn it (`noteSubject`); allowed calls are recorded by the handlers themselves, fail closed,
  * before they answer. Runs after authentication (failed authentications and wrong callers are
@@ -9,7 +10,6 @@ import { createContextKey, type HandlerContext, type Interceptor } from "@connec
 import type { CallSubject, DecisionLog } from "../audit/decision-log.js";
 import { isAudited } from "../audit/decision-log.js";
 import { describePrincipal, principalKey } from "../auth/principal.js";
-import { VendingService } from "../gen/capvend/v1/vending_pb.js";
 
 /** What the current call is about, for its refusal record. */
 export const callSubjectKey = createContextKey<CallSubject | undefined>(undefined, { description: "capvend audit subject" });
@@ -24,7 +24,8 @@ export function noteSubject(ctx: Pick<HandlerContext, "values">, subject: CallSu
 /** The interceptor; `traceId` reads the call's trace id from its context values. */
 export function auditInterceptor(log: DecisionLog, traceId?: (values: HandlerContext["values"]) => string | undefined): Interceptor {
   return (next) => async (req) => {
-    if (req.service.typeName !== VendingService.typeName) return next(req);
+    // Every capvend service (VendingService, and admin services beside it); not grpc.health.
+    if (req.service.typeName.startsWith("grpc.")) return next(req);
     const subject: CallSubject = {};
     req.contextValues.set(callSubjectKey, subject);
     const record = async (error: unknown) => {

@@ -34,6 +34,8 @@ export interface FileSessionStoreOptions {
   durability?: JournalDurability;
   /** Longest wait for a journal write, ms (default 2000). */
   timeoutMs?: number;
+  /** A journal smaller than this is never compacted; default `JOURNAL_COMPACT_MIN_BYTES`. */
+  compactMinBytes?: number;
 }
 
 /** The durable embedded session store. */
@@ -43,15 +45,17 @@ export class FileSessionStore implements SessionStore {
   readonly #ending = new Map<string, Promise<SessionRecord | undefined>>();
   readonly #clock: Clock;
   readonly #journal: Journal;
+  readonly #compactMin: number;
   #compactAt: number;
   #compacting: Promise<void> | undefined;
   #sweep: TimerHandle | undefined;
   #closed = false;
 
-  private constructor(journal: Journal, clock: Clock) {
+  private constructor(journal: Journal, clock: Clock, compactMin: number) {
     this.#journal = journal;
     this.#clock = clock;
-    this.#compactAt = Math.max(JOURNAL_COMPACT_MIN_BYTES, journal.bytes * 2);
+    this.#compactMin = compactMin;
+    this.#compactAt = Math.max(compactMin, journal.bytes * 2);
     this.#scheduleSweep();
   }
 
@@ -60,11 +64,21 @@ export class FileSessionStore implements SessionStore {
     const dir = join(opts.dataDir, STATE_SUBDIR);
     await ensurePrivateDir(dir);
     const { journal, entries } = await openJournal({ path: join(dir, SESSION_JOURNAL_FILE), durability: opts.durability ?? "fsync", timeoutMs: opts.timeoutMs });
-    const store = new FileSessionStore(journal, opts.clock);
+    const store = new FileSessionStore(journal, opts.clock, opts.compactMinBytes ?? JOURNAL_COMPACT_MIN_BYTES);
     for (const e of entries) store.#apply(e as Entry);
     const now = opts.clock.now();
     for (const [id, r] of store.#sessions) if (r.expiresAt <= now) store.#sessions.delete(id);
     return store;
+  }
+
+  /** Bytes in the journal now (it shrinks when compacted). */
+  get journalBytes(): number {
+    return this.#journal.bytes;
+  }
+
+  /** Resolves when a compaction in progress is done. */
+  async settled(): Promise<void> {
+    await this.#compacting;
   }
 
   /** Sessions held (live or ended, not yet expired). */
@@ -167,7 +181,7 @@ export class FileSessionStore implements SessionStore {
     this.#compacting = this.#journal
       .rewrite(() => [...this.#sessions.values()].map((rec) => ({ op: "create", rec }) satisfies Entry))
       .then(() => {
-        this.#compactAt = Math.max(JOURNAL_COMPACT_MIN_BYTES, this.#journal.bytes * 2);
+        this.#compactAt = Math.max(this.#compactMin, this.#journal.bytes * 2);
       })
       .catch(() => undefined)
       .finally(() => {

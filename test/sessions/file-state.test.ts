@@ -73,6 +73,27 @@ describe("file session store across reopen", () => {
     await expect(openStore()).rejects.toBeInstanceOf(JournalCorruptError);
   });
 
+  it("compacts the journal to the live sessions once it has doubled, and loses nothing", async () => {
+    const s1 = await FileSessionStore.open({ dataDir: dir, clock: systemClock, compactMinBytes: 4096 });
+    const keep = sessionRecord();
+    await s1.create(keep);
+    let peak = 0;
+    for (let i = 0; i < 60; i++) {
+      const r = sessionRecord();
+      await s1.create(r);
+      await s1.end(r.id, "churn", Date.now());
+      await s1.delete(r.id);
+      peak = Math.max(peak, s1.journalBytes);
+    }
+    await s1.settled();
+    expect(s1.journalBytes).toBeLessThan(peak);
+    await s1.close();
+    const s2 = await openStore();
+    expect(await s2.get(keep.id)).toEqual(keep);
+    expect(s2.size).toBe(1);
+    await s2.close();
+  });
+
   it("makes the state directory 0700 and its journals 0600", async () => {
     const s = await openStore();
     const l = await openList();
