@@ -11,7 +11,7 @@ import type { Clock, TimerHandle } from "../clock.js";
 import { ensurePrivateDir } from "../audit/permissions.js";
 import { openJournal, type Journal, type JournalDurability } from "../journal/append-journal.js";
 import { SESSION_SWEEP_INTERVAL_MS } from "./memory-session-store.js";
-import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type SessionStore } from "./session-store.js";
+import { MAX_RETRY_CREDENTIALS, pageOf, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "./session-store.js";
 
 /** Sub-directory of the data directory holding the embedded state. */
 export const STATE_SUBDIR = "state";
@@ -102,6 +102,10 @@ export class FileSessionStore implements SessionStore {
   async get(id: string): Promise<SessionRecord | undefined> {
     const r = this.#sessions.get(id);
     return r && structuredClone(r);
+  }
+
+  async list(query: SessionListQuery): Promise<SessionRecord[]> {
+    return pageOf(this.#sessions.values(), query).map((r) => structuredClone(r));
   }
 
   end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined> {

@@ -33,6 +33,8 @@ forbid (principal, action == Action::"start_session", resource == Agent::"blocke
 forbid (principal, action == Action::"revoke", resource == User::"vip");
 @id("no-end-locked-bot")
 forbid (principal, action == Action::"end_session", resource == Agent::"locked-bot");
+@id("locked-bot-read")
+permit (principal == Agent::"locked-bot", action == Action::"read", resource == Resource::"salesforce");
 `,
   );
   h = await startHarness({ policyDir, settings: { resourceServerHashes: new Map([["other-rs", sha256Hex(OTHER_RS_TOKEN)]]) } });
@@ -151,8 +153,11 @@ describe("refused calls: exactly one deny record each", () => {
     const s = await startSalesSession(h);
     expect(await refused(() => s.runtime.issueToken({ resource: "github", scopes: ["read"] }), Code.PermissionDenied)).toMatchObject({ type: "token.denied", reason: "RESOURCE_NOT_GRANTED", resource: "github", session_id: s.sessionId });
     expect(await refused(() => s.runtime.issueToken({ resource: "salesforce", scopes: ["admin"] }), Code.PermissionDenied)).toMatchObject({ type: "token.denied", reason: "SCOPE_NOT_GRANTED", scopes: ["admin"] });
-    const d = await h.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: [{ resource: "salesforce", scopes: ["read", "delete"] }] });
-    expect(await refused(() => h.client(d.sessionCredential).issueToken({ resource: "salesforce", scopes: ["delete"] }), Code.PermissionDenied)).toMatchObject({ type: "token.denied", policy_ids: ["no-salesforce-delete"] });
+    // A grant no policy can ever allow is refused at StartSession, once, naming the forbid.
+    expect(await refused(() => h.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: [{ resource: "salesforce", scopes: ["read", "delete"] }] }), Code.PermissionDenied)).toMatchObject({ type: "session.denied", policy_ids: ["no-salesforce-delete"] });
+    // The report bot's warehouse tokens are capped at 900 s by policy: a one-hour one is denied at issuance.
+    const d = await h.orchestrator.startSession({ agentId: "report-bot", grants: [{ resource: "warehouse", scopes: ["read"] }] });
+    expect(await refused(() => h.client(d.sessionCredential).issueToken({ resource: "warehouse", scopes: ["read"], ttl: { seconds: 3600n } }), Code.PermissionDenied)).toMatchObject({ type: "token.denied", policy_ids: [] });
     expect(await refused(() => h.orchestrator.issueToken({ resource: "salesforce", scopes: ["read"] }), Code.PermissionDenied)).toMatchObject({ type: "token.denied", reason: "WRONG_CALLER" });
   });
 

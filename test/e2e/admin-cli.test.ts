@@ -43,14 +43,14 @@ describe("capvend CLI against a running server", () => {
     const credFile = path.join(tmp, "cred");
     const started = await capvend("session", "start", "--agent", "sales-bot", "--user", "alice", "--grant", "calendar=read@5m", "--grant", "salesforce=read,write", "--label", "env=cli", "--credential-file", credFile);
     expect(started.err).toBe("");
-    expect(started.code).toBe(0);
+    expect(started.code, started.err).toBe(0);
     const sessionId = /session: (ses_\S+)/.exec(started.out)![1]!;
     expect(started.out).toContain(`credential: written to ${credFile}`);
     expect((await stat(credFile)).mode & 0o777).toBe(0o600);
     expect((await readFile(credFile, "utf8")).startsWith(sessionId)).toBe(true);
 
     const listed = await capvend("session", "list", "--agent", "sales-bot");
-    expect(listed.code).toBe(0);
+    expect(listed.code, listed.err).toBe(0);
     expect(listed.out).toContain(sessionId);
     expect(listed.out).toContain("calendar=read");
     expect((await capvend("session", "list", "--agent", "nobody")).out).not.toContain(sessionId);
@@ -69,11 +69,11 @@ describe("capvend CLI against a running server", () => {
     expect(refused.err).toContain("SCOPE_DENIED");
 
     const revoked = await capvend("revoke", "--resource", "calendar", "--reason", "cli test");
-    expect(revoked.code).toBe(0);
+    expect(revoked.code, revoked.err).toBe(0);
     expect(revoked.out).toMatch(/revoked: rev_\S+ at \d{4}-/);
 
     const ended = await capvend("session", "end", sessionId, "--reason", "done");
-    expect(ended.code).toBe(0);
+    expect(ended.code, ended.err).toBe(0);
     expect((await capvend("session", "list", "--agent", "sales-bot")).out).not.toContain(sessionId);
     expect((await capvend("session", "list", "--agent", "sales-bot", "--all")).out).toContain(`ended`);
     const gone = await capvend("session", "show", "ses_nope");
