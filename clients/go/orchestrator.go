@@ -171,7 +171,9 @@ func (o *Orchestrator) EndSession(ctx context.Context, sessionID, reason string)
 
 // RevokeTarget is what Revoke revokes; build one with RevokeToken, RevokeSession,
 // RevokeAgent, RevokeUser or RevokeResource.
-type RevokeTarget struct{ set func(*capvendv1.RevokeRequest) }
+type RevokeTarget struct {
+	set func(*capvendv1.RevokeRequest)
+}
 
 // RevokeToken targets one token by id (jti).
 func RevokeToken(id string) RevokeTarget {

@@ -255,4 +255,3 @@ func isListening(line string) bool {
 	}
 	return json.Unmarshal([]byte(line), &l) == nil && l.Msg == "capvend listening"
 }
-
