@@ -3,6 +3,7 @@ package capvend_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -220,3 +221,6 @@ func tokenWithin(m *capvend.CredentialManager, d time.Duration, resource string)
 }
 
 func containsID(ids []string, id string) bool { return slices.Contains(ids, id) }
+
+// fmtAll is every printed form of v.
+func fmtAll(v any) string { return fmt.Sprintf("%v %+v %#v %s", v, v, v, v) }

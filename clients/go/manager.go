@@ -3,6 +3,7 @@ package capvend
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -293,4 +294,16 @@ func tokenFrom(t *capvendv1.Token, resource string) Token {
 		ExpiresAt: t.GetExpiresAt().AsTime(),
 		value:     t.GetAccessToken(),
 	}
+}
+
+// RoundTripper returns an http.RoundTripper over base (nil: http.DefaultTransport) that sends
+// this manager's token for resource and retries once on a 401 (see RoundTripper).
+func (m *CredentialManager) RoundTripper(resource string, base http.RoundTripper, scopes ...string) http.RoundTripper {
+	return NewRoundTripper(m, resource, base, scopes...)
+}
+
+// PerRPCCredentials returns gRPC per-call credentials that send this manager's token for
+// resource; they require transport security.
+func (m *CredentialManager) PerRPCCredentials(resource string, scopes ...string) *PerRPCCredentials {
+	return NewPerRPCCredentials(m, resource, scopes...)
 }

@@ -143,6 +143,10 @@ func (m *CredentialManager) watch(ctx context.Context, idx int) outcome {
 		watchdog.Reset(m.watchTimeout())
 		if !progressed {
 			progressed = true
+			// The new stream sends a fresh token for every grant at once, and from now on
+			// tells only of revocations of its own tokens: a token from an earlier stream
+			// could be revoked without a word, so none is handed out any more.
+			m.cache.clearHeld()
 			m.setState(StateReady)
 			m.emit(Event{Kind: EventConnected, Endpoint: endpoint, Resumed: resumed})
 		}
