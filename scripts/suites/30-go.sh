@@ -12,8 +12,8 @@ if ! command -v go >/dev/null 2>&1; then
   echo "0 1 0" > "$out"
   exit 1
 fi
-# The scenario driver runs the built server.
-if [ ! -f dist/src/cli.js ]; then
+# The tests run the built server: build it when it is missing or older than its sources.
+if [ ! -f dist/src/cli.js ] || [ -n "$(find src -name '*.ts' -newer dist/src/cli.js -print -quit)" ]; then
   echo "go suite: building dist/ (npm run build)"
   npm run build --silent || { echo "0 1 0" > "$out"; exit 1; }
 fi
