@@ -16,46 +16,70 @@ const ErrorDomain = "capvend.dev"
 // carried in the google.rpc.ErrorInfo detail of the gRPC status.
 type Reason string
 
-// The reasons a client acts on. The server may send others (see capvend.v1.ErrorReason);
-// they are still reported in Error.Reason.
+// The reasons capvend sends: the values of capvend.v1.ErrorReason (errors.proto says when
+// each is sent). A newer server may send others; they are still reported in Error.Reason.
 const (
-	ReasonUnknownCredential  Reason = "UNKNOWN_CREDENTIAL"
-	ReasonMissingCredential  Reason = "MISSING_CREDENTIAL"
-	ReasonWrongCaller        Reason = "WRONG_CALLER"
-	ReasonSessionNotFound    Reason = "SESSION_NOT_FOUND"
-	ReasonSessionEnded       Reason = "SESSION_ENDED"
-	ReasonResourceNotGranted Reason = "RESOURCE_NOT_GRANTED"
-	ReasonScopeNotGranted    Reason = "SCOPE_NOT_GRANTED"
-	ReasonScopeDenied        Reason = "SCOPE_DENIED"
-	ReasonInvalidArgument    Reason = "INVALID_ARGUMENT"
-	ReasonResumeAhead        Reason = "RESUME_AHEAD"
-	ReasonResumeTokenExpired Reason = "RESUME_TOKEN_EXPIRED"
-	ReasonDraining           Reason = "DRAINING"
-	ReasonTokenRevoked       Reason = "TOKEN_REVOKED"
-	ReasonGrantRevoked       Reason = "GRANT_REVOKED"
-	ReasonActionDenied       Reason = "ACTION_DENIED"
-	ReasonTTLExceedsGrant    Reason = "TTL_EXCEEDS_GRANT"
-	ReasonPolicyChanged      Reason = "POLICY_CHANGED"
-	ReasonRequestIDReused    Reason = "REQUEST_ID_REUSED"
+	ReasonInvalidArgument       Reason = "INVALID_ARGUMENT"
+	ReasonMissingCredential     Reason = "MISSING_CREDENTIAL"
+	ReasonUnknownCredential     Reason = "UNKNOWN_CREDENTIAL"
+	ReasonWrongCaller           Reason = "WRONG_CALLER"
+	ReasonSessionNotFound       Reason = "SESSION_NOT_FOUND"
+	ReasonSessionEnded          Reason = "SESSION_ENDED"
+	ReasonResourceNotGranted    Reason = "RESOURCE_NOT_GRANTED"
+	ReasonScopeNotGranted       Reason = "SCOPE_NOT_GRANTED"
+	ReasonScopeDenied           Reason = "SCOPE_DENIED"
+	ReasonActionDenied          Reason = "ACTION_DENIED"
+	ReasonTokenRevoked          Reason = "TOKEN_REVOKED"
+	ReasonAuditUnavailable      Reason = "AUDIT_UNAVAILABLE"
+	ReasonRevocationUnavailable Reason = "REVOCATION_UNAVAILABLE"
+	ReasonSessionStoreUnavail   Reason = "SESSION_STORE_UNAVAILABLE"
+	ReasonSlowReader            Reason = "SLOW_READER"
+	ReasonDraining              Reason = "DRAINING"
+	ReasonResumeAhead           Reason = "RESUME_AHEAD"
+	ReasonResumeTokenExpired    Reason = "RESUME_TOKEN_EXPIRED"
+	ReasonRequestIDReused       Reason = "REQUEST_ID_REUSED"
+	ReasonGrantRevoked          Reason = "GRANT_REVOKED"
+	ReasonTTLExceedsGrant       Reason = "TTL_EXCEEDS_GRANT"
+	ReasonStreamLimit           Reason = "STREAM_LIMIT"
+	ReasonSessionQuota          Reason = "SESSION_QUOTA"
+	ReasonOverloaded            Reason = "OVERLOADED"
+	ReasonPolicyChanged         Reason = "POLICY_CHANGED"
+	ReasonInternal              Reason = "INTERNAL"
 )
 
-// fatalReasons end a CredentialManager for good: retrying with the same session credential
-// and grants cannot succeed. Every other reason, and every error without one (a transport
-// failure, a proxy's answer), makes the manager move on to the next endpoint.
-var fatalReasons = map[Reason]bool{
-	ReasonUnknownCredential:  true,
-	ReasonMissingCredential:  true,
-	ReasonWrongCaller:        true,
-	ReasonSessionNotFound:    true,
-	ReasonSessionEnded:       true,
-	ReasonResourceNotGranted: true,
-	ReasonScopeNotGranted:    true,
-	ReasonScopeDenied:        true,
-	ReasonInvalidArgument:    true,
-	ReasonActionDenied:       true,
-	ReasonTTLExceedsGrant:    true,
-	ReasonPolicyChanged:      true,
-	ReasonRequestIDReused:    true,
+// fatal says, for every reason of the contract, whether it ends a CredentialManager for
+// good: retrying with the same session credential and grants cannot succeed. The others,
+// every reason not listed here (a newer server's) and every error without a reason (a
+// transport failure, a proxy's answer) make the manager move on to the next endpoint.
+// RESUME_TOKEN_EXPIRED and GRANT_REVOKED are not fatal: the manager starts fresh, or drops
+// the one grant, and goes on.
+var fatal = map[Reason]bool{
+	ReasonInvalidArgument:       true,
+	ReasonMissingCredential:     true,
+	ReasonUnknownCredential:     true,
+	ReasonWrongCaller:           true,
+	ReasonSessionNotFound:       true,
+	ReasonSessionEnded:          true,
+	ReasonResourceNotGranted:    true,
+	ReasonScopeNotGranted:       true,
+	ReasonScopeDenied:           true,
+	ReasonActionDenied:          true,
+	ReasonTokenRevoked:          false,
+	ReasonAuditUnavailable:      false,
+	ReasonRevocationUnavailable: false,
+	ReasonSessionStoreUnavail:   false,
+	ReasonSlowReader:            false,
+	ReasonDraining:              false,
+	ReasonResumeAhead:           false,
+	ReasonResumeTokenExpired:    false,
+	ReasonRequestIDReused:       true,
+	ReasonGrantRevoked:          false,
+	ReasonTTLExceedsGrant:       true,
+	ReasonStreamLimit:           false,
+	ReasonSessionQuota:          false,
+	ReasonOverloaded:            false,
+	ReasonPolicyChanged:         true,
+	ReasonInternal:              false,
 }
 
 // Error is a refusal: the gRPC code, capvend's reason (from the ErrorInfo detail) and the
@@ -103,7 +127,7 @@ func (e *Error) Is(target error) bool {
 }
 
 // Fatal reports whether the reason means retrying cannot help.
-func (e *Error) Fatal() bool { return fatalReasons[e.Reason] }
+func (e *Error) Fatal() bool { return fatal[e.Reason] }
 
 // Retryable reports whether the same call may succeed later, possibly on another replica:
 // UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED answers, unless the

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	capvendv1 "capvend.dev/client/gen/capvend/v1"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -59,5 +61,23 @@ func TestRetryableReasons(t *testing.T) {
 	}
 	if _, ok := FromError(errors.New("plain")); ok {
 		t.Error("a plain error has no status")
+	}
+}
+
+// Every reason of the contract has a deliberate place in the manager's rules, and the
+// constants spell the enum's value names.
+func TestEveryContractReasonIsClassified(t *testing.T) {
+	for num, name := range capvendv1.ErrorReason_name {
+		if num == 0 {
+			continue
+		}
+		if _, ok := fatal[Reason(name)]; !ok {
+			t.Errorf("capvend.v1.ErrorReason %s is not classified as fatal or not", name)
+		}
+	}
+	for r := range fatal {
+		if _, ok := capvendv1.ErrorReason_value[string(r)]; !ok {
+			t.Errorf("reason %s is not in the contract", r)
+		}
 	}
 }
