@@ -10,6 +10,7 @@ import (
 
 	capvendv1 "capvend.dev/client/gen/capvend/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -114,8 +115,21 @@ func New(ctx context.Context, opts Options) (*CredentialManager, error) {
 }
 
 func (m *CredentialManager) dial(endpoint string) (*grpc.ClientConn, error) {
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(m.opts.TransportCredentials)}, m.opts.DialOptions...)
-	return grpc.NewClient(endpoint, dial...)
+	return dial(endpoint, m.opts.TransportCredentials, m.opts.Backoff, m.opts.DialOptions)
+}
+
+// dial connects lazily to endpoint. gRPC's own reconnects follow b too: its default backoff
+// grows to two minutes, which would keep a replica that came back unused long after the
+// manager's next attempt.
+func dial(endpoint string, tc credentials.TransportCredentials, b Backoff, extra []grpc.DialOption) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(tc),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: b.Ceiling(0), Multiplier: 2, Jitter: 0.2, MaxDelay: b.Ceiling(64)},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	}
+	return grpc.NewClient(endpoint, append(opts, extra...)...)
 }
 
 // Close stops the manager, closes its connections and forgets every token. It waits for

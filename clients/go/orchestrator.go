@@ -58,7 +58,7 @@ func NewOrchestrator(opts OrchestratorOptions) (*Orchestrator, error) {
 	}
 	o := &Orchestrator{opts: opts}
 	for _, e := range opts.Endpoints {
-		c, err := grpc.NewClient(e, append([]grpc.DialOption{grpc.WithTransportCredentials(opts.TransportCredentials)}, opts.DialOptions...)...)
+		c, err := dial(e, opts.TransportCredentials, opts.Backoff, opts.DialOptions)
 		if err != nil {
 			_ = o.Close()
 			return nil, fmt.Errorf("capvend: endpoint %q: %w", e, err)
