@@ -1,5 +1,9 @@
 module capvend.dev/client
 
+// The Go client (package capvend) and the generated capvend.v1 code (gen/, from buf
+// generate). The go directive is the oldest Go release still supported (1.26, with 1.27 the
+// newest), which is also what the current google.golang.org/grpc needs.
+
 go 1.26.0
 
 require (
