@@ -49,7 +49,8 @@ const IDENTIFIER_FIELDS = new Set(["agent_id", "user_id", "resource", "session_i
 
 /** A violation as capvend's INVALID_ARGUMENT: the field path first, then the rule in plain words. */
 function refusal(schema: DescMessage, message: unknown, v: Violation): CapvendError {
-  const field = pathToString(v.field);
+  // Map keys in the path are caller input: escape anything that could forge a log line.
+  const field = escapeUnprintable(pathToString(v.field));
   const last = lastFieldName(v.field);
   const value = valueAt(reflect(schema, message as never), v.field);
   const n = firstNumber(v.message);
@@ -63,7 +64,7 @@ function refusal(schema: DescMessage, message: unknown, v: Violation): CapvendEr
     case "string.max_len":
       return invalidArgument(field, `must be at most ${n} characters`);
     case "string.not_in":
-      return invalidArgument(field, 'must not be "." or ".."');
+      return invalidArgument(field, `${v.forKey ? "key " : ""}must not be "." or ".."`);
     case "string.uuid":
       return invalidArgument(field, "must be a UUID, e.g. 0b7f4a2e-6c1d-4f3a-9e8b-2d5c7a1f0e94");
     case "string.pattern":
@@ -82,7 +83,7 @@ function refusal(schema: DescMessage, message: unknown, v: Violation): CapvendEr
     case "string.in":
       return invalidArgument(field, v.message);
     case "repeated.min_items":
-      return invalidArgument(field, last === "grants" ? "must contain at least one grant" : `must name at least ${n} scope${n === 1 ? "" : "s"}`);
+      return invalidArgument(field, last === "grants" ? "must contain at least one grant" : n === 1 ? "must name at least one scope" : `must name at least ${n} scopes`);
     case "repeated.max_items":
       return invalidArgument(field, last === "grants" ? `must contain at most ${n} grants` : `must name at most ${n} scopes`);
     case "repeated.unique": {
@@ -103,6 +104,11 @@ function refusal(schema: DescMessage, message: unknown, v: Violation): CapvendEr
     default:
       return invalidArgument(field, v.message);
   }
+}
+
+/** Control, format and separator characters as \uXXXX escapes (lone surrogates too). */
+function escapeUnprintable(text: string): string {
+  return text.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Zl}\p{Zp}]|[\uD800-\uDFFF]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 function lastFieldName(path: Path): string | undefined {

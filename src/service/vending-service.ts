@@ -7,7 +7,13 @@ import { describePrincipal, principalKey, type Principal } from "../auth/princip
 import type { Clock } from "../clock.js";
 import { capvendError, invalidArgument } from "../errors.js";
 import {
+  EndSessionRequestSchema,
+  IntrospectRequestSchema,
   IntrospectResponseSchema,
+  IssueTokenRequestSchema,
+  RevokeRequestSchema,
+  StartSessionRequestSchema,
+  WatchSessionRequestSchema,
   type VendingService,
   type WatchSessionRequest,
   type WatchSessionResponse,
@@ -20,16 +26,8 @@ import type { Verifier } from "../tokens/verify.js";
 import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
 import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
-import {
-  MAX_INTROSPECT_TOKEN_BYTES,
-  validateDuration,
-  validateGrants,
-  validateId,
-  validateLabels,
-  validateReason,
-  validateRequestId,
-  validateScopes,
-} from "./validate.js";
+import { normalizeRequestId, validateDuration, validateGrants, validateLabels, validateReason } from "./validate.js";
+import { createContractValidator } from "./contract-validator.js";
 import { requestFingerprint } from "./request-fingerprint.js";
 
 /** What the vending service needs; each piece is an interface with a memory and a NATS form. */
@@ -53,6 +51,8 @@ export interface VendingServiceDeps {
 /** capvend.v1.VendingService, independent of the transport. */
 export function createVendingService(deps: VendingServiceDeps): ServiceImpl<typeof VendingService> {
   const { clock, sessions, revocations, policy, issuer, verifier, audit, limits } = deps;
+  // The contract's field rules (protovalidate), compiled once for the server's life.
+  const contract = createContractValidator();
 
   function principal(ctx: HandlerContext): Principal {
     const p = ctx.values.get(principalKey);
@@ -120,12 +120,12 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async startSession(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "StartSession needs an orchestrator credential");
-      const agentId = validateId("agent_id", req.agentId);
-      const userId = req.userId === undefined ? undefined : validateId("user_id", req.userId);
+      contract.check(StartSessionRequestSchema, req);
+      const { agentId, userId } = req;
       const grants = validateGrants("grants", req.grants, limits.maxTokenTtlMs);
       const durationMs = validateDuration("max_duration", req.maxDuration, limits.sessionMaxDurationMs) ?? limits.sessionMaxDurationMs;
       const labels = validateLabels("labels", req.labels);
-      const requestId = validateRequestId("request_id", req.requestId);
+      const requestId = normalizeRequestId(req.requestId);
       const decision = requireAllowed(caller, "start_session", { type: "Agent", id: agentId }, { userId, labels });
 
       const now = clock.now();
@@ -179,8 +179,8 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async issueToken(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "IssueToken needs a session credential");
-      const resource = validateId("resource", req.resource);
-      const scopes = validateScopes("scopes", req.scopes);
+      contract.check(IssueTokenRequestSchema, req);
+      const { resource, scopes } = req;
       const ttlMs = validateDuration("ttl", req.ttl, limits.maxTokenTtlMs);
       const token = await issuer.issue(
         caller.session,
@@ -193,18 +193,18 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     watchSession(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
+      contract.check(WatchSessionRequestSchema, req);
       return deps.watch(caller.session, req, ctx);
     },
 
     async revoke(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "Revoke needs an orchestrator credential");
+      contract.check(RevokeRequestSchema, req);
       const target = req.target;
-      if (target.case === undefined) {
-        throw invalidArgument("target", "set one of token_id, session_id, agent_id, user_id, resource");
-      }
+      if (target.case === undefined) throw invalidArgument("target", "set one of token_id, session_id, agent_id, user_id, resource");
       const kind: RevocationKind = ({ tokenId: "token_id", sessionId: "session_id", agentId: "agent_id", userId: "user_id", resource: "resource" } as const)[target.case];
-      const value = validateId(kind, target.value);
+      const value = target.value;
       const reason = validateReason("reason", req.reason, "revoked");
 
       let session: SessionRecord | undefined;
@@ -265,7 +265,8 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     async endSession(req, ctx) {
       const caller = principal(ctx);
-      const sessionId = validateId("session_id", req.sessionId);
+      contract.check(EndSessionRequestSchema, req);
+      const sessionId = req.sessionId;
       const reason = validateReason("reason", req.reason, "ended");
       if (caller.kind === "session" && caller.id !== sessionId) {
         throw capvendError("WRONG_CALLER", "a session credential can only end its own session");
@@ -305,8 +306,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async introspect(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
-      if (req.token.length === 0) throw invalidArgument("token", "must not be empty");
-      if (Buffer.byteLength(req.token) > MAX_INTROSPECT_TOKEN_BYTES) throw invalidArgument("token", `must be at most ${MAX_INTROSPECT_TOKEN_BYTES} bytes`);
+      contract.check(IntrospectRequestSchema, req);
       const inactive = create(IntrospectResponseSchema, { active: false });
 
       let claims;

@@ -79,13 +79,20 @@ const startBase: StartInit = { agentId: "sales-bot", userId: "alice", grants: [O
 
 // [what, request, field named in the message, rule named in the message]
 const startCases: [string, StartInit, string, RegExp][] = [
+  ["agent_id with ZERO WIDTH SPACE", { ...startBase, agentId: "sales\u200bbot" }, "agent_id", /zero-width/],
+  ["user_id of white space only", { ...startBase, userId: " \u3000 " }, "user_id", /white space/],
+  ['a grant resource "."', { ...startBase, grants: [{ resource: ".", scopes: ["read"] }] }, "grants[0].resource", /must not be "\." or "\.\."/],
+  ['a scope with a double quote', { ...startBase, grants: [{ resource: "calendar", scopes: ['read"'] }] }, "grants[0].scopes[0]", /scope-token/],
+  ["a label key \"..\"", { ...startBase, labels: { "..": "v" } }, 'labels[".."]', /key must not be "\." or "\.\."/],
+  ["a label value with RIGHT-TO-LEFT OVERRIDE", { ...startBase, labels: { env: "prod\u202e" } }, 'labels["env"]', /bidirectional/],
+  ["a request_id that is not a UUID", { ...startBase, requestId: "retry-1" }, "request_id", /must be a UUID/],
   ["empty agent_id", { ...startBase, agentId: "" }, "agent_id", /must not be empty/],
   ["257-byte agent_id", { ...startBase, agentId: bytes(257) }, "agent_id", /at most 256 bytes/],
   ["agent_id of 129 two-byte characters", { ...startBase, agentId: MULTIBYTE_257 }, "agent_id", /at most 256 bytes/],
   ["agent_id with a newline", { ...startBase, agentId: "sales-bot\nforged log line" }, "agent_id", /control characters/],
   ["agent_id with U+2028", { ...startBase, agentId: "sales\u2028bot" }, "agent_id", /control characters/],
   ["agent_id with C1 control U+0085 (NEL)", { ...startBase, agentId: "sales\u0085bot" }, "agent_id", /control characters/],
-  ["a label value with C1 control U+009B (CSI)", { ...startBase, labels: { env: "\u009b31mred" } }, "labels.env", /control characters/],
+  ["a label value with C1 control U+009B (CSI)", { ...startBase, labels: { env: "\u009b31mred" } }, "labels[\"env\"]", /control characters/],
   ["a label key with C1 control U+0085", { ...startBase, labels: { "env\u0085x": "v" } }, "labels[", /key must be/],
   ["empty user_id (set but empty)", { ...startBase, userId: "" }, "user_id", /must not be empty/],
   ["257-byte user_id", { ...startBase, userId: bytes(257) }, "user_id", /at most 256 bytes/],
@@ -102,13 +109,13 @@ const startCases: [string, StartInit, string, RegExp][] = [
   ["a 129-byte scope", { ...startBase, grants: [{ resource: "calendar", scopes: [bytes(129)] }] }, "grants[0].scopes[0]", /at most 128 bytes/],
   ["65 scopes", { ...startBase, grants: [{ resource: "calendar", scopes: Array.from({ length: 65 }, (_, i) => `s${i}`) }] }, "grants[0].scopes", /at most 64 scopes/],
   ["a zero ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0) }] }, "grants[0].ttl", /at least 1s/],
-  ["a negative ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(-60) }] }, "grants[0].ttl", /must be positive/],
-  ["a negative sub-second ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, -500_000_000) }] }, "grants[0].ttl", /must be positive/],
+  ["a negative ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(-60) }] }, "grants[0].ttl", /must be at least 1s/],
+  ["a negative sub-second ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, -500_000_000) }] }, "grants[0].ttl", /must be at least 1s/],
   ["a 999 ms ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, 999_000_000) }] }, "grants[0].ttl", /at least 1s/],
   ["a ttl above CAPVEND_MAX_TOKEN_TTL", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(3601) }] }, "grants[0].ttl", /at most 3600s/],
   ["a ttl 1 ms above the maximum", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(3600, 1_000_000) }] }, "grants[0].ttl", /at most 3600s/],
   ["a huge ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(Number.MAX_SAFE_INTEGER) }] }, "grants[0].ttl", /at most 3600s/],
-  ["a ttl with nanos out of range (not a valid Duration)", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, 1_500_000_000) }] }, "grants[0].ttl", /nanos/],
+  ["a ttl with nanos out of range (not a valid Duration)", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(5, 1_500_000_000) }] }, "grants[0].ttl", /nanos/],
   ["a ttl with seconds and nanos of opposite signs", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(60, -1) }] }, "grants[0].ttl", /must be positive/],
   ["a zero max_duration", { ...startBase, maxDuration: secs(0) }, "max_duration", /at least 1s/],
   ["a max_duration above the maximum", { ...startBase, maxDuration: secs(8 * 3600 + 1) }, "max_duration", /at most 28800s/],
@@ -119,8 +126,8 @@ const startCases: [string, StartInit, string, RegExp][] = [
   ["a label key with a slash", { ...startBase, labels: { "team/owner": "v" } }, "labels[", /key must be/],
   ["a label key with a newline", { ...startBase, labels: { "env\n2026-01-01 INFO forged": "v" } }, "labels[", /key must be/],
   ["a label key with U+2028", { ...startBase, labels: { "env\u2028forged": "v" } }, "labels[", /key must be/],
-  ["a 257-byte label value", { ...startBase, labels: { env: bytes(257) } }, "labels.env", /at most 256 bytes/],
-  ["a label value with a newline", { ...startBase, labels: { env: "prod\nx" } }, "labels.env", /control characters/],
+  ["a 257-byte label value", { ...startBase, labels: { env: bytes(257) } }, 'labels["env"]', /at most 256 bytes/],
+  ["a label value with a newline", { ...startBase, labels: { env: "prod\nx" } }, 'labels["env"]', /control characters/],
 ];
 
 describe("StartSession refuses bad input with INVALID_ARGUMENT and records nothing", () => {
@@ -155,6 +162,11 @@ describe("StartSession refuses bad input with INVALID_ARGUMENT and records nothi
 });
 
 const issueCases: [string, IssueInit, string, RegExp][] = [
+  ["a resource with RIGHT-TO-LEFT OVERRIDE", { resource: "sales\u202eforce", scopes: ["read"] }, "resource", /bidirectional/],
+  ["a resource of white space only", { resource: "   ", scopes: ["read"] }, "resource", /white space/],
+  ['a resource ".."', { resource: "..", scopes: ["read"] }, "resource", /must not be "\." or "\.\."/],
+  ['a scope with a double quote', { resource: "salesforce", scopes: ['read"'] }, "scopes[0]", /scope-token/],
+  ["a non-ASCII scope", { resource: "salesforce", scopes: ["lecture-é"] }, "scopes[0]", /scope-token/],
   ["empty resource", { resource: "", scopes: ["read"] }, "resource", /must not be empty/],
   ["257-byte resource", { resource: bytes(257), scopes: ["read"] }, "resource", /at most 256 bytes/],
   ["no scopes", { resource: "salesforce", scopes: [] }, "scopes", /at least one scope/],
@@ -163,7 +175,7 @@ const issueCases: [string, IssueInit, string, RegExp][] = [
   ["a scope with a space", { resource: "salesforce", scopes: ["read write"] }, "scopes[0]", /whitespace/],
   ["65 scopes", { resource: "salesforce", scopes: Array.from({ length: 65 }, (_, i) => `s${i}`) }, "scopes", /at most 64 scopes/],
   ["a zero ttl", { resource: "salesforce", scopes: ["read"], ttl: secs(0) }, "ttl", /at least 1s/],
-  ["a negative ttl", { resource: "salesforce", scopes: ["read"], ttl: secs(-1) }, "ttl", /must be positive/],
+  ["a negative ttl", { resource: "salesforce", scopes: ["read"], ttl: secs(-1) }, "ttl", /must be at least 1s/],
   ["a 500 ms ttl", { resource: "salesforce", scopes: ["read"], ttl: secs(0, 500_000_000) }, "ttl", /at least 1s/],
   ["a ttl above the maximum", { resource: "salesforce", scopes: ["read"], ttl: secs(2 * 3600) }, "ttl", /at most 3600s/],
 ];
