@@ -3,7 +3,7 @@
  * and the rule, no token or secret in it, and leaves nothing half-recorded behind.
  */
 import http2 from "node:http2";
-import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as jose from "jose";
@@ -12,6 +12,7 @@ import { createMemoryAuditSink, type MemoryAuditSink } from "../../src/audit/mem
 import { newSessionCredential } from "../../src/auth/credentials.js";
 import { reasonOf } from "../../src/errors.js";
 import { errorInfoFromStatusDetails } from "../helpers/error-info.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import {
   IssueTokenRequestSchema,
   RevokeRequestSchema,
@@ -457,6 +458,19 @@ function grpcFrame(payload: Uint8Array): Uint8Array {
 }
 
 /** gRPC status and message from a raw response (trailers, or headers for trailers-only). */
+/** A Connect protocol error body (unary, or the end-of-stream frame's "error"). */
+interface ConnectErrorBody {
+  code: string;
+  message: string;
+  details?: { type: string; value: string }[];
+}
+
+/** The ErrorInfo in a Connect error body's details, as any Connect client decodes it. */
+function connectErrorInfo(body: ConnectErrorBody) {
+  const d = body.details?.find((x) => x.type === "google.rpc.ErrorInfo");
+  return d && fromBinary(ErrorInfoSchema, Buffer.from(d.value, "base64"));
+}
+
 function grpcStatus(r: RawResponse): { status: number; message: string; reason: string | undefined } {
   const pick = (k: string) => (r.trailers[k] ?? r.headers[k]) as string | undefined;
   const info = errorInfoFromStatusDetails(pick("grpc-status-details-bin"));
@@ -478,11 +492,12 @@ describe("malformed protobuf", () => {
       headers: { "content-type": "application/proto", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` },
       body: garbage,
     });
-    const body = (await res.json()) as { code: string; message: string };
+    const body = (await res.json()) as ConnectErrorBody;
     expect(res.status).toBe(400);
     expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/^parse binary: /);
     expect(body.message).not.toContain(ORCHESTRATOR_TOKEN);
+    expect(connectErrorInfo(body)?.reason).toBe("INVALID_ARGUMENT");
     expect(snapshot()).toEqual(before);
     await serverStillAnswers();
   });
@@ -490,10 +505,11 @@ describe("malformed protobuf", () => {
   it.each(GARBAGE)("Connect over HTTP/2: %s → invalid_argument", async (_what, garbage) => {
     const before = snapshot();
     const res = await h2Post(METHOD_PATH, { "content-type": "application/proto", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` }, garbage);
-    const body = JSON.parse(res.body.toString("utf8")) as { code: string; message: string };
+    const body = JSON.parse(res.body.toString("utf8")) as ConnectErrorBody;
     expect(res.status).toBe(400);
     expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/^parse binary: /);
+    expect(connectErrorInfo(body)?.reason).toBe("INVALID_ARGUMENT");
     expect(snapshot()).toEqual(before);
     await serverStillAnswers();
   });
@@ -509,6 +525,7 @@ describe("malformed protobuf", () => {
     const st = grpcStatus(res);
     expect(st.status).toBe(Code.InvalidArgument);
     expect(st.message).toMatch(/^parse binary: /);
+    expect(st.reason).toBe("INVALID_ARGUMENT");
     expect(snapshot()).toEqual(before);
     await serverStillAnswers();
   });
@@ -523,6 +540,8 @@ describe("malformed protobuf", () => {
     const trailerStart = bytes.indexOf(0x80);
     const text = new TextDecoder().decode(bytes.subarray(trailerStart + 5));
     expect(res.headers.get("grpc-status") ?? text).toMatch(/grpc-status: ?3\b|^3$/);
+    const bin = res.headers.get("grpc-status-details-bin") ?? /grpc-status-details-bin: ?(\S+)\r\n/.exec(text)?.[1];
+    expect(errorInfoFromStatusDetails(bin)?.reason).toBe("INVALID_ARGUMENT");
     await serverStillAnswers();
   });
 
@@ -536,9 +555,10 @@ describe("malformed protobuf", () => {
     });
     const bytes = new Uint8Array(await res.arrayBuffer());
     expect(bytes[0]! & 0x02).toBe(0x02);
-    const end = JSON.parse(new TextDecoder().decode(bytes.subarray(5))) as { error: { code: string; message: string } };
+    const end = JSON.parse(new TextDecoder().decode(bytes.subarray(5))) as { error: ConnectErrorBody };
     expect(end.error.code).toBe("invalid_argument");
     expect(end.error.message).toMatch(/^parse binary: /);
+    expect(connectErrorInfo(end.error)?.reason).toBe("INVALID_ARGUMENT");
     await serverStillAnswers();
   });
 
@@ -548,6 +568,7 @@ describe("malformed protobuf", () => {
     const st = grpcStatus(res);
     expect(st.status).toBe(Code.InvalidArgument);
     expect(st.message).toBe("protocol error: incomplete envelope");
+    expect(st.reason).toBe("INVALID_ARGUMENT");
     await serverStillAnswers();
   });
 
@@ -558,9 +579,10 @@ describe("malformed protobuf", () => {
         headers: { "content-type": "application/json", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` },
         body,
       });
-      const out = (await res.json()) as { code: string };
+      const out = (await res.json()) as ConnectErrorBody;
       expect(res.status, body).toBe(400);
       expect(out.code, body).toBe("invalid_argument");
+      expect(connectErrorInfo(out)?.reason, body).toBe("INVALID_ARGUMENT");
     }
     await serverStillAnswers();
   });
@@ -574,6 +596,7 @@ describe("oversized messages (> CAPVEND_MAX_MESSAGE_BYTES, 64 KiB)", () => {
       const before = snapshot();
       const f = await failure(rawAuthClient(`Bearer ${ORCHESTRATOR_TOKEN}`, kind).startSession({ ...startBase, agentId: huge }));
       expect(f.code).toBe(Code.ResourceExhausted);
+      expect(f.reason).toBe("MESSAGE_TOO_LARGE");
       expect(f.message).not.toContain(huge.slice(0, 1024));
       expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
       expect(snapshot()).toEqual(before);

@@ -263,6 +263,10 @@ const CASES: Case[] = [
     },
   },
   {
+    reason: "MESSAGE_TOO_LARGE",
+    call: async () => ({ method: "startSession", bearer: ORCHESTRATOR_TOKEN, request: req(StartSessionRequestSchema, { agentId: "a".repeat(70 * 1024), grants }) }),
+  },
+  {
     reason: "INTERNAL",
     call: async () => {
       const s = await session();
@@ -313,6 +317,7 @@ describe("every reason arrives as google.rpc.ErrorInfo with its code", () => {
   it("covers every reason the server returns today", () => {
     const notReturned: Reason[] = ["SLOW_READER", "TOKEN_REVOKED", "GRANT_REVOKED", "TTL_EXCEEDS_GRANT", "STREAM_LIMIT", "SESSION_QUOTA", "OVERLOADED", "POLICY_CHANGED"];
     const covered = new Set<Reason>([...CASES.map((c) => c.reason), "DRAINING"]);
+    expect(notReturned.filter((r) => covered.has(r))).toEqual([]);
     expect(REASONS.filter((r) => !covered.has(r) && !notReturned.includes(r))).toEqual([]);
   });
 });
