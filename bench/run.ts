@@ -11,6 +11,8 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   issuance: () => import("./issuance.js"),
   validation: () => import("./validation.js"),
   "cross-replica": () => import("./cross-replica.js"),
+  peer: () => import("./peer.js"),
+  profile: () => import("./profile.js"),
 };
 
 const wanted = process.argv.slice(2);
