@@ -14,6 +14,12 @@ import type { GrantSpec } from "../sessions/session-store.js";
 /** Token lifetimes and session durations are whole seconds in the JWT: under a second is refused. */
 export const MIN_TTL_MS = 1000;
 
+/** An identifier (already checked against the contract's profile): never a token, credential or key, since ids are recorded in the audit log. */
+export function validateId(field: string, value: string): string {
+  if (looksSecret(value)) throw invalidArgument(field, "must not be a token, credential or key");
+  return value;
+}
+
 /** Converts a protobuf Duration to ms; undefined stays undefined. Negative, sub-second or above `maxMs` is refused. */
 export function validateDuration(field: string, d: Duration | undefined, maxMs: number): number | undefined {
   if (d === undefined) return undefined;
