@@ -14,6 +14,7 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   profile: () => import("./profile.js"),
   limits: () => import("./limits.js"),
   client: () => import("./client.js"),
+  durability: () => import("./durability.js"),
 };
 
 const wanted = process.argv.slice(2);
