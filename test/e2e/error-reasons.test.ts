@@ -6,8 +6,9 @@
  * grpc-status-details-bin as google.rpc.Status.
  *
  * SLOW_READER is not here: the server resets the stuck stream (HTTP/2 ENHANCE_YOUR_CALM), so
- * no status can carry it (test/e2e/watch.test.ts covers the reset). The reasons the contract
- * declares for later versions (GRANT_REVOKED, TTL_EXCEEDS_GRANT, STREAM_LIMIT, SESSION_QUOTA,
+ * no status can carry it (test/e2e/watch.test.ts covers the reset). STREAM_LIMIT belongs to
+ * the stream and connection limits (test/transport/abuse.test.ts). The reasons the contract
+ * declares for later versions (GRANT_REVOKED, TTL_EXCEEDS_GRANT, SESSION_QUOTA,
  * POLICY_CHANGED, TOKEN_REVOKED) are not returned yet.
  */
 import { randomUUID } from "node:crypto";
