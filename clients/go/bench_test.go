@@ -80,4 +80,3 @@ func benchRoundTrip(b *testing.B, rt http.RoundTripper) {
 		resp.Body.Close()
 	}
 }
-

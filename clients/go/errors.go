@@ -45,6 +45,7 @@ const (
 	ReasonOverloaded            Reason = "OVERLOADED"
 	ReasonPolicyChanged         Reason = "POLICY_CHANGED"
 	ReasonInternal              Reason = "INTERNAL"
+	ReasonMessageTooLarge       Reason = "MESSAGE_TOO_LARGE"
 )
 
 // fatal says, for every reason of the contract, whether it ends a CredentialManager for
@@ -80,6 +81,7 @@ var fatal = map[Reason]bool{
 	ReasonOverloaded:            false,
 	ReasonPolicyChanged:         true,
 	ReasonInternal:              false,
+	ReasonMessageTooLarge:       true,
 }
 
 // Error is a refusal: the gRPC code, capvend's reason (from the ErrorInfo detail) and the
