@@ -9,10 +9,12 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   audit: () => import("./audit.js"),
   streams: () => import("./streams.js"),
   issuance: () => import("./issuance.js"),
+  validation: () => import("./validation.js"),
   "cross-replica": () => import("./cross-replica.js"),
   "policy-drift": () => import("./policy-drift.js"),
   peer: () => import("./peer.js"),
   profile: () => import("./profile.js"),
+  limits: () => import("./limits.js"),
   client: () => import("./client.js"),
   durability: () => import("./durability.js"),
 };

@@ -55,7 +55,8 @@ export type ServerSettings = Pick<
   | "resourceServerHashes"
   | "keyPublishDelayMs"
   | "replicaId"
->;
+> &
+  Partial<Pick<Config, "limits">>;
 
 /** Everything a replica is built from. Swap any part (memory or NATS) without touching the services. */
 export interface CapvendServerDeps {
@@ -167,6 +168,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     renewLeadMs: settings.renewLeadMs,
     heartbeatIntervalMs: settings.heartbeatIntervalMs,
     stallTimeoutMs: settings.streamStallTimeoutMs,
+    maxStreamsPerSession: settings.limits?.maxStreamsPerSession,
+    maxStreams: settings.limits?.maxStreams,
     random: deps.random,
     drift,
     onDriftError: (err) => logger.error({ err }, "revoking a grant the policy no longer allows failed"),
@@ -262,6 +265,20 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     interceptors: [telemetry.interceptor, errorInterceptor(logger), auditInterceptor(decisions, traceIdOf), authInterceptor(authenticator, decisions, traceIdOf)],
     tls: deps.tls,
     readMaxBytes: settings.maxMessageBytes,
+    firstBytesTimeoutMs: settings.limits?.handshakeTimeoutMs,
+    http1HeadersTimeoutMs: settings.limits?.headersTimeoutMs,
+    limits: {
+      ...(settings.limits && {
+        maxConnections: settings.limits.maxConnections,
+        maxConnectionsPerAddress: settings.limits.maxConnectionsPerAddress,
+        idleTimeoutMs: settings.limits.idleTimeoutMs,
+        firstRequestTimeoutMs: settings.limits.firstRequestTimeoutMs,
+        maxConcurrentStreams: settings.limits.maxConcurrentStreams,
+        maxUnauthenticatedStreams: settings.limits.maxUnauthenticatedStreams,
+        maxResetsPerSecond: settings.limits.maxResetsPerSecond,
+      }),
+      streamStallTimeoutMs: settings.streamStallTimeoutMs,
+    },
     contextValues: (req) => createContextValues().set(nodeRequestKey, req),
     clock,
     onError: (err, context) => logger.error({ err, context }, "transport error"),

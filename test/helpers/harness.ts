@@ -55,6 +55,9 @@ export interface HarnessOptions {
   orchestrators?: Record<string, string>;
   /** Serves GET /metrics (a PrometheusExporter registered in `telemetry`). */
   metrics?: MetricsSource;
+  /** Stores to use instead of fresh memory ones (e.g. ones a test can make fail). */
+  sessions?: MemorySessionStore;
+  revocations?: MemoryRevocationList;
 }
 
 /** A whole replica on 127.0.0.1:0 with the example policy, memory stores and a memory audit sink. */
@@ -69,8 +72,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const audit = opts.audit ?? createMemoryAuditSink({ clock });
   const policy = opts.policy ?? (await loadPolicyEngine({ dir: opts.policyDir ?? DEFAULT_POLICY_DIR, clock }));
   const keyRing = await openKeyRing({ dataDir, alg: config.signingAlg, clock, maxTokenTtlMs: settings.maxTokenTtlMs });
-  const sessions = new MemorySessionStore(clock);
-  const revocations = new MemoryRevocationList(clock);
+  const sessions = opts.sessions ?? new MemorySessionStore(clock);
+  const revocations = opts.revocations ?? new MemoryRevocationList(clock);
   const server = await createCapvendServer({
     settings,
     clock,
