@@ -212,10 +212,8 @@ const CASES: Case[] = [
   {
     reason: "SCOPE_DENIED",
     metadata: { resource: "salesforce", scope: "delete", grantIndex: "0" },
-    call: async () => {
-      const s = await session({ grants: [{ resource: "salesforce", scopes: ["delete"] }] });
-      return { method: "watchSession", bearer: s.sessionCredential, request: req(WatchSessionRequestSchema, { grants: [{ resource: "salesforce", scopes: ["delete"] }] }) };
-    },
+    // A grant no policy can ever allow is refused at StartSession, naming it.
+    call: async () => ({ method: "startSession", bearer: ORCHESTRATOR_TOKEN, request: req(StartSessionRequestSchema, { agentId: "sales-bot", userId: "alice", grants: [{ resource: "salesforce", scopes: ["delete"] }] }) }),
   },
   {
     reason: "ACTION_DENIED",
