@@ -23,7 +23,7 @@ def ensure_buf_validate() -> None:
     if "buf.validate.validate_pb2" in sys.modules:
         return
     try:
-        import buf.validate.validate_pb2  # type: ignore[import-not-found]  # noqa: F401
+        import buf.validate.validate_pb2  # noqa: F401
 
         return
     except ImportError:
@@ -37,11 +37,11 @@ def ensure_buf_validate() -> None:
     buf = sys.modules.get("buf") or types.ModuleType("buf")
     validate = types.ModuleType("buf.validate")
     validate_pb2 = types.ModuleType("buf.validate.validate_pb2")
-    validate_pb2.DESCRIPTOR = pool.FindFileByName(_FILE)  # type: ignore[attr-defined]
-    buf.__path__ = getattr(buf, "__path__", [])  # type: ignore[attr-defined]
-    validate.__path__ = []  # type: ignore[attr-defined]
-    validate.validate_pb2 = validate_pb2  # type: ignore[attr-defined]
-    buf.validate = validate  # type: ignore[attr-defined]
+    setattr(validate_pb2, "DESCRIPTOR", pool.FindFileByName(_FILE))
+    setattr(buf, "__path__", getattr(buf, "__path__", []))
+    setattr(validate, "__path__", [])
+    setattr(validate, "validate_pb2", validate_pb2)
+    setattr(buf, "validate", validate)
     sys.modules.setdefault("buf", buf)
     sys.modules["buf.validate"] = validate
     sys.modules["buf.validate.validate_pb2"] = validate_pb2

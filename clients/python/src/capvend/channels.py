@@ -8,8 +8,11 @@ from dataclasses import dataclass
 import grpc
 
 #: gRPC channel settings: reconnect quickly after a replica restarts (grpc's own default waits
-#: a second first and grows to two minutes), and keep streams open however long they idle.
+#: a second first and grows to two minutes), and give each channel its own connections: with
+#: grpc's process-wide subchannel pool, a fresh channel to a replica that just came back
+#: would inherit another channel's "connection refused" until that one's backoff ends.
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.use_local_subchannel_pool", 1),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),

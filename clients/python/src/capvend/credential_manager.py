@@ -139,6 +139,11 @@ class CredentialManager:
         return str(self._current) if self._current else None
 
     @property
+    def liveness_timeout(self) -> float:
+        """Seconds of silence after which the watchdog replaces the connection (learned from heartbeats)."""
+        return self._watch.heartbeat_timeout()
+
+    @property
     def error(self) -> CapvendError | None:
         """Why the manager stopped, or None while it runs."""
         return self._cache.terminal

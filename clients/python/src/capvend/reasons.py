@@ -66,7 +66,7 @@ def reason_value(name: str) -> ErrorReasonValue:
 def reason_name(value: int) -> str:
     """The name of an enum value; ``ERROR_REASON_UNSPECIFIED`` for an unknown one."""
     try:
-        return str(ErrorReason.Name(value))  # type: ignore[arg-type]
+        return str(ErrorReason.Name(value))
     except ValueError:
         return REASON_UNSPECIFIED
 

@@ -71,13 +71,13 @@ def _scrub(value: Any, known: tuple[str, ...], depth: int) -> Any:
             return value
         return cleaned.encode("utf-8", errors="surrogateescape")
     if isinstance(value, dict):
-        cleaned = {_scrub(k, known, depth + 1): _scrub(v, known, depth + 1) for k, v in value.items()}
+        items = {_scrub(k, known, depth + 1): _scrub(v, known, depth + 1) for k, v in value.items()}
         if type(value) is dict:
-            return cleaned
+            return items
         try:
-            return type(value)(cleaned)
+            return type(value)(items)
         except Exception:  # noqa: BLE001 - a dict subclass with its own constructor
-            return cleaned
+            return items
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
         return type(value)(*(_scrub(v, known, depth + 1) for v in value))
     if isinstance(value, (list, tuple, set, frozenset)):
