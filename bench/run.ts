@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   streams: () => import("./streams.js"),
   issuance: () => import("./issuance.js"),
   "cross-replica": () => import("./cross-replica.js"),
+  python: () => import("./python.js"),
 };
 
 const wanted = process.argv.slice(2);
