@@ -22,7 +22,6 @@ from .channels import Endpoint, bearer, open_aio_channel, parse_endpoints
 from .credential_manager import DEFAULT_TOKEN_WAIT, GrantLike
 from .errors import CapvendError, error_from_rpc
 from .events import Connected, Disconnected, Event, Failed
-from .reasons import is_fatal
 from .token_cache import DEFAULT_EXPIRY_MARGIN, HeldToken, TokenCache
 from .v1 import vending_pb2 as pb
 from .watch_state import WatchState, grants_of
@@ -190,13 +189,12 @@ class AsyncCredentialManager:
             if self._closed or self._cache.terminal is not None:
                 self._notify()
                 return
-            if error is not None and is_fatal(error.reason_name):
-                if self._cache.finish(error):
+            fatal = self._watch.stream_ended(error)
+            if fatal is not None:
+                if self._cache.finish(fatal):
                     self._state = "failed"
-                    self._emit(Failed(error))
+                    self._emit(Failed(fatal))
                 return
-            if error is not None and error.reason_name == "RESUME_TOKEN_EXPIRED":
-                self._watch.resume_expired()
             index += 1
             delay = self._backoff.next_delay()
             self._state = "reconnecting"

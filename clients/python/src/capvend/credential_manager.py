@@ -22,7 +22,6 @@ from .backoff import Backoff
 from .channels import Endpoint, bearer, open_channel, parse_endpoints
 from .errors import CapvendError, error_from_rpc
 from .events import Connected, Disconnected, Event, Failed
-from .reasons import is_fatal
 from .token_cache import DEFAULT_EXPIRY_MARGIN, Grant, HeldToken, TokenCache
 from .watch_state import WatchState, grants_of
 
@@ -212,13 +211,12 @@ class CredentialManager:
                 error = self._stream_once(endpoint)
                 if self._stop.is_set() or self._cache.terminal is not None:
                     return
-                if error is not None and is_fatal(error.reason_name):
-                    if self._cache.finish(error):
+                fatal = self._watch.stream_ended(error)
+                if fatal is not None:
+                    if self._cache.finish(fatal):
                         self._state = "failed"
-                        self._emit(Failed(error))
+                        self._emit(Failed(fatal))
                     return
-                if error is not None and error.reason_name == "RESUME_TOKEN_EXPIRED":
-                    self._watch.resume_expired()
                 index += 1
                 delay = self._backoff.next_delay()
                 self._state = "reconnecting"

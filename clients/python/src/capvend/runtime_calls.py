@@ -11,7 +11,7 @@ from .channels import bearer, open_channel, parse_endpoint
 from .errors import error_from_rpc
 from .token_cache import HeldToken
 from .v1 import vending_pb2 as pb
-from .watch_state import duration_from_seconds
+from .watch_state import duration_from_seconds, held_token
 
 #: Per-call deadline, seconds.
 DEFAULT_CALL_TIMEOUT = 10.0
@@ -38,12 +38,4 @@ def issue_token(
         raise error_from_rpc(e) from None
     finally:
         channel.close()
-    t = res.token
-    return HeldToken(
-        token_id=t.token_id,
-        access_token=t.access_token,
-        resource=t.resource,
-        scopes=frozenset(t.scopes),
-        issued_at=t.issued_at.seconds + t.issued_at.nanos / 1e9,
-        expires_at=t.expires_at.seconds + t.expires_at.nanos / 1e9,
-    )
+    return held_token(res.token)

@@ -13,6 +13,7 @@ from google.protobuf import duration_pb2
 
 from .errors import CapvendError
 from .events import Event, SessionEnded, TokenRenewed, TokensRevoked
+from .reasons import is_fatal
 from .token_cache import Grant, HeldToken, TokenCache
 from .v1 import vending_pb2
 
@@ -37,6 +38,18 @@ def duration_from_seconds(seconds: float) -> duration_pb2.Duration:
     """A protobuf Duration of ``seconds``."""
     whole = int(seconds)
     return duration_pb2.Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
+
+
+def held_token(t: vending_pb2.Token) -> HeldToken:
+    """The in-memory form of a contract Token (times as epoch seconds)."""
+    return HeldToken(
+        token_id=t.token_id,
+        access_token=t.access_token,
+        resource=t.resource,
+        scopes=frozenset(t.scopes),
+        issued_at=t.issued_at.seconds + t.issued_at.nanos / 1e9,
+        expires_at=t.expires_at.seconds + t.expires_at.nanos / 1e9,
+    )
 
 
 def session_ended_error(reason: str) -> CapvendError:
@@ -73,6 +86,20 @@ class WatchState:
         """Forgets heartbeat timing that belonged to the previous connection."""
         self._last_heartbeat = None
 
+    def stream_ended(self, error: CapvendError | None) -> CapvendError | None:
+        """Decides after a stream ended with ``error``: the fatal error to stop on, or None to reconnect.
+
+        A refused resume token (too old) is dropped with the tokens it covered, so the next
+        stream starts fresh; every other non-fatal reason keeps the resume token.
+        """
+        if error is None:
+            return None
+        if is_fatal(error.reason_name):
+            return error
+        if error.reason_name == "RESUME_TOKEN_EXPIRED":
+            self.resume_expired()
+        return None
+
     def resume_expired(self) -> None:
         """The server refused the resume token as too old: start fresh, without stale tokens."""
         self.resume_token = ""
@@ -103,15 +130,7 @@ class WatchState:
         return []
 
     def _token_issued(self, issued: vending_pb2.TokenIssued) -> list[Event]:
-        t = issued.token
-        held = HeldToken(
-            token_id=t.token_id,
-            access_token=t.access_token,
-            resource=t.resource,
-            scopes=frozenset(t.scopes),
-            issued_at=t.issued_at.seconds + t.issued_at.nanos / 1e9,
-            expires_at=t.expires_at.seconds + t.expires_at.nanos / 1e9,
-        )
+        held = held_token(issued.token)
         grant = self.cache.put(issued.grant_index, held)
         if grant is None:
             return []
