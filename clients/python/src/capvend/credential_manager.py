@@ -196,6 +196,8 @@ class CredentialManager:
 
     def _stub(self, endpoint: Endpoint) -> VendingStub:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("closed")
             found = self._channels.get(endpoint)
             if found is None:
                 channel = open_channel(endpoint, self._credentials)
