@@ -29,7 +29,7 @@ export interface CredentialManagerOptions {
 }
 
 export type CredentialManagerEvent =
-  | { type: "connected"; baseUrl: string; resumeAfter: bigint }
+  | { type: "connected"; baseUrl: string; resumeToken: string }
   | { type: "token"; resource: string; tokenId: string; expiresAt: number }
   | { type: "revoked"; tokenIds: string[]; resources: string[]; reason: string }
   | { type: "disconnected"; code: Code | undefined; retryInMs: number }
@@ -62,7 +62,7 @@ const TERMINAL = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.Inva
 /**
  * The runtime side of a session. It holds one WatchSession stream, keeps the newest token
  * of each grant, drops a token the moment the server revokes it, and reconnects (to the next
- * replica, with `resume_after`) when the stream drops or the server drains. Agent code asks
+ * replica, with the resume token) when the stream drops or the server drains. Agent code asks
  * `token(resource)` or uses `fetch(resource)`; it never stores a token, and the LLM never
  * sees one.
  */
@@ -74,7 +74,7 @@ export class CredentialManager {
   readonly #waiters = new Set<() => void>();
   #state: CredentialManagerState = "idle";
   #terminal: { why: "ended" | "failed" | "closed"; detail: string } | undefined;
-  #lastRevision = 0n;
+  #resumeToken = "";
   #replica = 0;
   #abort = new AbortController();
   #loop: Promise<void> | undefined;
@@ -103,9 +103,9 @@ export class CredentialManager {
     return this.#state;
   }
 
-  /** The last revision seen; a new manager for the same session may resume from it. */
-  get lastRevision(): bigint {
-    return this.#lastRevision;
+  /** The resume token of the last event seen (opaque); empty before the first. */
+  get resumeToken(): string {
+    return this.#resumeToken;
   }
 
   /** Opens the stream (idempotent). */
@@ -167,13 +167,13 @@ export class CredentialManager {
     while (!this.#terminal) {
       const client = this.#clients[this.#replica % this.#clients.length]!;
       const baseUrl = this.#opts.baseUrls[this.#replica % this.#clients.length]!;
-      this.#state = this.#lastRevision > 0n ? "reconnecting" : "connecting";
+      this.#state = this.#resumeToken !== "" ? "reconnecting" : "connecting";
       let code: Code | undefined;
       try {
         const stream = client.watchSession(
           {
             grants: this.#opts.grants.map((g) => ({ resource: g.resource, scopes: g.scopes, ttl: g.ttlSeconds ? { seconds: BigInt(g.ttlSeconds) } : undefined })),
-            resumeAfter: this.#lastRevision,
+            resumeToken: this.#resumeToken,
           },
           { signal: this.#abort.signal },
         );
@@ -182,9 +182,9 @@ export class CredentialManager {
           if (!announced) {
             announced = true;
             failures = 0;
-            this.#opts.onEvent?.({ type: "connected", baseUrl, resumeAfter: this.#lastRevision });
+            this.#opts.onEvent?.({ type: "connected", baseUrl, resumeToken: this.#resumeToken });
           }
-          this.#lastRevision = m.revision;
+          this.#resumeToken = m.resumeToken;
           this.#apply(m.event);
           if (this.#terminal) return;
         }
@@ -193,7 +193,11 @@ export class CredentialManager {
         if (this.#terminal) return;
         const e = ConnectError.from(err);
         code = e.code;
-        if (TERMINAL.has(e.code)) {
+        if (e.code === Code.FailedPrecondition) {
+          // RESUME_TOKEN_EXPIRED: every token held has expired; start afresh.
+          this.#resumeToken = "";
+          this.#held.clear();
+        } else if (TERMINAL.has(e.code)) {
           this.#finish("failed", `${Code[e.code]}: ${e.rawMessage}`);
           this.#opts.onEvent?.({ type: "failed", code: e.code, message: e.rawMessage });
           return;

@@ -31,7 +31,7 @@ export function authInterceptor(authenticator: Authenticator): Interceptor {
     const allowed = METHOD_CALLERS[req.method.name] ?? [];
     if (!allowed.includes(principal.kind)) {
       throw capvendError(
-        "wrong_caller",
+        "WRONG_CALLER",
         `${req.method.name} cannot be called with ${CALLER_NAMES[principal.kind]}; it needs ${allowed.map((k) => CALLER_NAMES[k]).join(" or ")}`,
       );
     }

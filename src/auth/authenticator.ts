@@ -53,21 +53,21 @@ export async function createAuthenticator(opts: AuthenticatorOptions): Promise<A
     try {
       session = await opts.sessions.get(sessionId);
     } catch (err) {
-      throw capvendError("session_store_unavailable", "the session store is unavailable; retry", err);
+      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
     }
-    if (!session || !digestsEqual(session.credentialHash, secretHash)) {
-      throw capvendError("unknown_credential", "unknown session credential");
+    if (!session || !(digestsEqual(session.credentialHash, secretHash) || session.retryCredentialHashes?.some((h) => digestsEqual(h, secretHash)))) {
+      throw capvendError("UNKNOWN_CREDENTIAL", "unknown session credential");
     }
     const now = opts.clock.now();
-    if (session.endedAt !== undefined) throw capvendError("session_ended", `session ${session.id} has ended`);
-    if (session.expiresAt <= now) throw capvendError("session_ended", `session ${session.id} has expired`);
+    if (session.endedAt !== undefined) throw capvendError("SESSION_ENDED", `session ${session.id} has ended`, { sessionId: session.id });
+    if (session.expiresAt <= now) throw capvendError("SESSION_ENDED", `session ${session.id} has expired`, { sessionId: session.id });
     const revoked = opts.revocations.sessionRevocation({
       sessionId: session.id,
       agentId: session.agentId,
       userId: session.userId,
       createdAt: session.createdAt,
     });
-    if (revoked) throw capvendError("session_ended", `session ${session.id} was revoked (${revoked.id})`);
+    if (revoked) throw capvendError("SESSION_ENDED", `session ${session.id} was revoked (${revoked.id})`, { sessionId: session.id });
     return { kind: "session", id: session.id, session };
   }
 
@@ -82,22 +82,22 @@ export async function createAuthenticator(opts: AuthenticatorOptions): Promise<A
       return { kind: "orchestrator", id: payload.sub!, via: "oidc" };
     } catch (err) {
       // jose's messages name claims, never the token; keep the detail for the log only.
-      throw capvendError("unknown_credential", "the bearer JWT was not accepted (issuer, audience, expiry or signature)", err);
+      throw capvendError("UNKNOWN_CREDENTIAL", "the bearer JWT was not accepted (issuer, audience, expiry or signature)", {}, err);
     }
   }
 
   return {
     async authenticate(authorization) {
-      if (!authorization) throw capvendError("missing_credential", 'missing "authorization: Bearer <credential>" header');
+      if (!authorization) throw capvendError("MISSING_CREDENTIAL", 'missing "authorization: Bearer <credential>" header');
       const m = /^Bearer +(\S+) *$/i.exec(authorization);
-      if (!m) throw capvendError("missing_credential", 'the authorization header must be "Bearer <credential>"');
+      if (!m) throw capvendError("MISSING_CREDENTIAL", 'the authorization header must be "Bearer <credential>"');
       const bearer = m[1]!;
       const session = parseSessionCredential(bearer);
       if (session) return authenticateSession(session.sessionId, session.secretHash);
       const known = byHash.get(sha256Hex(bearer));
       if (known) return known;
       if (oidcKeys && JWT_SHAPE.test(bearer)) return authenticateOidc(bearer);
-      throw capvendError("unknown_credential", "unknown credential");
+      throw capvendError("UNKNOWN_CREDENTIAL", "unknown credential");
     },
   };
 }

@@ -5,6 +5,15 @@ export function newSessionId(): string {
   return "ses_" + randomBytes(16).toString("base64url");
 }
 
+/**
+ * The session id for a StartSession request_id: the same for every attempt of one
+ * orchestrator's request, so that the store's atomic create lets only one attempt open a
+ * session, on any replica. 128 bits of sha256 over both, shaped like a random session id.
+ */
+export function sessionIdForRequest(orchestratorId: string, requestId: string): string {
+  return "ses_" + createHash("sha256").update("capvend StartSession request_id\0").update(orchestratorId).update("\0").update(requestId.toLowerCase()).digest().subarray(0, 16).toString("base64url");
+}
+
 /** Revocation ids look like `rev_` + 22 base64url characters. */
 export function newRevocationId(): string {
   return "rev_" + randomBytes(16).toString("base64url");

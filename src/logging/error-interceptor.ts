@@ -1,11 +1,12 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { capvendError } from "../errors.js";
+import { capvendError, withErrorInfo } from "../errors.js";
 import type { Logger } from "./logger.js";
 
 /**
- * The last line of defence for what callers see: a ConnectError passes as it is (its
- * message was written for the caller); anything else becomes INTERNAL with a fixed message,
- * and its detail goes to the log only, redacted.
+ * The last line of defence for what callers see: a ConnectError passes with its message
+ * (written for the caller), given an ErrorInfo when it has none (see withErrorInfo);
+ * anything else becomes INTERNAL with a fixed message, and its detail goes to the log only,
+ * redacted.
  */
 export function errorInterceptor(logger: Logger): Interceptor {
   const wrap = (err: unknown, procedure: string): ConnectError => {
@@ -13,10 +14,10 @@ export function errorInterceptor(logger: Logger): Interceptor {
       if (err.code === Code.Internal || err.code === Code.Unavailable || err.code === Code.Unknown) {
         logger.warn({ procedure, code: Code[err.code], msg_detail: err.rawMessage, cause: describe(err.cause) }, "rpc failed");
       }
-      return err;
+      return withErrorInfo(err);
     }
     logger.error({ procedure, err }, "unexpected error in handler");
-    return capvendError("internal", "internal error; the server log has the details", err);
+    return capvendError("INTERNAL", "internal error; the server log has the details", {}, err);
   };
   return (next) => async (req) => {
     const procedure = `${req.service.typeName}/${req.method.name}`;

@@ -4,14 +4,14 @@ import type { QueuedIterator } from "@nats-io/transport-node";
 import type { Clock, TimerHandle } from "../clock.js";
 import type { Logger } from "../logging/logger.js";
 import { SESSION_SWEEP_INTERVAL_MS } from "../sessions/memory-session-store.js";
-import type { GrantSpec, SessionRecord, SessionStore } from "../sessions/session-store.js";
+import { MAX_RETRY_CREDENTIALS, SessionExistsError, type GrantSpec, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
 import { withDeadline } from "./deadline.js";
 import { NatsBackendClosedError, NatsUnavailableError } from "./errors.js";
 import type { NatsLink } from "./link-state.js";
 import { SESSION_BUCKET } from "./names.js";
 import { sleep, superviseSubscription } from "./resubscribe.js";
 
-/** Attempts of the read-compare-write loop in `end` before it gives up as contended. */
+/** Attempts of the read-compare-write loop (`end`, `addCredential`) before it gives up as contended. */
 export const END_CAS_ATTEMPTS = 5;
 
 /** Longest wait in `close` for the watch loop to stop, ms. */
@@ -90,7 +90,7 @@ export class KvSessionStore implements SessionStore {
     try {
       revision = await this.#bounded(this.#opts.kv.create(record.id, encode(record)), "session create");
     } catch (err) {
-      if (isWrongRevision(err)) throw new Error(`session ${record.id} already exists`);
+      if (isWrongRevision(err)) throw new SessionExistsError(record.id);
       throw err;
     }
     this.#remember(record.id, structuredClone(record), revision);
@@ -107,24 +107,40 @@ export class KvSessionStore implements SessionStore {
   }
 
   async end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined> {
+    // Of concurrent ends the first wins: an ended record is kept as it is.
+    return this.#update(id, "session end", (r) => (r.endedAt !== undefined ? undefined : { ...r, endedAt: atMs, endReason: reason }));
+  }
+
+  async addCredential(id: string, credentialHash: string): Promise<SessionRecord | undefined> {
+    return this.#update(id, "session credential", (r) => ({
+      ...r,
+      retryCredentialHashes: [...(r.retryCredentialHashes ?? []), credentialHash].slice(-MAX_RETRY_CREDENTIALS),
+    }));
+  }
+
+  /**
+   * Read-compare-write on the entry's revision: `change` gets the current record and returns
+   * the new one, or undefined to keep it. Another replica's write in between makes it read
+   * again. Resolves to the stored record, or undefined when the session is unknown.
+   */
+  async #update(id: string, what: string, change: (r: SessionRecord) => SessionRecord | undefined): Promise<SessionRecord | undefined> {
     this.#assertOpen();
     if (!isValidKey(id)) return undefined;
-    this.#opts.link.assertConnected("session not ended");
+    this.#opts.link.assertConnected(`${what} not written`);
     for (let attempt = 0; attempt < END_CAS_ATTEMPTS; attempt++) {
       const current = await this.#read(id);
       if (!current) return undefined;
-      if (current.record.endedAt !== undefined) return structuredClone(current.record);
-      const ended: SessionRecord = { ...current.record, endedAt: atMs, endReason: reason };
+      const next = change(current.record);
+      if (!next) return structuredClone(current.record);
       try {
-        const revision = await this.#bounded(this.#opts.kv.update(id, encode(ended), current.revision), "session end");
-        this.#remember(id, ended, revision);
-        return structuredClone(ended);
+        const revision = await this.#bounded(this.#opts.kv.update(id, encode(next), current.revision), what);
+        this.#remember(id, next, revision);
+        return structuredClone(next);
       } catch (err) {
-        // Someone wrote in between (another end): read again and keep theirs if it ended it.
         if (!isWrongRevision(err)) throw err;
       }
     }
-    throw new NatsUnavailableError(`session end: ${END_CAS_ATTEMPTS} concurrent writes in a row; retry`);
+    throw new NatsUnavailableError(`${what}: ${END_CAS_ATTEMPTS} concurrent writes in a row; retry`);
   }
 
   async delete(id: string): Promise<void> {
@@ -246,7 +262,10 @@ export function parseSessionRecord(raw: unknown, key: string): SessionRecord | u
   const str = (v: unknown) => typeof v === "string";
   const time = (v: unknown) => typeof v === "number" && Number.isSafeInteger(v);
   if (r.id !== key || !str(r.agentId) || !str(r.startedBy) || !time(r.createdAt) || !time(r.expiresAt)) return undefined;
-  if (typeof r.credentialHash !== "string" || !/^[0-9a-f]{64}$/.test(r.credentialHash)) return undefined;
+  const hash = (v: unknown) => typeof v === "string" && /^[0-9a-f]{64}$/.test(v);
+  if (!hash(r.credentialHash)) return undefined;
+  if (r.retryCredentialHashes !== undefined && !(Array.isArray(r.retryCredentialHashes) && r.retryCredentialHashes.length <= MAX_RETRY_CREDENTIALS && r.retryCredentialHashes.every(hash))) return undefined;
+  if (r.requestFingerprint !== undefined && !hash(r.requestFingerprint)) return undefined;
   if (r.userId !== undefined && !str(r.userId)) return undefined;
   if (r.endedAt !== undefined && !time(r.endedAt)) return undefined;
   if (r.endReason !== undefined && !str(r.endReason)) return undefined;

@@ -50,11 +50,11 @@ export function createIssuer(opts: IssuerOptions): Issuer {
   function grantFor(session: SessionRecord, req: TokenRequest) {
     const grant = session.grants.find((g) => g.resource === req.resource);
     if (!grant) {
-      throw capvendError("resource_not_granted", `resource "${req.resource}" is not among the grants of session ${session.id}`);
+      throw capvendError("RESOURCE_NOT_GRANTED", `resource "${req.resource}" is not among the grants of session ${session.id}`, { resource: req.resource });
     }
     for (const scope of req.scopes) {
       if (!grant.scopes.includes(scope)) {
-        throw capvendError("scope_not_granted", `scope "${scope}" on resource "${req.resource}" is not among the grants of session ${session.id}`);
+        throw capvendError("SCOPE_NOT_GRANTED", `scope "${scope}" on resource "${req.resource}" is not among the grants of session ${session.id}`, { resource: req.resource, scope });
       }
     }
     return grant;
@@ -80,7 +80,7 @@ export function createIssuer(opts: IssuerOptions): Issuer {
   }
 
   const deniedError = (session: SessionRecord, req: TokenRequest, scope: string, why: string) =>
-    capvendError("scope_denied", `scope "${scope}" on resource "${req.resource}" is denied for agent "${session.agentId}": ${why}`);
+    capvendError("SCOPE_DENIED", `scope "${scope}" on resource "${req.resource}" is denied for agent "${session.agentId}": ${why}`, { resource: req.resource, scope });
 
   return {
     authorize(session, req) {
@@ -116,7 +116,7 @@ export function createIssuer(opts: IssuerOptions): Issuer {
       const now = clock.now();
       // Never past the session's end: a token outliving its session would outlive its revocation.
       const expiresAtMs = Math.min(now + ttlMs, session.expiresAt);
-      if (expiresAtMs - now < 1000) throw capvendError("session_ended", `session ${session.id} ends in less than a second`);
+      if (expiresAtMs - now < 1000) throw capvendError("SESSION_ENDED", `session ${session.id} ends in less than a second`, { sessionId: session.id });
       const minted = minter.mint({
         agentId: session.agentId,
         userId: session.userId,
@@ -147,6 +147,6 @@ export async function appendOrFail(audit: Pick<AuditSink, "append">, event: Audi
   try {
     await audit.append(event);
   } catch (err) {
-    throw capvendError("audit_unavailable", `the audit log is unavailable, so ${outcome}; retry later`, err);
+    throw capvendError("AUDIT_UNAVAILABLE", `the audit log is unavailable, so ${outcome}; retry later`, {}, err);
   }
 }

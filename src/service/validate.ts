@@ -113,3 +113,12 @@ export function validateReason(field: string, reason: string, fallback: string):
   if (looksSecret(reason)) throw invalidArgument(field, "must not contain a token, credential or key");
   return reason || fallback;
 }
+
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** StartSession's request_id: empty (no deduplication) or a UUID (AIP-155). Returns undefined for empty. */
+export function validateRequestId(field: string, value: string): string | undefined {
+  if (value === "") return undefined;
+  if (!UUID.test(value)) throw invalidArgument(field, "must be a UUID, e.g. 0b7f4a2e-6c1d-4f3a-9e8b-2d5c7a1f0e94");
+  return value.toLowerCase();
+}

@@ -2,7 +2,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuditSink } from "../audit/sink.js";
-import { newRevocationId, newSessionCredential, newSessionId } from "../auth/credentials.js";
+import { newRevocationId, newSessionCredential, newSessionId, sessionIdForRequest } from "../auth/credentials.js";
 import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import { capvendError, invalidArgument } from "../errors.js";
@@ -13,7 +13,7 @@ import {
   type WatchSessionResponse,
 } from "../gen/capvend/v1/vending_pb.js";
 import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
-import type { SessionRecord, SessionStore } from "../sessions/session-store.js";
+import { SessionExistsError, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
 import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
 import { issuedAtMsOfJti } from "../tokens/jti.js";
 import type { Verifier } from "../tokens/verify.js";
@@ -27,8 +27,10 @@ import {
   validateId,
   validateLabels,
   validateReason,
+  validateRequestId,
   validateScopes,
 } from "./validate.js";
+import { requestFingerprint } from "./request-fingerprint.js";
 
 /** What the vending service needs; each piece is an interface with a memory and a NATS form. */
 export interface VendingServiceDeps {
@@ -55,14 +57,14 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
   function principal(ctx: HandlerContext): Principal {
     const p = ctx.values.get(principalKey);
     // The auth interceptor always sets it; reaching here without one is a wiring bug.
-    if (!p) throw capvendError("internal", "no authenticated caller");
+    if (!p) throw capvendError("INTERNAL", "no authenticated caller");
     return p;
   }
 
   function requireAllowed(caller: Exclude<Principal, { kind: "session" }>, action: OrchestratorAction, resource: { type: string; id: string }, context: Parameters<typeof callerRequest>[3] = {}) {
     const d = policy.authorize(callerRequest(caller, action, resource, context));
     if (!d.allowed) {
-      throw capvendError("action_denied", `${caller.kind === "orchestrator" ? "orchestrator" : "resource server"} "${caller.id}" may not ${action} on ${resource.type} "${resource.id}": ${explainDenial(d)}`);
+      throw capvendError("ACTION_DENIED", `${caller.kind === "orchestrator" ? "orchestrator" : "resource server"} "${caller.id}" may not ${action} on ${resource.type} "${resource.id}": ${explainDenial(d)}`);
     }
     return d;
   }
@@ -72,10 +74,35 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     try {
       s = await sessions.get(id);
     } catch (err) {
-      throw capvendError("session_store_unavailable", "the session store is unavailable; retry", err);
+      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
     }
-    if (!s) throw capvendError("session_not_found", `session_id: no session "${id}"`);
+    if (!s) throw capvendError("SESSION_NOT_FOUND", `session_id: no session "${id}"`, { field: "session_id", sessionId: id });
     return s;
+  }
+
+  /**
+   * A StartSession retry (same orchestrator and request_id): the session an earlier attempt
+   * opened, with `credentialHash` added as another valid credential. Refuses a different
+   * request under the same id (REQUEST_ID_REUSED) and a session that is over (SESSION_ENDED).
+   */
+  async function retriedSession(orchestratorId: string, requestId: string, attempt: SessionRecord, credentialHash: string): Promise<SessionRecord> {
+    const existing = await loadSession(attempt.id);
+    if (existing.startedBy !== orchestratorId || existing.requestFingerprint !== attempt.requestFingerprint) {
+      throw capvendError("REQUEST_ID_REUSED", `request_id: ${requestId} was used before for a different StartSession request; use a new request_id`, { field: "request_id" });
+    }
+    const now = clock.now();
+    const revoked = revocations.sessionRevocation({ sessionId: existing.id, agentId: existing.agentId, userId: existing.userId, createdAt: existing.createdAt });
+    if (existing.endedAt !== undefined || existing.expiresAt <= now || revoked) {
+      throw capvendError("SESSION_ENDED", `session ${existing.id}, opened for request_id ${requestId}, is over; start a new session with a new request_id`, { sessionId: existing.id });
+    }
+    let updated: SessionRecord | undefined;
+    try {
+      updated = await sessions.addCredential(existing.id, credentialHash);
+    } catch (err) {
+      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
+    }
+    if (!updated) throw capvendError("SESSION_STORE_UNAVAILABLE", "the session was removed while retrying; retry", {});
+    return updated;
   }
 
   async function publish(r: Revocation): Promise<void> {
@@ -83,7 +110,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       try {
         await revocations.publish(r);
       } catch (err) {
-        throw capvendError("revocation_unavailable", "the revocation could not be stored, so it did not take effect; retry", err);
+        throw capvendError("REVOCATION_UNAVAILABLE", "the revocation could not be stored, so it did not take effect; retry", {}, err);
       }
     };
     await (deps.tracePublish ? deps.tracePublish(r, store) : store());
@@ -92,16 +119,17 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
   return {
     async startSession(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind !== "orchestrator") throw capvendError("wrong_caller", "StartSession needs an orchestrator credential");
+      if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "StartSession needs an orchestrator credential");
       const agentId = validateId("agent_id", req.agentId);
       const userId = req.userId === undefined ? undefined : validateId("user_id", req.userId);
       const grants = validateGrants("grants", req.grants, limits.maxTokenTtlMs);
       const durationMs = validateDuration("max_duration", req.maxDuration, limits.sessionMaxDurationMs) ?? limits.sessionMaxDurationMs;
       const labels = validateLabels("labels", req.labels);
+      const requestId = validateRequestId("request_id", req.requestId);
       const decision = requireAllowed(caller, "start_session", { type: "Agent", id: agentId }, { userId, labels });
 
       const now = clock.now();
-      const id = newSessionId();
+      const id = requestId ? sessionIdForRequest(caller.id, requestId) : newSessionId();
       const { credential, hash } = newSessionCredential(id);
       const record: SessionRecord = {
         id,
@@ -114,11 +142,18 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         createdAt: now,
         expiresAt: now + durationMs,
       };
+      if (requestId) record.requestFingerprint = requestFingerprint({ agentId, userId, grants, durationMs, labels });
+      let retryOf: SessionRecord | undefined;
       try {
         await sessions.create(record);
       } catch (err) {
-        throw capvendError("session_store_unavailable", "the session could not be stored; retry", err);
+        if (!(err instanceof SessionExistsError) || !requestId) {
+          throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
+        }
+        // An earlier attempt of this request opened the session (here or on another replica).
+        retryOf = await retriedSession(caller.id, requestId, record, hash);
       }
+      const session = retryOf ?? record;
       try {
         await appendOrFail(audit, {
           type: "session.started",
@@ -129,19 +164,21 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
           decision: "allow",
           policy_ids: decision.policyIds,
           scopes: grants.flatMap((g) => g.scopes.map((s) => `${g.resource}:${s}`)),
+          details: requestId ? { request_id: requestId, retry: retryOf !== undefined } : undefined,
           trace_id: deps.traceId?.(ctx),
         }, "no session was started");
       } catch (err) {
-        // No credential without its audit record: the session must not exist half-made.
-        await sessions.delete(id).catch(() => undefined);
+        // No credential without its audit record: the session must not exist half-made
+        // (a retry's credential stays unknown to anyone: it was never sent).
+        if (!retryOf) await sessions.delete(id).catch(() => undefined);
         throw err;
       }
-      return { sessionId: id, sessionCredential: credential, expiresAt: timestampFromMs(record.expiresAt) };
+      return { sessionId: id, sessionCredential: credential, expiresAt: timestampFromMs(session.expiresAt) };
     },
 
     async issueToken(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind !== "session") throw capvendError("wrong_caller", "IssueToken needs a session credential");
+      if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "IssueToken needs a session credential");
       const resource = validateId("resource", req.resource);
       const scopes = validateScopes("scopes", req.scopes);
       const ttlMs = validateDuration("ttl", req.ttl, limits.maxTokenTtlMs);
@@ -155,13 +192,13 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     watchSession(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind !== "session") throw capvendError("wrong_caller", "WatchSession needs a session credential");
+      if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
       return deps.watch(caller.session, req, ctx);
     },
 
     async revoke(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind !== "orchestrator") throw capvendError("wrong_caller", "Revoke needs an orchestrator credential");
+      if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "Revoke needs an orchestrator credential");
       const target = req.target;
       if (target.case === undefined) {
         throw invalidArgument("target", "set one of token_id, session_id, agent_id, user_id, resource");
@@ -231,9 +268,9 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const sessionId = validateId("session_id", req.sessionId);
       const reason = validateReason("reason", req.reason, "ended");
       if (caller.kind === "session" && caller.id !== sessionId) {
-        throw capvendError("wrong_caller", "a session credential can only end its own session");
+        throw capvendError("WRONG_CALLER", "a session credential can only end its own session");
       }
-      if (caller.kind === "resource_server") throw capvendError("wrong_caller", "EndSession needs an orchestrator or session credential");
+      if (caller.kind === "resource_server") throw capvendError("WRONG_CALLER", "EndSession needs an orchestrator or session credential");
       const session = await loadSession(sessionId);
       const decision = caller.kind === "orchestrator" ? requireAllowed(caller, "end_session", { type: "Agent", id: session.agentId }, { userId: session.userId }) : undefined;
       if (session.endedAt !== undefined) return { endedAt: timestampFromMs(session.endedAt) };
@@ -267,7 +304,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     async introspect(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind === "session") throw capvendError("wrong_caller", "Introspect needs an orchestrator or resource-server credential");
+      if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
       if (req.token.length === 0) throw invalidArgument("token", "must not be empty");
       if (Buffer.byteLength(req.token) > MAX_INTROSPECT_TOKEN_BYTES) throw invalidArgument("token", `must be at most ${MAX_INTROSPECT_TOKEN_BYTES} bytes`);
       const inactive = create(IntrospectResponseSchema, { active: false });
@@ -290,7 +327,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       try {
         session = await sessions.get(claims.sid);
       } catch (err) {
-        throw capvendError("session_store_unavailable", "the session store is unavailable; retry", err);
+        throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
       }
       // A token whose session is unknown here cannot be shown not to be ended: inactive.
       if (!session || session.endedAt !== undefined || session.expiresAt <= clock.now()) return inactive;

@@ -1,5 +1,5 @@
 import type { Clock, TimerHandle } from "../clock.js";
-import type { SessionRecord, SessionStore } from "./session-store.js";
+import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type SessionStore } from "./session-store.js";
 
 /** How often expired sessions are swept from memory. */
 export const SESSION_SWEEP_INTERVAL_MS = 60 * 1000;
@@ -24,7 +24,7 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async create(record: SessionRecord): Promise<void> {
-    if (this.#sessions.has(record.id)) throw new Error(`session ${record.id} already exists`);
+    if (this.#sessions.has(record.id)) throw new SessionExistsError(record.id);
     this.#sessions.set(record.id, structuredClone(record));
   }
 
@@ -40,6 +40,13 @@ export class MemorySessionStore implements SessionStore {
       r.endedAt = atMs;
       r.endReason = reason;
     }
+    return structuredClone(r);
+  }
+
+  async addCredential(id: string, credentialHash: string): Promise<SessionRecord | undefined> {
+    const r = this.#sessions.get(id);
+    if (!r) return undefined;
+    r.retryCredentialHashes = [...(r.retryCredentialHashes ?? []), credentialHash].slice(-MAX_RETRY_CREDENTIALS);
     return structuredClone(r);
   }
 

@@ -18,6 +18,13 @@ export interface SessionRecord {
   labels: Record<string, string>;
   /** sha256 hex of the credential's secret. */
   credentialHash: string;
+  /**
+   * sha256 hex of the secrets of credentials handed out by StartSession retries (same
+   * request_id), each as valid as the first; at most MAX_RETRY_CREDENTIALS, oldest first.
+   */
+  retryCredentialHashes?: string[];
+  /** sha256 hex of the StartSession request that opened it, when it carried a request_id. */
+  requestFingerprint?: string;
   /** Who started it: the orchestrator id. */
   startedBy: string;
   /** ms since epoch. */
@@ -29,13 +36,24 @@ export interface SessionRecord {
   endReason?: string;
 }
 
+/** Credentials a session keeps from StartSession retries; one more retires the oldest. */
+export const MAX_RETRY_CREDENTIALS = 8;
+
+/** `create` found a session with that id already stored (on any replica). */
+export class SessionExistsError extends Error {
+  override readonly name = "SessionExistsError";
+  constructor(readonly sessionId: string) {
+    super(`session ${sessionId} already exists`);
+  }
+}
+
 /**
  * Where sessions live. The memory store serves one replica; a JetStream KV store shares
  * them between replicas. Every method may fail (a store that is away): callers map the
  * failure to UNAVAILABLE.
  */
 export interface SessionStore {
-  /** Stores a new session. Rejects if the id exists. */
+  /** Stores a new session. Rejects with SessionExistsError if the id exists (atomically: of concurrent creates, one wins). */
   create(record: SessionRecord): Promise<void>;
   get(id: string): Promise<SessionRecord | undefined>;
   /**
@@ -43,6 +61,12 @@ export interface SessionStore {
    * Resolves to the updated record, or undefined when the session is unknown.
    */
   end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined>;
+  /**
+   * Adds the hash of another valid credential (a StartSession retry), retiring the oldest
+   * retry credential beyond MAX_RETRY_CREDENTIALS. Resolves to the updated record, or
+   * undefined when the session is unknown.
+   */
+  addCredential(id: string, credentialHash: string): Promise<SessionRecord | undefined>;
   /** Removes a session whose creation could not be completed (its audit record failed). */
   delete(id: string): Promise<void>;
   close(): Promise<void>;

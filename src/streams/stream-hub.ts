@@ -2,15 +2,14 @@ import type { HandlerContext } from "@connectrpc/connect";
 import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import type { Clock } from "../clock.js";
-import { ConnectError } from "@connectrpc/connect";
-import { capvendError, reasonOf } from "../errors.js";
+import { CapvendError, capvendError, invalidArgument } from "../errors.js";
 import type { WatchSessionRequest, WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
 import type { Revocation, RevocationList } from "../revocation/revocation.js";
 import type { Issuer, IssuedToken } from "../service/issuer.js";
 import { validateGrants } from "../service/validate.js";
 import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
 import { sessionTag, sessionTagOfJti } from "../tokens/jti.js";
-import { feedPositionOf } from "./revision.js";
+import { decodeResumeToken } from "./resume-token.js";
 import { TimerQueue } from "./timer-queue.js";
 import { WatchStream } from "./watch-stream.js";
 
@@ -118,7 +117,7 @@ export class StreamHub implements StreamHubInternals {
    * underlying HTTP stream (used when the reader is stuck).
    */
   async *watch(session: SessionRecord, req: WatchSessionRequest, ctx: Pick<HandlerContext, "signal">, kill: () => void): AsyncGenerator<WatchSessionResponse> {
-    if (this.#draining) throw capvendError("draining", "the server is shutting down; reconnect to another replica");
+    if (this.#draining) throw capvendError("DRAINING", "the server is shutting down; reconnect to another replica with the resume_token");
     const grants = validateGrants("grants", req.grants, this.#opts.maxTokenTtlMs);
     // Every grant is checked up front, exactly as IssueToken checks it: a refused grant
     // fails the call naming it, it is never silently dropped.
@@ -126,29 +125,62 @@ export class StreamHub implements StreamHubInternals {
       try {
         this.issuer.authorize(session, { resource: g.resource, scopes: g.scopes, ttlMs: g.ttlMs });
       } catch (err) {
-        const reason = reasonOf(err);
-        if (reason && err instanceof ConnectError) throw capvendError(reason, `grants[${i}]: ${err.rawMessage}`);
+        if (err instanceof CapvendError) {
+          throw capvendError(err.reason, `grants[${i}]: ${err.rawMessage}`, { ...err.subject, grantIndex: String(i) }, err.cause);
+        }
         throw err;
       }
     });
-    const resumeAfter = req.resumeAfter;
-    const resumePosition = feedPositionOf(resumeAfter);
-    if (resumePosition > this.revocations.lastSeq && !(await this.revocations.catchUp(resumePosition, RESUME_CATCH_UP_TIMEOUT_MS))) {
-      throw capvendError("resume_ahead", `resume_after: ${resumeAfter} is ahead of this server's revocation feed (position ${this.revocations.lastSeq}); reconnect without it or retry`);
-    }
+    const resumePosition = await this.#resumePosition(session, req.resumeToken);
 
-    const stream = new WatchStream(this, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumeAfter);
+    const stream = new WatchStream(this, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumePosition ?? 0);
     // Register before reading the replay so no revocation falls between the two.
     this.#register(stream);
-    const replay = resumeAfter > 0n ? this.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
+    const replay = resumePosition !== undefined ? this.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
     try {
       await stream.open(replay);
-      await this.#audit(stream, resumeAfter > 0n ? "stream.resumed" : "stream.opened", resumeAfter > 0n ? { resume_after: resumeAfter.toString(), replayed: replay.length } : undefined);
+      await this.#audit(stream, resumePosition !== undefined ? "stream.resumed" : "stream.opened", resumePosition !== undefined ? { resume_position: resumePosition, replayed: replay.length } : undefined);
     } catch (err) {
       stream.close("open failed");
       throw err;
     }
     yield* stream.messages();
+  }
+
+  /**
+   * The feed position a resume token stands for, once this replica has applied the feed
+   * up to it; undefined for a fresh start (no token). Refuses a token that is malformed,
+   * of another session or altered (INVALID_ARGUMENT), older than the longest token TTL
+   * (RESUME_TOKEN_EXPIRED: every token it covered has expired, so a fresh start loses
+   * nothing), or ahead of what this replica could catch up with (RESUME_AHEAD).
+   */
+  async #resumePosition(session: SessionRecord, token: string): Promise<number | undefined> {
+    if (token === "") return undefined;
+    const decoded = decodeResumeToken(session, token);
+    if (!decoded.ok) {
+      throw invalidArgument(
+        "resume_token",
+        decoded.problem === "malformed"
+          ? "is not a resume token this server issued (malformed or truncated); reconnect without it to start fresh"
+          : "was not issued for this session, or was altered; pass the resume_token of an event of this session's stream",
+      );
+    }
+    const { feedPosition, issuedAtMs } = decoded.point;
+    if (this.clock.now() - issuedAtMs > this.#opts.maxTokenTtlMs) {
+      throw capvendError(
+        "RESUME_TOKEN_EXPIRED",
+        `resume_token: older than ${Math.floor(this.#opts.maxTokenTtlMs / 1000)}s (the longest token lifetime), so every token it covered has expired; discard held tokens and reconnect without resume_token`,
+        { field: "resume_token" },
+      );
+    }
+    if (feedPosition > this.revocations.lastSeq && !(await this.revocations.catchUp(feedPosition, RESUME_CATCH_UP_TIMEOUT_MS))) {
+      throw capvendError(
+        "RESUME_AHEAD",
+        `resume_token: ahead of this server's revocation feed (position ${feedPosition} > ${this.revocations.lastSeq}); retry, here or on another replica, with the same resume_token`,
+        { field: "resume_token" },
+      );
+    }
+    return feedPosition;
   }
 
   /** Tells every stream to reconnect elsewhere; new streams are refused from now on. */
@@ -250,7 +282,7 @@ export class StreamHub implements StreamHubInternals {
       try {
         await this.#opts.audit.append(event);
       } catch (err) {
-        throw capvendError("audit_unavailable", "the audit log is unavailable; retry later", err);
+        throw capvendError("AUDIT_UNAVAILABLE", "the audit log is unavailable; retry later", {}, err);
       }
       return;
     }

@@ -11,7 +11,7 @@ import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
 import { issuedAtMsOfJti } from "../tokens/jti.js";
 import { Outbox, type ControlEvent, type OutboxItem } from "./outbox.js";
 import { needsRenewal, renewAt } from "./renewal.js";
-import { nextRevision } from "./revision.js";
+import { encodeResumeToken } from "./resume-token.js";
 import type { StreamHubInternals } from "./stream-hub.js";
 import type { QueuedTimer } from "./timer-queue.js";
 
@@ -56,7 +56,8 @@ export class WatchStream {
   readonly #outbox = new Outbox<{ token: IssuedToken; replaces?: string }>();
   readonly #signal: AbortSignal;
   readonly #kill: () => void;
-  #revision = 0n;
+  /** Feed position the last event was sent at; only grows (see resume-token.ts). */
+  #position: number;
   #heartbeat: QueuedTimer | undefined;
   #expiry: QueuedTimer | undefined;
   #stall: QueuedTimer | undefined;
@@ -70,11 +71,11 @@ export class WatchStream {
     grants: GrantSpec[],
     signal: AbortSignal,
     kill: () => void,
-    resumeAfter: bigint,
+    resumePosition: number,
   ) {
     this.#hub = hub;
-    // Revisions continue above what the runtime saw, on whichever replica it lands.
-    this.#revision = resumeAfter;
+    // Positions continue from what the runtime saw, on whichever replica it lands.
+    this.#position = resumePosition;
     this.id = id;
     this.session = session;
     this.tag = tag;
@@ -183,7 +184,7 @@ export class WatchStream {
         }
         if (item.kind === "session_ended") return;
         if (item.kind === "reconnect") {
-          throw capvendError("draining", `the server is shutting down: ${item.reason}; reconnect with resume_after`);
+          throw capvendError("DRAINING", `the server is shutting down: ${item.reason}; reconnect with the resume_token`);
         }
       }
     } finally {
@@ -307,15 +308,13 @@ export class WatchStream {
   }
 
   #toMessage(item: Exclude<OutboxItem<{ token: IssuedToken; replaces?: string }>, { kind: "fail" }>): WatchSessionResponse {
-    this.#revision = nextRevision(
-      "seq" in item && item.seq !== undefined ? item.seq : this.#hub.revocations.lastSeq,
-      this.#revision,
-    );
-    const revision = this.#revision;
+    const at = "seq" in item && item.seq !== undefined ? item.seq : this.#hub.revocations.lastSeq;
+    if (at > this.#position) this.#position = at;
+    const resumeToken = encodeResumeToken(this.session, { feedPosition: this.#position, issuedAtMs: this.#hub.clock.now() });
     switch (item.kind) {
       case "token":
         return create(WatchSessionResponseSchema, {
-          revision,
+          resumeToken,
           event: {
             case: "tokenIssued",
             value: { grantIndex: item.grantIndex, token: tokenMessage(item.token.token), replacesTokenId: item.token.replaces ?? "" },
@@ -323,16 +322,16 @@ export class WatchStream {
         });
       case "revoked":
         return create(WatchSessionResponseSchema, {
-          revision,
+          resumeToken,
           event: { case: "tokensRevoked", value: { tokenIds: item.tokenIds, grantIndexes: item.grantIndexes, reason: item.reason } },
         });
       case "session_ended":
-        return create(WatchSessionResponseSchema, { revision, event: { case: "sessionEnded", value: { reason: item.reason } } });
+        return create(WatchSessionResponseSchema, { resumeToken, event: { case: "sessionEnded", value: { reason: item.reason } } });
       case "reconnect":
-        return create(WatchSessionResponseSchema, { revision, event: { case: "reconnect", value: { reason: item.reason } } });
+        return create(WatchSessionResponseSchema, { resumeToken, event: { case: "reconnect", value: { reason: item.reason } } });
       case "heartbeat":
         return create(WatchSessionResponseSchema, {
-          revision,
+          resumeToken,
           event: { case: "heartbeat", value: { time: timestampFromMs(this.#hub.clock.now()) } },
         });
     }

@@ -33,7 +33,7 @@ export const ATTR_AGENT_ID = "capvend.agent.id";
 export const ATTR_CALLER_KIND = "capvend.caller.kind";
 /** Orchestrator or resource-server id (a session caller is `session.id`). */
 export const ATTR_CALLER_ID = "capvend.caller.id";
-/** The stable reason of a failed call (`capvend-reason`), e.g. "scope_denied". */
+/** The stable reason of a failed call (ErrorInfo.reason, a capvend.v1.ErrorReason name), e.g. "SCOPE_DENIED". */
 export const ATTR_ERROR_REASON = "capvend.error.reason";
 export const ATTR_RESOURCE = "capvend.resource";
 export const ATTR_TOKEN_SCOPES = "capvend.token.scopes";

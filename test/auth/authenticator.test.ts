@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createAuthenticator, type Authenticator, type AuthenticatorOptions } from "../../src/auth/authenticator.js";
 import { newSessionCredential, newSessionId, sha256Hex } from "../../src/auth/credentials.js";
 import { ManualClock } from "../../src/clock.js";
-import { REASON_HEADER } from "../../src/errors.js";
+import { reasonOf } from "../../src/errors.js";
 import { MemoryRevocationList } from "../../src/revocation/memory-revocation-list.js";
 import type { SessionRecord, SessionStore } from "../../src/sessions/session-store.js";
 import { MemorySessionStore } from "../../src/sessions/memory-session-store.js";
@@ -84,19 +84,19 @@ async function refusal(auth: Authenticator, header: string | null, secret?: stri
     expect(e.message).not.toContain(s);
     expect(e.rawMessage).not.toContain(s);
   }
-  return { code: e.code, reason: e.metadata.get(REASON_HEADER), message: e.rawMessage, cause: e.cause };
+  return { code: e.code, reason: reasonOf(e) ?? null, message: e.rawMessage, cause: e.cause };
 }
 
 describe("bearer parsing", () => {
   it.each<[string, string | null, string]>([
-    ["no header", null, "missing_credential"],
-    ["an empty header", "", "missing_credential"],
-    ["a Basic header", `Basic ${Buffer.from("u:p").toString("base64")}`, "missing_credential"],
-    ["Bearer without credential", "Bearer", "missing_credential"],
-    ["Bearer with two words", `Bearer ${ORCH_TOKEN} extra`, "missing_credential"],
-    ["the credential without a scheme", ORCH_TOKEN, "missing_credential"],
-    ["an unknown token", "Bearer not-a-known-token-at-all", "unknown_credential"],
-    ["a JWT-shaped token with OIDC off", "Bearer aaaa.bbbb.cccc", "unknown_credential"],
+    ["no header", null, "MISSING_CREDENTIAL"],
+    ["an empty header", "", "MISSING_CREDENTIAL"],
+    ["a Basic header", `Basic ${Buffer.from("u:p").toString("base64")}`, "MISSING_CREDENTIAL"],
+    ["Bearer without credential", "Bearer", "MISSING_CREDENTIAL"],
+    ["Bearer with two words", `Bearer ${ORCH_TOKEN} extra`, "MISSING_CREDENTIAL"],
+    ["the credential without a scheme", ORCH_TOKEN, "MISSING_CREDENTIAL"],
+    ["an unknown token", "Bearer not-a-known-token-at-all", "UNKNOWN_CREDENTIAL"],
+    ["a JWT-shaped token with OIDC off", "Bearer aaaa.bbbb.cccc", "UNKNOWN_CREDENTIAL"],
   ])("%s → UNAUTHENTICATED %s", async (_what, header, reason) => {
     const env = await setup();
     const r = await refusal(env.auth, header, ORCH_TOKEN);
@@ -126,7 +126,7 @@ describe("static credentials", () => {
   it("a token that differs by one character is unknown", async () => {
     const env = await setup();
     const r = await refusal(env.auth, `Bearer ${ORCH_TOKEN.slice(0, -1)}X`);
-    expect(r.reason).toBe("unknown_credential");
+    expect(r.reason).toBe("UNKNOWN_CREDENTIAL");
   });
 
   it("refuses a configuration where a resource server shares an orchestrator's token", async () => {
@@ -157,7 +157,7 @@ describe("session credentials", () => {
     const { credential } = newSessionCredential(newSessionId());
     const r = await refusal(env.auth, `Bearer ${credential}`, credential.split(".")[1]);
     expect(r.code).toBe(Code.Unauthenticated);
-    expect(r.reason).toBe("unknown_credential");
+    expect(r.reason).toBe("UNKNOWN_CREDENTIAL");
   });
 
   it("the right session id with the wrong secret → unknown_credential, and the session is not named", async () => {
@@ -166,7 +166,7 @@ describe("session credentials", () => {
     const forged = newSessionCredential(s.id).credential;
     const r = await refusal(env.auth, `Bearer ${forged}`, forged.split(".")[1]);
     expect(r.code).toBe(Code.Unauthenticated);
-    expect(r.reason).toBe("unknown_credential");
+    expect(r.reason).toBe("UNKNOWN_CREDENTIAL");
     // No oracle: the same answer as for an unknown session.
     expect(r.message).not.toContain(s.id);
   });
@@ -177,7 +177,7 @@ describe("session credentials", () => {
     await env.sessions.end(s.id, "done", env.clock.now());
     const r = await refusal(env.auth, `Bearer ${s.credential}`, s.credential.split(".")[1]);
     expect(r.code).toBe(Code.Unauthenticated);
-    expect(r.reason).toBe("session_ended");
+    expect(r.reason).toBe("SESSION_ENDED");
     expect(r.message).toContain("ended");
   });
 
@@ -186,7 +186,7 @@ describe("session credentials", () => {
     const s = await addSession(env);
     await env.sessions.end(s.id, "done", env.clock.now());
     const r = await refusal(env.auth, `Bearer ${newSessionCredential(s.id).credential}`);
-    expect(r.reason).toBe("unknown_credential");
+    expect(r.reason).toBe("UNKNOWN_CREDENTIAL");
   });
 
   it("an expired session → session_ended; one ms before expiry it still works", async () => {
@@ -197,7 +197,7 @@ describe("session credentials", () => {
     env.clock.advance(1);
     const r = await refusal(env.auth, `Bearer ${s.credential}`);
     expect(r.code).toBe(Code.Unauthenticated);
-    expect(r.reason).toBe("session_ended");
+    expect(r.reason).toBe("SESSION_ENDED");
     expect(r.message).toContain("expired");
   });
 
@@ -213,7 +213,7 @@ describe("session credentials", () => {
     await env.revocations.publish({ id: "rev_test", kind, value: value(s.record), reason: "r", revokedAt: now, expiresAt: now + HOUR, by: "orchestrator:dev" });
     const r = await refusal(env.auth, `Bearer ${s.credential}`);
     expect(r.code).toBe(Code.Unauthenticated);
-    expect(r.reason).toBe("session_ended");
+    expect(r.reason).toBe("SESSION_ENDED");
     expect(r.message).toContain("rev_test");
   });
 
@@ -230,6 +230,7 @@ describe("session credentials", () => {
     const clock = new ManualClock();
     const broken: SessionStore = {
       create: async () => {},
+      addCredential: async () => undefined,
       get: async () => {
         throw new Error("store down");
       },
@@ -242,7 +243,7 @@ describe("session credentials", () => {
     const { credential } = newSessionCredential(newSessionId());
     const r = await refusal(auth, `Bearer ${credential}`, credential.split(".")[1]);
     expect(r.code).toBe(Code.Unavailable);
-    expect(r.reason).toBe("session_store_unavailable");
+    expect(r.reason).toBe("SESSION_STORE_UNAVAILABLE");
     await revocations.close();
   });
 });
@@ -312,7 +313,7 @@ describe("OIDC bearer JWTs", () => {
     const token = await make(env.clock);
     const r = await refusal(env.auth, `Bearer ${token}`, token);
     expect(r.code).toBe(Code.Unauthenticated);
-    expect(r.reason).toBe("unknown_credential");
+    expect(r.reason).toBe("UNKNOWN_CREDENTIAL");
     expect(r.message).toMatch(/bearer JWT was not accepted/);
     // Not in the message, and not in the cause kept for the log either.
     for (const part of token.split(".")) expect(r.message).not.toContain(part);
@@ -325,7 +326,7 @@ describe("OIDC bearer JWTs", () => {
     const nowSec = Math.floor(env.clock.now() / 1000);
     const token = `${b64({ alg: "none", typ: "JWT" })}.${b64({ iss: OIDC_ISSUER, aud: OIDC_AUDIENCE, sub: "x", exp: nowSec + 60 })}.AAAA`;
     const r = await refusal(env.auth, `Bearer ${token}`, token);
-    expect(r.reason).toBe("unknown_credential");
+    expect(r.reason).toBe("UNKNOWN_CREDENTIAL");
   });
 
   it("a JWKS file that is not JSON fails at start", async () => {

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
-import type { SessionRecord, SessionStore } from "../../src/sessions/session-store.js";
+import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type SessionStore } from "../../src/sessions/session-store.js";
 
 /** A fresh, empty store and how to dispose of it (and whatever backs it). */
 export interface SessionStoreFixture {
@@ -99,6 +99,39 @@ export function defineSessionStoreContract(label: string, open: () => Promise<Se
       const stored = await store.get(record.id);
       expect(["a", "b", "c"]).toContain(stored?.endReason);
       for (const r of results) expect(r).toEqual(stored);
+    });
+
+    it("lets exactly one of concurrent creates of one id win; the others get SessionExistsError", async () => {
+      const store = await fresh();
+      const first = sessionRecord();
+      const attempts = [first, { ...first, credentialHash: randomBytes(32).toString("hex") }, { ...first, credentialHash: randomBytes(32).toString("hex") }];
+      const results = await Promise.allSettled(attempts.map((r) => store.create(r)));
+      expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+      for (const r of results) if (r.status === "rejected") expect(r.reason).toBeInstanceOf(SessionExistsError);
+      const winner = attempts[results.findIndex((r) => r.status === "fulfilled")]!;
+      expect((await store.get(first.id))?.credentialHash).toBe(winner.credentialHash);
+    });
+
+    it("adds retry credentials, keeps the newest MAX_RETRY_CREDENTIALS, and leaves the first credential alone", async () => {
+      const store = await fresh();
+      const record = sessionRecord({ requestFingerprint: randomBytes(32).toString("hex") });
+      await store.create(record);
+      const added = Array.from({ length: MAX_RETRY_CREDENTIALS + 2 }, () => randomBytes(32).toString("hex"));
+      for (const h of added) await store.addCredential(record.id, h);
+      const stored = await store.get(record.id);
+      expect(stored?.credentialHash).toBe(record.credentialHash);
+      expect(stored?.requestFingerprint).toBe(record.requestFingerprint);
+      expect(stored?.retryCredentialHashes).toEqual(added.slice(-MAX_RETRY_CREDENTIALS));
+      expect(await store.addCredential("ses_BBBBBBBBBBBBBBBBBBBBBB", added[0]!)).toBeUndefined();
+    });
+
+    it("keeps every concurrent credential addition", async () => {
+      const store = await fresh();
+      const record = sessionRecord();
+      await store.create(record);
+      const added = Array.from({ length: 3 }, () => randomBytes(32).toString("hex"));
+      await Promise.all(added.map((h) => store.addCredential(record.id, h)));
+      expect(new Set((await store.get(record.id))?.retryCredentialHashes)).toEqual(new Set(added));
     });
 
     it("forgets a deleted session, and deleting an unknown one is fine", async () => {

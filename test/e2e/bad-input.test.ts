@@ -10,7 +10,8 @@ import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMemoryAuditSink, type MemoryAuditSink } from "../../src/audit/memory-sink.js";
 import { newSessionCredential } from "../../src/auth/credentials.js";
-import { REASON_HEADER } from "../../src/errors.js";
+import { reasonOf } from "../../src/errors.js";
+import { errorInfoFromStatusDetails } from "../helpers/error-info.js";
 import {
   IssueTokenRequestSchema,
   RevokeRequestSchema,
@@ -34,7 +35,7 @@ async function failure(p: Promise<unknown>): Promise<Failure> {
     await p;
   } catch (err) {
     const e = ConnectError.from(err);
-    return { code: e.code, reason: e.metadata.get(REASON_HEADER), message: e.rawMessage };
+    return { code: e.code, reason: reasonOf(e) ?? null, message: e.rawMessage };
   }
   throw new Error("expected the call to fail");
 }
@@ -127,7 +128,7 @@ describe("StartSession refuses bad input with INVALID_ARGUMENT and records nothi
     const before = snapshot();
     const f = await failure(h.orchestrator.startSession(req));
     expect(f.code).toBe(Code.InvalidArgument);
-    expect(f.reason).toBe("invalid_argument");
+    expect(f.reason).toBe("INVALID_ARGUMENT");
     expect(f.message.startsWith(field)).toBe(true);
     expect(f.message).toMatch(rule);
     // The message never echoes control characters back (they would forge lines where it is logged).
@@ -177,7 +178,7 @@ describe("IssueToken refuses bad input with INVALID_ARGUMENT and issues nothing"
     const before = snapshot();
     const f = await failure(session.runtime.issueToken(req));
     expect(f.code).toBe(Code.InvalidArgument);
-    expect(f.reason).toBe("invalid_argument");
+    expect(f.reason).toBe("INVALID_ARGUMENT");
     expect(f.message.startsWith(field)).toBe(true);
     expect(f.message).toMatch(rule);
     expectNoSecrets(f, [session.sessionCredential, secretOf(session.sessionCredential)]);
@@ -210,7 +211,7 @@ describe("Revoke refuses bad input and revokes nothing", () => {
     const before = snapshot();
     const f = await failure(h.orchestrator.revoke(req));
     expect(f.code).toBe(Code.InvalidArgument);
-    expect(f.reason).toBe("invalid_argument");
+    expect(f.reason).toBe("INVALID_ARGUMENT");
     expect(f.message.startsWith(field)).toBe(true);
     expect(f.message).toMatch(rule);
     expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
@@ -226,7 +227,7 @@ describe("Revoke refuses bad input and revokes nothing", () => {
     const before = snapshot();
     const f = await failure(h.orchestrator.revoke({ target: { case: "sessionId", value: "ses_AAAAAAAAAAAAAAAAAAAAAA" }, reason: "x" }));
     expect(f.code).toBe(Code.NotFound);
-    expect(f.reason).toBe("session_not_found");
+    expect(f.reason).toBe("SESSION_NOT_FOUND");
     expect(f.message).toContain("session_id");
     expect(f.message).toContain("ses_AAAAAAAAAAAAAAAAAAAAAA");
     expect(snapshot()).toEqual(before);
@@ -264,7 +265,7 @@ describe("EndSession refuses bad input", () => {
     const before = snapshot();
     const f = await failure(a.runtime.endSession({ sessionId: b.sessionId, reason: "hostile" }));
     expect(f.code).toBe(Code.PermissionDenied);
-    expect(f.reason).toBe("wrong_caller");
+    expect(f.reason).toBe("WRONG_CALLER");
     expect(f.message).toContain("own session");
     expectNoSecrets(f, [a.sessionCredential, secretOf(a.sessionCredential), secretOf(b.sessionCredential)]);
     expect(snapshot()).toEqual(before);
@@ -348,11 +349,11 @@ function rawAuthClient(authorization: string | undefined, kind: ProtocolKind) {
 describe("authorization", () => {
   const wrongSecret = () => newSessionCredential("ses_AAAAAAAAAAAAAAAAAAAAAA").credential;
   const cases: [string, () => string | undefined, string][] = [
-    ["no authorization header", () => undefined, "missing_credential"],
-    ["a Basic header", () => `Basic ${Buffer.from(`dev:${ORCHESTRATOR_TOKEN}`).toString("base64")}`, "missing_credential"],
-    ["the bare token without Bearer", () => ORCHESTRATOR_TOKEN, "missing_credential"],
-    ["an unknown bearer", () => "Bearer unknown-bearer-token-0123456789", "unknown_credential"],
-    ["an unknown session credential", () => `Bearer ${wrongSecret()}`, "unknown_credential"],
+    ["no authorization header", () => undefined, "MISSING_CREDENTIAL"],
+    ["a Basic header", () => `Basic ${Buffer.from(`dev:${ORCHESTRATOR_TOKEN}`).toString("base64")}`, "MISSING_CREDENTIAL"],
+    ["the bare token without Bearer", () => ORCHESTRATOR_TOKEN, "MISSING_CREDENTIAL"],
+    ["an unknown bearer", () => "Bearer unknown-bearer-token-0123456789", "UNKNOWN_CREDENTIAL"],
+    ["an unknown session credential", () => `Bearer ${wrongSecret()}`, "UNKNOWN_CREDENTIAL"],
   ];
 
   for (const kind of PROTOCOLS) {
@@ -374,7 +375,7 @@ describe("authorization", () => {
     for (const kind of PROTOCOLS) {
       const f = await failure(rawAuthClient(`Bearer ${forged}`, kind).issueToken({ resource: "calendar", scopes: ["read"] }));
       expect(f.code).toBe(Code.Unauthenticated);
-      expect(f.reason).toBe("unknown_credential");
+      expect(f.reason).toBe("UNKNOWN_CREDENTIAL");
       expectNoSecrets(f, [forged, secretOf(forged), secretOf(s.sessionCredential)]);
     }
     expect(snapshot()).toEqual(before);
@@ -446,7 +447,8 @@ function grpcFrame(payload: Uint8Array): Uint8Array {
 /** gRPC status and message from a raw response (trailers, or headers for trailers-only). */
 function grpcStatus(r: RawResponse): { status: number; message: string; reason: string | undefined } {
   const pick = (k: string) => (r.trailers[k] ?? r.headers[k]) as string | undefined;
-  return { status: Number(pick("grpc-status")), message: decodeURIComponent(pick("grpc-message") ?? ""), reason: pick(REASON_HEADER) };
+  const info = errorInfoFromStatusDetails(pick("grpc-status-details-bin"));
+  return { status: Number(pick("grpc-status")), message: decodeURIComponent(pick("grpc-message") ?? ""), reason: info?.reason };
 }
 
 async function serverStillAnswers() {
@@ -619,7 +621,7 @@ describe("when the audit sink fails, nothing is issued (fail closed)", () => {
       const records = sink.records.length;
       const f = await failure(ha.orchestrator.startSession(startBase));
       expect(f.code).toBe(Code.Unavailable);
-      expect(f.reason).toBe("audit_unavailable");
+      expect(f.reason).toBe("AUDIT_UNAVAILABLE");
       expect(f.message).not.toMatch(/ses_[A-Za-z0-9_-]{22}\./);
       expect(ha.sessions.size).toBe(sizeBefore);
       expect(sink.records.length).toBe(records);
@@ -634,7 +636,7 @@ describe("when the audit sink fails, nothing is issued (fail closed)", () => {
     try {
       const f = await failure(s.runtime.issueToken({ resource: "calendar", scopes: ["read"] }));
       expect(f.code).toBe(Code.Unavailable);
-      expect(f.reason).toBe("audit_unavailable");
+      expect(f.reason).toBe("AUDIT_UNAVAILABLE");
       expect(f.message).not.toMatch(/eyJ/);
     } finally {
       sink.setMode("ok");
@@ -656,7 +658,7 @@ describe("when the audit sink fails, nothing is issued (fail closed)", () => {
       sink.setMode("ok");
     }
     expect(f.code).toBe(Code.Unavailable);
-    expect(f.reason).toBe("audit_unavailable");
+    expect(f.reason).toBe("AUDIT_UNAVAILABLE");
     // Published before the audit append failed: the session is over and its token inactive.
     expect((await ha.client(GATEWAY_TOKEN).introspect({ token: token!.accessToken })).active).toBe(false);
     expect((await failure(s.runtime.issueToken({ resource: "calendar", scopes: ["read"] }))).code).toBe(Code.Unauthenticated);

@@ -9,11 +9,13 @@ import * as protoLoader from "@grpc/proto-loader";
 import * as jose from "jose";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { MemoryAuditSink } from "../../src/audit/memory-sink.js";
+import { errorInfoFromStatusDetails } from "../helpers/error-info.js";
 import { GATEWAY_TOKEN, ORCHESTRATOR_TOKEN, startHarness, type Harness } from "../helpers/harness.js";
 
-const PROTO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../proto");
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const LOADER_OPTIONS: protoLoader.Options = {
-  includeDirs: [PROTO_DIR],
+  // The contract and the third-party files it imports (buf.validate) or that the server also serves (health).
+  includeDirs: [path.join(ROOT, "proto"), path.join(ROOT, "proto-vendor")],
   keepCase: false,
   longs: String,
   enums: String,
@@ -39,7 +41,7 @@ interface TokenMsg {
   expiresAt: Timestamp | null;
 }
 interface WatchEvent {
-  revision: string;
+  resumeToken: string;
   event?: "tokenIssued" | "tokensRevoked" | "sessionEnded" | "heartbeat" | "reconnect";
   tokenIssued?: { grantIndex: number; token: TokenMsg; replacesTokenId: string };
   sessionEnded?: { reason: string };
@@ -51,7 +53,7 @@ interface VendingClient extends grpc.Client {
   Revoke: Unary<Record<string, unknown>, { revocationId: string; revokedAt: Timestamp }>;
   EndSession: Unary<{ sessionId: string; reason?: string }, { endedAt: Timestamp }>;
   Introspect: Unary<{ token: string }, { active: boolean; scope: string; sub: string; actSub: string; jti: string; sid: string; exp: Timestamp }>;
-  WatchSession(req: { grants: { resource: string; scopes: string[]; ttl?: Duration }[]; resumeAfter?: string }, md: grpc.Metadata): grpc.ClientReadableStream<WatchEvent>;
+  WatchSession(req: { grants: { resource: string; scopes: string[]; ttl?: Duration }[]; resumeToken?: string }, md: grpc.Metadata): grpc.ClientReadableStream<WatchEvent>;
 }
 interface HealthClient extends grpc.Client {
   Check: Unary<{ service: string }, { status: string }>;
@@ -60,10 +62,16 @@ interface HealthClient extends grpc.Client {
 type Ctor<T> = new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ClientOptions) => T;
 
 function loadService<T>(file: string, pkgPath: string[], service: string): Ctor<T> {
-  const def = protoLoader.loadSync(path.join(PROTO_DIR, file), LOADER_OPTIONS);
+  const def = protoLoader.loadSync(file, LOADER_OPTIONS);
   let node: unknown = grpc.loadPackageDefinition(def);
   for (const p of pkgPath) node = (node as Record<string, unknown>)[p];
   return (node as Record<string, Ctor<T>>)[service]!;
+}
+
+/** The ErrorInfo of a failed call, decoded from grpc-status-details-bin as any gRPC client would. */
+function errorInfoOf(err: { metadata: grpc.Metadata }) {
+  const [bin] = err.metadata.get("grpc-status-details-bin");
+  return errorInfoFromStatusDetails(bin as Buffer | undefined);
 }
 
 const bearer = (token: string) => {
@@ -220,28 +228,29 @@ describe("grpc-js client against capvend", () => {
     expect((await call(health, health.Check, { service: "capvend.v1.VendingService" }, none)).status).toBe("SERVING");
   });
 
-  it("a denied scope → status 7 (PERMISSION_DENIED) with the scope in details and capvend-reason", async () => {
+  it("a denied scope → status 7 (PERMISSION_DENIED) with the scope in the message and ErrorInfo SCOPE_DENIED naming it", async () => {
     const s = await startSession([{ resource: "salesforce", scopes: ["read", "delete"] }]);
     const err = await rejection(call(vending, vending.IssueToken, { resource: "salesforce", scopes: ["read", "delete"] }, bearer(s.sessionCredential)));
     expect(err.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(err.code).toBe(7);
     expect(err.details).toContain('scope "delete"');
     expect(err.details).toContain('resource "salesforce"');
-    expect(err.metadata.get("capvend-reason")).toEqual(["scope_denied"]);
+    expect(errorInfoOf(err)).toMatchObject({ reason: "SCOPE_DENIED", domain: "capvend.dev", metadata: { resource: "salesforce", scope: "delete" } });
+    expect(err.metadata.get("capvend-reason")).toEqual([]);
     expect(err.details).not.toContain(s.sessionCredential.split(".")[1]);
     expect((h.audit as MemoryAuditSink).find({ type: "token.denied", session_id: s.sessionId })).toHaveLength(1);
   });
 
-  it("no credential → status 16 (UNAUTHENTICATED) with capvend-reason missing_credential", async () => {
+  it("no credential → status 16 (UNAUTHENTICATED) with ErrorInfo MISSING_CREDENTIAL", async () => {
     const err = await rejection(call(vending, vending.StartSession, { agentId: "sales-bot", grants: [{ resource: "calendar", scopes: ["read"] }] }, new grpc.Metadata()));
     expect(err.code).toBe(grpc.status.UNAUTHENTICATED);
-    expect(err.metadata.get("capvend-reason")).toEqual(["missing_credential"]);
+    expect(errorInfoOf(err)?.reason).toBe("MISSING_CREDENTIAL");
   });
 
   it("bad input → status 3 (INVALID_ARGUMENT) naming the field and the rule", async () => {
     const err = await rejection(call(vending, vending.StartSession, { agentId: "sales-bot", grants: [] }, bearer(ORCHESTRATOR_TOKEN)));
     expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(err.metadata.get("capvend-reason")).toEqual(["invalid_argument"]);
+    expect(errorInfoOf(err)).toMatchObject({ reason: "INVALID_ARGUMENT", metadata: { field: "grants" } });
     expect(err.details).toMatch(/^grants/);
     expect(err.details).toContain("must contain at least one grant");
     // connect-es writes grpc-message with encodeURIComponent and grpc-js 1.14.7 reads it with
@@ -258,8 +267,7 @@ describe("grpc-js client against capvend", () => {
     expect(first.event).toBe("tokenIssued");
     expect(first.tokenIssued?.grantIndex).toBe(0);
     expect(first.tokenIssued?.replacesTokenId).toBe("");
-    expect(first.revision).toMatch(/^\d+$/);
-    expect(BigInt(first.revision)).toBeGreaterThan(0n);
+    expect(first.resumeToken).toMatch(/^[A-Za-z0-9_-]{42}$/);
     const token = first.tokenIssued!.token;
     expect(token.resource).toBe("calendar");
     expect(token.scopes).toEqual(["read"]);
@@ -279,7 +287,8 @@ describe("grpc-js client against capvend", () => {
     await call(vending, vending.EndSession, { sessionId: s.sessionId, reason: "interop done" }, bearer(ORCHESTRATOR_TOKEN));
     const e = await ended;
     expect(e.sessionEnded?.reason).toBe("interop done");
-    expect(BigInt(e.revision)).toBeGreaterThan(BigInt(first.revision));
+    expect(e.resumeToken).toMatch(/^[A-Za-z0-9_-]{42}$/);
+    expect(first.resumeToken).toMatch(/^[A-Za-z0-9_-]{42}$/);
     expect((await status).code).toBe(grpc.status.OK);
   });
 
@@ -288,6 +297,6 @@ describe("grpc-js client against capvend", () => {
     streams.push(stream);
     const status = await finalStatus(stream);
     expect(status.code).toBe(grpc.status.UNAUTHENTICATED);
-    expect(status.metadata.get("capvend-reason")).toEqual(["unknown_credential"]);
+    expect(errorInfoOf(status)?.reason).toBe("UNKNOWN_CREDENTIAL");
   });
 });

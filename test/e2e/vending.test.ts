@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { REASON_HEADER } from "../../src/errors.js";
+import { reasonOf } from "../../src/errors.js";
 import type { MemoryAuditSink } from "../../src/audit/memory-sink.js";
 import { GATEWAY_TOKEN, startHarness, startSalesSession, type Harness } from "../helpers/harness.js";
 
@@ -18,7 +18,7 @@ async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: strin
     await p;
   } catch (err) {
     const e = ConnectError.from(err);
-    return { code: e.code, message: e.rawMessage, reason: e.metadata.get(REASON_HEADER) };
+    return { code: e.code, message: e.rawMessage, reason: reasonOf(e) ?? null };
   }
   throw new Error("expected the call to fail");
 }
@@ -121,7 +121,7 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
     expect((await h.client(GATEWAY_TOKEN).introspect({ token: token!.accessToken })).active).toBe(false);
     const e = await codeOf(s.runtime.issueToken({ resource: "calendar", scopes: ["read"] }));
     expect(e.code).toBe(Code.Unauthenticated);
-    expect(e.reason).toBe("session_ended");
+    expect(e.reason).toBe("SESSION_ENDED");
     // Idempotent.
     const again = await h.orchestrator.endSession({ sessionId: s.sessionId });
     expect(again.endedAt?.seconds).toBe(ended.endedAt?.seconds);
@@ -147,7 +147,7 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
     ]) {
       const e = await codeOf(call);
       expect(e.code).toBe(Code.PermissionDenied);
-      expect(e.reason).toBe("wrong_caller");
+      expect(e.reason).toBe("WRONG_CALLER");
     }
   });
 
@@ -165,7 +165,7 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
     const runtime = h.client(res.sessionCredential);
     const e = await codeOf(runtime.issueToken({ resource: "salesforce", scopes: ["read", "delete"] }));
     expect(e.code).toBe(Code.PermissionDenied);
-    expect(e.reason).toBe("scope_denied");
+    expect(e.reason).toBe("SCOPE_DENIED");
     expect(e.message).toContain('scope "delete"');
     expect(e.message).toContain('resource "salesforce"');
     expect(e.message).toContain("no-salesforce-delete");
@@ -179,10 +179,10 @@ describe("a session and its tokens over a real HTTP/2 server", () => {
     const runtime = h.client(res.sessionCredential);
     const e = await codeOf(runtime.issueToken({ resource: "salesforce", scopes: ["write"] }));
     expect(e.code).toBe(Code.PermissionDenied);
-    expect(e.reason).toBe("scope_not_granted");
+    expect(e.reason).toBe("SCOPE_NOT_GRANTED");
     expect(e.message).toContain('scope "write"');
     const r = await codeOf(runtime.issueToken({ resource: "calendar", scopes: ["read"] }));
-    expect(r.reason).toBe("resource_not_granted");
+    expect(r.reason).toBe("RESOURCE_NOT_GRANTED");
   });
 
   it("no policy permits: the agent outside the sales group gets nothing from salesforce", async () => {

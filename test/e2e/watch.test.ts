@@ -4,7 +4,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WatchSessionRequestSchema, type WatchSessionResponse } from "../../src/gen/capvend/v1/vending_pb.js";
-import { REASON_HEADER } from "../../src/errors.js";
+import { reasonOf } from "../../src/errors.js";
+import { parseSessionCredential } from "../../src/auth/credentials.js";
+import { encodeResumeToken } from "../../src/streams/resume-token.js";
 import { startHarness, startSalesSession, type Harness } from "../helpers/harness.js";
 
 let h: Harness;
@@ -90,9 +92,8 @@ describe("WatchSession over a real HTTP/2 server", () => {
       expect(sf[i]!.at).toBeLessThan(Number(sf[i - 1]!.t.token.expiresAt.seconds) * 1000);
       expect(sf[i]!.t.replacesTokenId).toBe(sf[i - 1]!.t.token.tokenId);
     }
-    // Revisions only grow.
-    const revs = c.messages.map((m) => m.revision);
-    for (let i = 1; i < revs.length; i++) expect(revs[i]! > revs[i - 1]!).toBe(true);
+    // Every event carries an opaque resume token.
+    expect(c.messages.every((m) => /^[A-Za-z0-9_-]{42}$/.test(m.resumeToken))).toBe(true);
     // Heartbeats flow on a quiet stream too (interval 500 ms in this harness).
     expect(c.of("heartbeat").length).toBeGreaterThan(0);
     ac.abort();
@@ -151,14 +152,14 @@ describe("WatchSession over a real HTTP/2 server", () => {
     const first = collect(s.runtime.watchSession({ grants: grants() }, { signal: ac.signal }));
     await first.until(() => first.of("tokenIssued").length >= 2);
     const held = first.of("tokenIssued").map((t) => t.token!.tokenId);
-    const last = first.messages.at(-1)!.revision;
+    const last = first.messages.at(-1)!.resumeToken;
     ac.abort();
     await first.done;
 
     await h.orchestrator.revoke({ target: { case: "tokenId", value: held[0]! }, reason: "while away" });
     await h.orchestrator.revoke({ target: { case: "resource", value: "calendar" }, reason: "calendar off" });
 
-    const again = collect(s.runtime.watchSession({ grants: grants(), resumeAfter: last }));
+    const again = collect(s.runtime.watchSession({ grants: grants(), resumeToken: last }));
     await again.until(() => again.of("tokensRevoked").length >= 2 && again.of("tokenIssued").length >= 1);
     const kinds = again.messages.map((m) => m.event.case);
     // Replay first, then fresh tokens.
@@ -170,7 +171,7 @@ describe("WatchSession over a real HTTP/2 server", () => {
     const fresh = again.of("tokenIssued");
     expect(fresh.map((t) => t.grantIndex)).toEqual([0]);
     expect(held).not.toContain(fresh[0]!.token!.tokenId);
-    expect(again.messages[0]!.revision > last).toBe(true);
+    expect(again.messages[0]!.resumeToken).not.toBe(last);
     await h.orchestrator.endSession({ sessionId: s.sessionId });
     await again.done;
   });
@@ -281,11 +282,11 @@ describe("WatchSession bad input", () => {
     const res = await h.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: [{ resource: "salesforce", scopes: ["delete"] }] });
     const d = await errorOf(h.client(res.sessionCredential).watchSession({ grants: [{ resource: "salesforce", scopes: ["delete"] }] }));
     expect(d.code).toBe(Code.PermissionDenied);
-    expect(d.metadata.get(REASON_HEADER)).toBe("scope_denied");
+    expect(reasonOf(d)).toBe("SCOPE_DENIED");
     expect(d.rawMessage).toContain('scope "delete"');
   });
 
-  it("refuses zero grants, duplicate grants and a resume_after in the future with INVALID_ARGUMENT", async () => {
+  it("refuses zero grants and duplicate grants with INVALID_ARGUMENT", async () => {
     const s = await startSalesSession(h);
     const before = h.server.hub.stats();
     const zero = await errorOf(s.runtime.watchSession({ grants: [] }));
@@ -294,11 +295,48 @@ describe("WatchSession bad input", () => {
     const dup = await errorOf(s.runtime.watchSession({ grants: [grants()[0]!, grants()[0]!] }));
     expect(dup.code).toBe(Code.InvalidArgument);
     expect(dup.rawMessage).toContain("duplicate");
-    const ahead = await errorOf(s.runtime.watchSession({ grants: grants(), resumeAfter: 1n << 60n }));
-    expect(ahead.code).toBe(Code.InvalidArgument);
-    expect(ahead.rawMessage).toContain("resume_after");
     // Nothing was left registered by the refused calls.
     expect(h.server.hub.stats()).toEqual(before);
+  });
+
+  it("refuses resume tokens that are garbage, altered, of another session, too old or ahead of the feed, each with its reason", async () => {
+    const s = await startSalesSession(h);
+    const other = await startSalesSession(h);
+    const owner = { id: s.sessionId, credentialHash: parseSessionCredential(s.sessionCredential)!.secretHash };
+    const refused = async (resumeToken: string) => {
+      const e = await errorOf(s.runtime.watchSession({ grants: grants(), resumeToken }));
+      return { code: e.code, reason: reasonOf(e), message: e.rawMessage };
+    };
+
+    const garbage = await refused("not-a-token");
+    expect(garbage).toMatchObject({ code: Code.InvalidArgument, reason: "INVALID_ARGUMENT" });
+    expect(garbage.message).toMatch(/^resume_token: is not a resume token/);
+
+    // A real token of the other session, and one of this session with a byte changed.
+    const c = collect(other.runtime.watchSession({ grants: grants() }));
+    await c.until(() => c.messages.length > 0);
+    const before = h.server.hub.stats();
+    const foreign = await refused(c.messages[0]!.resumeToken);
+    expect(foreign).toMatchObject({ code: Code.InvalidArgument, reason: "INVALID_ARGUMENT" });
+    expect(foreign.message).toContain("not issued for this session");
+    const good = encodeResumeToken(owner, { feedPosition: h.revocations.lastSeq, issuedAtMs: Date.now() });
+    const altered = good.slice(0, 5) + (good[5] === "A" ? "B" : "A") + good.slice(6);
+    expect((await refused(altered)).code).toBe(Code.InvalidArgument);
+
+    const old = await refused(encodeResumeToken(owner, { feedPosition: 0, issuedAtMs: Date.now() - 400 * 86_400_000 }));
+    expect(old).toMatchObject({ code: Code.FailedPrecondition, reason: "RESUME_TOKEN_EXPIRED" });
+
+    const ahead = await refused(encodeResumeToken(owner, { feedPosition: h.revocations.lastSeq + 1000, issuedAtMs: Date.now() }));
+    expect(ahead).toMatchObject({ code: Code.Unavailable, reason: "RESUME_AHEAD" });
+    expect(ahead.message).toContain("resume_token");
+    // Nothing was left registered by the refused calls; the well-formed token resumes.
+    expect(h.server.hub.stats()).toEqual(before);
+    const ok = collect(s.runtime.watchSession({ grants: grants(), resumeToken: good }));
+    await ok.until(() => ok.of("tokenIssued").length >= 2);
+    expect(ok.error).toBeUndefined();
+    await h.orchestrator.endSession({ sessionId: s.sessionId });
+    await h.orchestrator.endSession({ sessionId: other.sessionId });
+    await Promise.all([ok.done, c.done]);
   });
 });
 

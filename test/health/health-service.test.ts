@@ -16,7 +16,7 @@ import type { HealthService } from "../../src/health/health-service.js";
 import { shutdownSignalKey } from "../../src/transport/shutdown-context.js";
 import { createTransportServer } from "../../src/transport/transport-server.js";
 
-const healthProto = fileURLToPath(new URL("../../proto/grpc/health/v1/health.proto", import.meta.url));
+const healthProto = fileURLToPath(new URL("../../proto-vendor/grpc/health/v1/health.proto", import.meta.url));
 
 function inMemory(health: HealthService) {
   return createClient(Health, createRouterTransport((router) => registerHealth(router, health)));

@@ -3,6 +3,9 @@
  * against any replica's JWKS, and a runtime whose replica died resumes on another without
  * missing a revocation.
  */
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { reasonOf } from "../../src/errors.js";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
@@ -36,9 +39,9 @@ async function sessionOn(r: ReplicaProcess) {
   return r.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: GRANTS });
 }
 
-function watchOn(r: ReplicaProcess, credential: string, resumeAfter = 0n): Collected {
+function watchOn(r: ReplicaProcess, credential: string, resumeToken = ""): Collected {
   const runtime = r.client(credential);
-  const s = collect((signal) => runtime.watchSession({ grants: GRANTS, resumeAfter }, { signal }));
+  const s = collect((signal) => runtime.watchSession({ grants: GRANTS, resumeToken }, { signal }));
   streams.push(s);
   return s;
 }
@@ -94,11 +97,34 @@ describe("replicas on one NATS", () => {
     expect((await b.orchestrator.introspect({ token: before.accessToken })).active).toBe(true);
   });
 
-  it("let a runtime whose replica was killed resume on another with resume_after, replaying the revocation it missed", async () => {
+  it("open one session for concurrent attempts of one request_id on two replicas; every answer's credential works on both", async () => {
+    const requestId = randomUUID();
+    const req = { agentId: "sales-bot", userId: "alice", grants: GRANTS, requestId };
+    const answers = await Promise.all([a, b, a, b].map((r) => r.orchestrator.startSession(req)));
+    expect(new Set(answers.map((x) => x.sessionId)).size).toBe(1);
+    for (const x of answers) {
+      for (const r of [a, b]) {
+        const { token } = await r.client(x.sessionCredential).issueToken({ resource: "calendar", scopes: ["read"] });
+        expect(token?.resource).toBe("calendar");
+      }
+    }
+    // A different request under the same id is refused on either replica.
+    for (const r of [a, b]) {
+      const err = await r.orchestrator.startSession({ ...req, userId: "bob" }).then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect(err?.code).toBe(Code.AlreadyExists);
+      expect(reasonOf(err)).toBe("REQUEST_ID_REUSED");
+    }
+  });
+
+  it("let a runtime whose replica was killed resume on another with its resume token, replaying the revocation it missed", async () => {
     const session = await sessionOn(a);
     const onB = watchOn(b, session.sessionCredential);
     await onB.until(() => onB.of("tokenIssued").length >= 2, 10_000, "the first tokens on B");
-    const resumeAfter = onB.lastRevision();
+    const resumeToken = onB.lastResumeToken();
+    expect(resumeToken).not.toBe("");
     const held = onB.of("tokenIssued").map((t) => t.token!.tokenId);
 
     await b.kill("SIGKILL");
@@ -106,11 +132,13 @@ describe("replicas on one NATS", () => {
     // Revoked while the runtime has no stream anywhere.
     await a.orchestrator.revoke({ target: { case: "tokenId", value: held[0]! }, reason: "revoked while away" });
 
-    const onA = watchOn(a, session.sessionCredential, resumeAfter);
+    const onA = watchOn(a, session.sessionCredential, resumeToken);
     await onA.until(() => onA.of("tokensRevoked").length > 0 && onA.of("tokenIssued").length >= 1, 10_000, "the replayed revocation and fresh tokens on A");
     expect(onA.of("tokensRevoked")[0]).toMatchObject({ tokenIds: [held[0]], reason: "revoked while away" });
     expect(onA.messages[0]!.event.case).toBe("tokensRevoked");
-    expect(onA.messages[0]!.revision).toBeGreaterThan(resumeAfter);
+    expect(onA.messages[0]!.resumeToken).not.toBe(resumeToken);
+    // A's token resumes on B's successor too: it names a feed position every replica shares.
+    expect(onA.messages.at(-1)!.resumeToken).toMatch(/^[A-Za-z0-9_-]{42}$/);
     expect(onA.error).toBeUndefined();
   });
 });

@@ -12,8 +12,8 @@ export interface Collected {
   readonly ended: boolean;
   /** Events of one kind so far. */
   of<K extends EventCase>(kind: K): EventOf<K>[];
-  /** The highest revision received (what a runtime passes as resume_after). */
-  lastRevision(): bigint;
+  /** The resume token of the last event received (what a runtime passes back); "" before any. */
+  lastResumeToken(): string;
   /** Waits until `pred` holds; throws naming `what` (and what arrived) after `timeoutMs`. */
   until(pred: () => boolean, timeoutMs: number, what: string): Promise<void>;
   /** Stops reading (aborts the call). */
@@ -46,8 +46,8 @@ export function collect(open: (signal: AbortSignal) => AsyncIterable<WatchSessio
     of<K extends EventCase>(kind: K) {
       return messages.filter((m) => m.event.case === kind).map((m) => m.event.value as EventOf<K>);
     },
-    lastRevision() {
-      return messages.reduce((max, m) => (m.revision > max ? m.revision : max), 0n);
+    lastResumeToken() {
+      return messages.at(-1)?.resumeToken ?? "";
     },
     async until(pred, timeoutMs, what) {
       const deadline = Date.now() + timeoutMs;

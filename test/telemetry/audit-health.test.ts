@@ -44,7 +44,7 @@ describe("a failing audit sink, seen from outside", () => {
     // The application log says why, and names the trace of the call that failed.
     const spans = await mt.spans();
     const failed = rpc(spans, "IssueToken").find((x) => x.attributes["rpc.grpc.status_code"] === Code.Unavailable);
-    expect(failed?.attributes["capvend.error.reason"]).toBe("audit_unavailable");
+    expect(failed?.attributes["capvend.error.reason"]).toBe("AUDIT_UNAVAILABLE");
     const line = h.logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === "rpc failed" && l.procedure === "capvend.v1.VendingService/IssueToken");
     expect(line?.trace_id).toBe(failed!.spanContext().traceId);
     expect(line?.span_id).toBe(failed!.spanContext().spanId);

@@ -10,7 +10,7 @@ import { DEFAULT_READ_MAX_BYTES } from "../../src/transport/defaults.js";
 import type { TransportServer } from "../../src/transport/transport-server.js";
 import { createProbe, startTestServer } from "./test-routes.js";
 
-const healthProto = fileURLToPath(new URL("../../proto/grpc/health/v1/health.proto", import.meta.url));
+const healthProto = fileURLToPath(new URL("../../proto-vendor/grpc/health/v1/health.proto", import.meta.url));
 const LIMIT = 1024;
 
 describe("requests larger than readMaxBytes", () => {

@@ -10,7 +10,7 @@ import { createProbe, run, startTestServer } from "./test-routes.js";
 import type { TestProbe } from "./test-routes.js";
 
 const hasCurl = (await run("curl", ["--version"])).code === 0;
-const healthProto = fileURLToPath(new URL("../../proto/grpc/health/v1/health.proto", import.meta.url));
+const healthProto = fileURLToPath(new URL("../../proto-vendor/grpc/health/v1/health.proto", import.meta.url));
 
 describe("one cleartext port, every protocol", () => {
   let server: TransportServer;

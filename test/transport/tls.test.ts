@@ -14,7 +14,7 @@ import { createProbe, run, startTestServer } from "./test-routes.js";
 import type { TestProbe } from "./test-routes.js";
 
 const hasOpenssl = (await run("openssl", ["version"])).code === 0;
-const healthProto = fileURLToPath(new URL("../../proto/grpc/health/v1/health.proto", import.meta.url));
+const healthProto = fileURLToPath(new URL("../../proto-vendor/grpc/health/v1/health.proto", import.meta.url));
 
 /** GET over HTTPS/1.1 trusting `ca`; resolves the status, body and negotiated ALPN protocol. */
 function httpsGet(

@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../buf/validate/validate_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file capvend/v1/vending.proto.
  */
 export const file_capvend_v1_vending: GenFile = /*@__PURE__*/
-  fileDesc("ChhjYXB2ZW5kL3YxL3ZlbmRpbmcucHJvdG8SCmNhcHZlbmQudjEiUQoFR3JhbnQSEAoIcmVzb3VyY2UYASABKAkSDgoGc2NvcGVzGAIgAygJEiYKA3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKJAgoTU3RhcnRTZXNzaW9uUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIUCgd1c2VyX2lkGAIgASgJSACIAQESIQoGZ3JhbnRzGAMgAygLMhEuY2FwdmVuZC52MS5HcmFudBIvCgxtYXhfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOwoGbGFiZWxzGAUgAygLMisuY2FwdmVuZC52MS5TdGFydFNlc3Npb25SZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCgoIX3VzZXJfaWQidgoUU3RhcnRTZXNzaW9uUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIaChJzZXNzaW9uX2NyZWRlbnRpYWwYAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiXQoRSXNzdWVUb2tlblJlcXVlc3QSEAoIcmVzb3VyY2UYASABKAkSDgoGc2NvcGVzGAIgAygJEiYKA3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChJJc3N1ZVRva2VuUmVzcG9uc2USIAoFdG9rZW4YASABKAsyES5jYXB2ZW5kLnYxLlRva2VuIrABCgVUb2tlbhIQCgh0b2tlbl9pZBgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSEAoIcmVzb3VyY2UYAyABKAkSDgoGc2NvcGVzGAQgAygJEi0KCWlzc3VlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoTV2F0Y2hTZXNzaW9uUmVxdWVzdBIhCgZncmFudHMYASADKAsyES5jYXB2ZW5kLnYxLkdyYW50EhQKDHJlc3VtZV9hZnRlchgCIAEoBCKiAgoUV2F0Y2hTZXNzaW9uUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAQSLwoMdG9rZW5faXNzdWVkGAIgASgLMhcuY2FwdmVuZC52MS5Ub2tlbklzc3VlZEgAEjMKDnRva2Vuc19yZXZva2VkGAMgASgLMhkuY2FwdmVuZC52MS5Ub2tlbnNSZXZva2VkSAASMQoNc2Vzc2lvbl9lbmRlZBgEIAEoCzIYLmNhcHZlbmQudjEuU2Vzc2lvbkVuZGVkSAASKgoJaGVhcnRiZWF0GAUgASgLMhUuY2FwdmVuZC52MS5IZWFydGJlYXRIABIqCglyZWNvbm5lY3QYBiABKAsyFS5jYXB2ZW5kLnYxLlJlY29ubmVjdEgAQgcKBWV2ZW50Il8KC1Rva2VuSXNzdWVkEhMKC2dyYW50X2luZGV4GAEgASgNEiAKBXRva2VuGAIgASgLMhEuY2FwdmVuZC52MS5Ub2tlbhIZChFyZXBsYWNlc190b2tlbl9pZBgDIAEoCSJJCg1Ub2tlbnNSZXZva2VkEhEKCXRva2VuX2lkcxgBIAMoCRIVCg1ncmFudF9pbmRleGVzGAIgAygNEg4KBnJlYXNvbhgDIAEoCSIeCgxTZXNzaW9uRW5kZWQSDgoGcmVhc29uGAEgASgJIjUKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIbCglSZWNvbm5lY3QSDgoGcmVhc29uGAEgASgJIo4BCg1SZXZva2VSZXF1ZXN0EhIKCHRva2VuX2lkGAEgASgJSAASFAoKc2Vzc2lvbl9pZBgCIAEoCUgAEhIKCGFnZW50X2lkGAMgASgJSAASEQoHdXNlcl9pZBgEIAEoCUgAEhIKCHJlc291cmNlGAUgASgJSAASDgoGcmVhc29uGAYgASgJQggKBnRhcmdldCJXCg5SZXZva2VSZXNwb25zZRIVCg1yZXZvY2F0aW9uX2lkGAEgASgJEi4KCnJldm9rZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjcKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJIkIKEkVuZFNlc3Npb25SZXNwb25zZRIsCghlbmRlZF9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOwoRSW50cm9zcGVjdFJlcXVlc3QSDQoFdG9rZW4YASABKAkSFwoPdG9rZW5fdHlwZV9oaW50GAIgASgJIqcCChJJbnRyb3NwZWN0UmVzcG9uc2USDgoGYWN0aXZlGAEgASgIEg0KBXNjb3BlGAIgASgJEhEKCWNsaWVudF9pZBgDIAEoCRILCgNzdWIYBCABKAkSCwoDYXVkGAUgASgJEgsKA2lzcxgGIAEoCRILCgNqdGkYByABKAkSEgoKdG9rZW5fdHlwZRgIIAEoCRInCgNleHAYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2lhdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDbmJmGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNzaWQYDCABKAkSDwoHYWN0X3N1YhgNIAEoCTLgAwoOVmVuZGluZ1NlcnZpY2USUQoMU3RhcnRTZXNzaW9uEh8uY2FwdmVuZC52MS5TdGFydFNlc3Npb25SZXF1ZXN0GiAuY2FwdmVuZC52MS5TdGFydFNlc3Npb25SZXNwb25zZRJLCgpJc3N1ZVRva2VuEh0uY2FwdmVuZC52MS5Jc3N1ZVRva2VuUmVxdWVzdBoeLmNhcHZlbmQudjEuSXNzdWVUb2tlblJlc3BvbnNlElMKDFdhdGNoU2Vzc2lvbhIfLmNhcHZlbmQudjEuV2F0Y2hTZXNzaW9uUmVxdWVzdBogLmNhcHZlbmQudjEuV2F0Y2hTZXNzaW9uUmVzcG9uc2UwARI/CgZSZXZva2USGS5jYXB2ZW5kLnYxLlJldm9rZVJlcXVlc3QaGi5jYXB2ZW5kLnYxLlJldm9rZVJlc3BvbnNlEksKCkVuZFNlc3Npb24SHS5jYXB2ZW5kLnYxLkVuZFNlc3Npb25SZXF1ZXN0Gh4uY2FwdmVuZC52MS5FbmRTZXNzaW9uUmVzcG9uc2USSwoKSW50cm9zcGVjdBIdLmNhcHZlbmQudjEuSW50cm9zcGVjdFJlcXVlc3QaHi5jYXB2ZW5kLnYxLkludHJvc3BlY3RSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChhjYXB2ZW5kL3YxL3ZlbmRpbmcucHJvdG8SCmNhcHZlbmQudjEilwIKBUdyYW50EpcBCghyZXNvdXJjZRgBIAEoCUKEAbpIgAHIAQFyeyiAAjJvXlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wn1dKD86W15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtabH1ccHtacH1dKlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wn1dKT8kWgEuWgIuLhJACgZzY29wZXMYAiADKAlCMLpILZIBKggBEEAYASIiciAYgAEyG15bXHgyMVx4MjMtXHg1Qlx4NUQtXHg3RV0rJBIyCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CCrpIB6oBBDICCAEirwUKE1N0YXJ0U2Vzc2lvblJlcXVlc3QSlwEKCGFnZW50X2lkGAEgASgJQoQBukiAAcgBAXJ7KIACMm9eW15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtafV0oPzpbXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1psfVxwe1pwfV0qW15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtafV0pPyRaAS5aAi4uEpcBCgd1c2VyX2lkGAIgASgJQoABukh9cnsogAIyb15bXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1p9XSg/OlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wmx9XHB7WnB9XSpbXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1p9XSk/JFoBLloCLi5IAIgBARItCgZncmFudHMYAyADKAsyES5jYXB2ZW5kLnYxLkdyYW50Qgq6SAeSAQQIARBAEjsKDG1heF9kdXJhdGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIKukgHqgEEMgIIARKbAQoGbGFiZWxzGAUgAygLMisuY2FwdmVuZC52MS5TdGFydFNlc3Npb25SZXF1ZXN0LkxhYmVsc0VudHJ5Ql66SFuaAVgQICIhch8yFl5bQS1aYS16MC05Xy4tXXsxLDY0fSRaAS5aAi4uKjFyLyiAAjIqXlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wmx9XHB7WnB9XSokEh8KCnJlcXVlc3RfaWQYBiABKAlCC7pICNgBAXIDsAEBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCgoIX3VzZXJfaWQiewoUU3RhcnRTZXNzaW9uUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIfChJzZXNzaW9uX2NyZWRlbnRpYWwYAiABKAlCA4ABARIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKjAgoRSXNzdWVUb2tlblJlcXVlc3QSlwEKCHJlc291cmNlGAEgASgJQoQBukiAAcgBAXJ7KIACMm9eW15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtafV0oPzpbXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1psfVxwe1pwfV0qW15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtafV0pPyRaAS5aAi4uEkAKBnNjb3BlcxgCIAMoCUIwukgtkgEqCAEQQBgBIiJyIBiAATIbXltceDIxXHgyMy1ceDVCXHg1RC1ceDdFXSskEjIKA3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIKukgHqgEEMgIIASI2ChJJc3N1ZVRva2VuUmVzcG9uc2USIAoFdG9rZW4YASABKAsyES5jYXB2ZW5kLnYxLlRva2VuIrUBCgVUb2tlbhIQCgh0b2tlbl9pZBgBIAEoCRIZCgxhY2Nlc3NfdG9rZW4YAiABKAlCA4ABARIQCghyZXNvdXJjZRgDIAEoCRIOCgZzY29wZXMYBCADKAkSLQoJaXNzdWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ4ChNXYXRjaFNlc3Npb25SZXF1ZXN0Ei0KBmdyYW50cxgBIAMoCzIRLmNhcHZlbmQudjEuR3JhbnRCCrpIB5IBBAgBEEASHgoMcmVzdW1lX3Rva2VuGAMgASgJQgi6SAVyAxiAAUoECAIQA1IMcmVzdW1lX2FmdGVyIrYCChRXYXRjaFNlc3Npb25SZXNwb25zZRIUCgxyZXN1bWVfdG9rZW4YByABKAkSLwoMdG9rZW5faXNzdWVkGAIgASgLMhcuY2FwdmVuZC52MS5Ub2tlbklzc3VlZEgAEjMKDnRva2Vuc19yZXZva2VkGAMgASgLMhkuY2FwdmVuZC52MS5Ub2tlbnNSZXZva2VkSAASMQoNc2Vzc2lvbl9lbmRlZBgEIAEoCzIYLmNhcHZlbmQudjEuU2Vzc2lvbkVuZGVkSAASKgoJaGVhcnRiZWF0GAUgASgLMhUuY2FwdmVuZC52MS5IZWFydGJlYXRIABIqCglyZWNvbm5lY3QYBiABKAsyFS5jYXB2ZW5kLnYxLlJlY29ubmVjdEgAQgcKBWV2ZW50SgQIARACUghyZXZpc2lvbiJfCgtUb2tlbklzc3VlZBITCgtncmFudF9pbmRleBgBIAEoDRIgCgV0b2tlbhgCIAEoCzIRLmNhcHZlbmQudjEuVG9rZW4SGQoRcmVwbGFjZXNfdG9rZW5faWQYAyABKAkiSQoNVG9rZW5zUmV2b2tlZBIRCgl0b2tlbl9pZHMYASADKAkSFQoNZ3JhbnRfaW5kZXhlcxgCIAMoDRIOCgZyZWFzb24YAyABKAkiHgoMU2Vzc2lvbkVuZGVkEg4KBnJlYXNvbhgBIAEoCSI1CglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGwoJUmVjb25uZWN0Eg4KBnJlYXNvbhgBIAEoCSLfBgoNUmV2b2tlUmVxdWVzdBKVAQoIdG9rZW5faWQYASABKAlCgAG6SH1yeyiAAjJvXlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wn1dKD86W15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtabH1ccHtacH1dKlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wn1dKT8kWgEuWgIuLkgAEpcBCgpzZXNzaW9uX2lkGAIgASgJQoABukh9cnsogAIyb15bXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1p9XSg/OlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wmx9XHB7WnB9XSpbXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1p9XSk/JFoBLloCLi5IABKVAQoIYWdlbnRfaWQYAyABKAlCgAG6SH1yeyiAAjJvXlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wn1dKD86W15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtabH1ccHtacH1dKlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wn1dKT8kWgEuWgIuLkgAEpQBCgd1c2VyX2lkGAQgASgJQoABukh9cnsogAIyb15bXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1p9XSg/OlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wmx9XHB7WnB9XSpbXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1p9XSk/JFoBLloCLi5IABKVAQoIcmVzb3VyY2UYBSABKAlCgAG6SH1yeyiAAjJvXlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wn1dKD86W15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtabH1ccHtacH1dKlteXHB7Q2N9XHB7Q2Z9XHB7Q299XHB7Q3N9XHB7Wn1dKT8kWgEuWgIuLkgAEkQKBnJlYXNvbhgGIAEoCUI0ukgxci8ogAQyKl5bXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1psfVxwe1pwfV0qJEIPCgZ0YXJnZXQSBbpIAggBIlcKDlJldm9rZVJlc3BvbnNlEhUKDXJldm9jYXRpb25faWQYASABKAkSLgoKcmV2b2tlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi9QEKEUVuZFNlc3Npb25SZXF1ZXN0EpkBCgpzZXNzaW9uX2lkGAEgASgJQoQBukiAAcgBAXJ7KIACMm9eW15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtafV0oPzpbXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1psfVxwe1pwfV0qW15ccHtDY31ccHtDZn1ccHtDb31ccHtDc31ccHtafV0pPyRaAS5aAi4uEkQKBnJlYXNvbhgCIAEoCUI0ukgxci8ogAQyKl5bXlxwe0NjfVxwe0NmfVxwe0NvfVxwe0NzfVxwe1psfVxwe1pwfV0qJCJCChJFbmRTZXNzaW9uUmVzcG9uc2USLAoIZW5kZWRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKEUludHJvc3BlY3RSZXF1ZXN0Eh0KBXRva2VuGAEgASgJQg6AAQG6SAjIAQFyAyiAQBIXCg90b2tlbl90eXBlX2hpbnQYAiABKAkipwIKEkludHJvc3BlY3RSZXNwb25zZRIOCgZhY3RpdmUYASABKAgSDQoFc2NvcGUYAiABKAkSEQoJY2xpZW50X2lkGAMgASgJEgsKA3N1YhgEIAEoCRILCgNhdWQYBSABKAkSCwoDaXNzGAYgASgJEgsKA2p0aRgHIAEoCRISCgp0b2tlbl90eXBlGAggASgJEicKA2V4cBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDaWF0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNuYmYYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA3NpZBgMIAEoCRIPCgdhY3Rfc3ViGA0gASgJMuADCg5WZW5kaW5nU2VydmljZRJRCgxTdGFydFNlc3Npb24SHy5jYXB2ZW5kLnYxLlN0YXJ0U2Vzc2lvblJlcXVlc3QaIC5jYXB2ZW5kLnYxLlN0YXJ0U2Vzc2lvblJlc3BvbnNlEksKCklzc3VlVG9rZW4SHS5jYXB2ZW5kLnYxLklzc3VlVG9rZW5SZXF1ZXN0Gh4uY2FwdmVuZC52MS5Jc3N1ZVRva2VuUmVzcG9uc2USUwoMV2F0Y2hTZXNzaW9uEh8uY2FwdmVuZC52MS5XYXRjaFNlc3Npb25SZXF1ZXN0GiAuY2FwdmVuZC52MS5XYXRjaFNlc3Npb25SZXNwb25zZTABEj8KBlJldm9rZRIZLmNhcHZlbmQudjEuUmV2b2tlUmVxdWVzdBoaLmNhcHZlbmQudjEuUmV2b2tlUmVzcG9uc2USSwoKRW5kU2Vzc2lvbhIdLmNhcHZlbmQudjEuRW5kU2Vzc2lvblJlcXVlc3QaHi5jYXB2ZW5kLnYxLkVuZFNlc3Npb25SZXNwb25zZRJLCgpJbnRyb3NwZWN0Eh0uY2FwdmVuZC52MS5JbnRyb3NwZWN0UmVxdWVzdBoeLmNhcHZlbmQudjEuSW50cm9zcGVjdFJlc3BvbnNlQi1aK2NhcHZlbmQuZGV2L2NsaWVudC9nZW4vY2FwdmVuZC92MTtjYXB2ZW5kdjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A grant names one resource and the scopes that may be asked for on it.
@@ -21,23 +22,22 @@ export const file_capvend_v1_vending: GenFile = /*@__PURE__*/
  */
 export type Grant = Message<"capvend.v1.Grant"> & {
   /**
-   * The resource (token audience), e.g. "salesforce". 1 to 256 bytes.
+   * The resource (token audience), e.g. "salesforce". An identifier.
    *
    * @generated from field: string resource = 1;
    */
   resource: string;
 
   /**
-   * Scopes on the resource, e.g. ["read", "write"]. At least one; no duplicates; each 1 to
-   * 128 bytes without spaces.
+   * Scopes on the resource, e.g. ["read", "write"]. 1 to 64 scope-tokens, no duplicates.
    *
    * @generated from field: repeated string scopes = 2;
    */
   scopes: string[];
 
   /**
-   * Token lifetime asked for. Unset means the server default (CAPVEND_TOKEN_TTL); never more
-   * than CAPVEND_MAX_TOKEN_TTL.
+   * Token lifetime asked for: at least 1s. Unset means the server default
+   * (CAPVEND_TOKEN_TTL); never more than CAPVEND_MAX_TOKEN_TTL.
    *
    * @generated from field: google.protobuf.Duration ttl = 3;
    */
@@ -58,29 +58,29 @@ export const GrantSchema: GenMessage<Grant> = /*@__PURE__*/
  */
 export type StartSessionRequest = Message<"capvend.v1.StartSessionRequest"> & {
   /**
-   * The agent the session is for, e.g. "sales-bot". 1 to 256 bytes.
+   * The agent the session is for, e.g. "sales-bot". An identifier.
    *
    * @generated from field: string agent_id = 1;
    */
   agentId: string;
 
   /**
-   * The user the agent acts for. Absent when the agent acts on its own.
+   * The user the agent acts for, an identifier. Absent when the agent acts on its own.
    *
    * @generated from field: optional string user_id = 2;
    */
   userId?: string | undefined;
 
   /**
-   * What the session's runtime may ask for. At least one grant; one grant per resource.
+   * What the session's runtime may ask for. 1 to 64 grants; one grant per resource.
    *
    * @generated from field: repeated capvend.v1.Grant grants = 3;
    */
   grants: Grant[];
 
   /**
-   * How long the session may live. Unset means the server default (8 h); never more than
-   * the server's maximum.
+   * How long the session may live: at least 1s. Unset means the server default
+   * (CAPVEND_SESSION_MAX_DURATION); never more than that.
    *
    * @generated from field: google.protobuf.Duration max_duration = 4;
    */
@@ -88,11 +88,25 @@ export type StartSessionRequest = Message<"capvend.v1.StartSessionRequest"> & {
 
   /**
    * Free-form labels passed to policy as context.labels, e.g. {"env": "prod"}. At most 32
-   * entries; keys 1 to 64 bytes, values up to 256 bytes.
+   * entries; keys 1 to 64 characters of A-Z a-z 0-9 _ . - (not "." or ".."); values up to
+   * 256 bytes without control, format or line-separator characters, and never a token,
+   * credential or key.
    *
    * @generated from field: map<string, string> labels = 5;
    */
   labels: { [key: string]: string };
+
+  /**
+   * Makes StartSession safe to retry (AIP-155): a UUID chosen by the caller, the same for
+   * every attempt of one request. Attempts with the same request_id from the same
+   * orchestrator open at most one session: a retry while that session lives returns it
+   * (same session_id and expires_at) with a session_credential that works for it as well.
+   * The same request_id with a different request is refused with REQUEST_ID_REUSED. Empty
+   * means no deduplication.
+   *
+   * @generated from field: string request_id = 6;
+   */
+  requestId: string;
 };
 
 /**
@@ -116,8 +130,8 @@ export type StartSessionResponse = Message<"capvend.v1.StartSessionResponse"> & 
   sessionId: string;
 
   /**
-   * Secret bearer credential for the session's runtime. Returned once, stored by the
-   * server only as a hash; valid for this session only and only until it ends.
+   * Secret bearer credential for the session's runtime. Stored by the server only as a
+   * hash; valid for this session only and only until it ends.
    *
    * @generated from field: string session_credential = 2;
    */
@@ -145,7 +159,7 @@ export const StartSessionResponseSchema: GenMessage<StartSessionResponse> = /*@_
  */
 export type IssueTokenRequest = Message<"capvend.v1.IssueTokenRequest"> & {
   /**
-   * The resource, which must be one of the session's grants.
+   * The resource, which must be one of the session's grants. An identifier.
    *
    * @generated from field: string resource = 1;
    */
@@ -159,7 +173,7 @@ export type IssueTokenRequest = Message<"capvend.v1.IssueTokenRequest"> & {
   scopes: string[];
 
   /**
-   * Lifetime asked for. Unset means the grant's ttl, else the server default.
+   * Lifetime asked for: at least 1s. Unset means the grant's ttl, else the server default.
    *
    * @generated from field: google.protobuf.Duration ttl = 3;
    */
@@ -257,21 +271,24 @@ export const TokenSchema: GenMessage<Token> = /*@__PURE__*/
  */
 export type WatchSessionRequest = Message<"capvend.v1.WatchSessionRequest"> & {
   /**
-   * Grants to keep fresh; each is checked like IssueToken. At least one; no two with the
-   * same resource.
+   * Grants to keep fresh; each is checked like IssueToken. 1 to 64; no two with the same
+   * resource.
    *
    * @generated from field: repeated capvend.v1.Grant grants = 1;
    */
   grants: Grant[];
 
   /**
-   * The last revision the runtime saw on an earlier stream of this session. The server
-   * first replays every revocation and session end after it, then sends fresh tokens.
-   * 0 means a fresh start.
+   * The resume_token of the last event the runtime saw on an earlier stream of this
+   * session, on any replica. The server first replays every revocation and session end
+   * after it, then sends fresh tokens. Empty means a fresh start. Opaque: store it and hand
+   * it back, never build or compare one. It lives as long as the server's maximum token
+   * TTL; an older one is refused with RESUME_TOKEN_EXPIRED (start fresh), a malformed or
+   * altered one, or one of another session, with INVALID_ARGUMENT.
    *
-   * @generated from field: uint64 resume_after = 2;
+   * @generated from field: string resume_token = 3;
    */
-  resumeAfter: bigint;
+  resumeToken: string;
 };
 
 /**
@@ -288,11 +305,12 @@ export const WatchSessionRequestSchema: GenMessage<WatchSessionRequest> = /*@__P
  */
 export type WatchSessionResponse = Message<"capvend.v1.WatchSessionResponse"> & {
   /**
-   * Per-session sequence number that only grows; pass the last one seen as resume_after.
+   * Where the stream stands after this event. Keep the latest and pass it as
+   * WatchSessionRequest.resume_token when reconnecting. Opaque.
    *
-   * @generated from field: uint64 revision = 1;
+   * @generated from field: string resume_token = 7;
    */
-  revision: bigint;
+  resumeToken: string;
 
   /**
    * What happened.
@@ -333,7 +351,7 @@ export type WatchSessionResponse = Message<"capvend.v1.WatchSessionResponse"> & 
     case: "heartbeat";
   } | {
     /**
-     * The server is going away; reconnect (to any replica) with resume_after.
+     * The server is going away; reconnect (to any replica) with the resume_token.
      *
      * @generated from field: capvend.v1.Reconnect reconnect = 6;
      */
@@ -536,7 +554,8 @@ export type RevokeRequest = Message<"capvend.v1.RevokeRequest"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * Why, recorded in the audit log and pushed to streams. Up to 512 bytes.
+   * Why, recorded in the audit log and pushed to streams. Up to 512 bytes without control,
+   * format or line-separator characters, and never a token, credential or key.
    *
    * @generated from field: string reason = 6;
    */
@@ -592,7 +611,8 @@ export type EndSessionRequest = Message<"capvend.v1.EndSessionRequest"> & {
   sessionId: string;
 
   /**
-   * Why, recorded in the audit log and pushed to streams. Up to 512 bytes.
+   * Why, recorded in the audit log and pushed to streams. Up to 512 bytes without control,
+   * format or line-separator characters, and never a token, credential or key.
    *
    * @generated from field: string reason = 2;
    */
@@ -634,7 +654,7 @@ export const EndSessionResponseSchema: GenMessage<EndSessionResponse> = /*@__PUR
  */
 export type IntrospectRequest = Message<"capvend.v1.IntrospectRequest"> & {
   /**
-   * The token to introspect (the JWT).
+   * The token to introspect (the JWT). 1 to 8192 bytes.
    *
    * @generated from field: string token = 1;
    */
@@ -763,6 +783,17 @@ export const IntrospectResponseSchema: GenMessage<IntrospectResponse> = /*@__PUR
 
 /**
  * VendingService hands short-lived, scoped capability tokens to AI agent runtimes.
+ *
+ * Every refusal carries a google.rpc.ErrorInfo detail whose reason is a capvend.v1.ErrorReason
+ * value name (errors.proto). Field rules are declared with buf.validate (protovalidate) and
+ * the server enforces exactly those, plus the limits that depend on its configuration
+ * (CAPVEND_MAX_TOKEN_TTL, CAPVEND_SESSION_MAX_DURATION).
+ *
+ * Identifiers (agent, user, resource, session and token ids) follow one profile: 1 to 256
+ * bytes of UTF-8; no control (Cc), format (Cf: zero-width and bidirectional controls),
+ * private-use or surrogate characters, no line or paragraph separators; no leading or
+ * trailing white space (so never white space only); not "." or "..". Scopes are RFC 6749
+ * scope-tokens: 1 to 128 characters of %x21 / %x23-5B / %x5D-7E.
  *
  * Orchestrators (bearer: an orchestrator credential) start, end and revoke sessions.
  * Runtimes (bearer: the session credential from StartSession) issue and watch tokens for
