@@ -40,6 +40,10 @@ def make_tool(source: Any, url: str) -> Any:
     return find_contact
 
 
+class Contact(typing.NamedTuple):
+    name: str
+
+
 def test_the_tool_keeps_its_name_docstring_and_own_arguments() -> None:
     tool = make_tool(FakeSource(TOKEN), "http://127.0.0.1:9")
     assert tool.__name__ == "find_contact"
@@ -47,7 +51,19 @@ def test_the_tool_keeps_its_name_docstring_and_own_arguments() -> None:
     sig = inspect.signature(tool)
     assert list(sig.parameters) == ["name", "limit"]
     assert sig.parameters["limit"].default == 5
-    assert "http" not in typing.get_type_hints(tool)
+    assert typing.get_type_hints(tool) == {"name": str, "limit": int, "return": dict[str, Any]}
+
+
+def test_annotations_naming_the_tools_own_types_resolve() -> None:
+    # This module uses `from __future__ import annotations`: the hints are strings naming
+    # types of this module, which frameworks must still be able to resolve.
+    @authorized_tool(FakeSource(TOKEN), "crm")
+    def save(http: httpx.Client, contact: Contact) -> Contact:
+        """Saves a contact."""
+        return contact
+
+    assert typing.get_type_hints(save) == {"contact": Contact, "return": Contact}
+    assert inspect.signature(save).parameters["contact"].annotation is Contact
 
 
 def test_the_request_carries_the_token_but_the_result_does_not(echo: EchoServer) -> None:

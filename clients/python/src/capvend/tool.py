@@ -42,8 +42,17 @@ def _shared_ssl_context() -> ssl.SSLContext:
     return _ssl_context
 
 
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    # Resolve string annotations (``from __future__ import annotations``) in the tool's own
+    # module now: the wrapper lives in this module, where the tool's names do not resolve.
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except Exception:  # noqa: BLE001 - a forward reference that cannot resolve yet
+        return inspect.signature(fn)
+
+
 def _strip_first_parameter(fn: Callable[..., Any]) -> inspect.Signature:
-    sig = inspect.signature(fn)
+    sig = _signature(fn)
     params = list(sig.parameters.values())
     if not params or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
         raise TypeError(f"{fn.__qualname__}: the first parameter must take the HTTP client")
@@ -72,7 +81,10 @@ def authorized_tool(
     def decorate(fn: Callable[Concatenate[Any, P], R]) -> Callable[P, R]:
         signature = _strip_first_parameter(fn)
         first = next(iter(inspect.signature(fn).parameters))
-        annotations = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != first}
+        annotations = {name: p.annotation for name, p in signature.parameters.items() if p.annotation is not inspect.Parameter.empty}
+        if signature.return_annotation is not inspect.Signature.empty:
+            annotations["return"] = signature.return_annotation
+        annotations.pop(first, None)
 
         def known() -> frozenset[str]:
             return source.known_secrets()
