@@ -20,7 +20,6 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "python suite: installing the pinned test environment into .venv/python"
   rm -rf "$venv"
   python3 -m venv "$venv" || { echo "python suite: python3 -m venv failed"; write 0 1 0; exit 1; }
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
   # The lock first (build backend included), then the package itself, without fetching
   # anything the lock does not name.
   if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock" ||

@@ -130,29 +130,50 @@ def replicas(server_env: dict[str, str], nats: NatsServer) -> Iterator[list[Capv
         s.cleanup()
 
 
-def test_failover_to_the_second_replica_when_the_first_is_killed_with_no_revocation_missed(
+def test_failover_to_the_second_replica_when_the_first_is_killed(
     replicas: list[CapvendServer], orchestrator_token: str, no_thread_leaks: None
 ) -> None:
     a, b = replicas
     log = EventLog()
     with Orchestrator(b.endpoint, orchestrator_token) as orch:
         session = orch.start_session("scenario-bot", SCENARIO_GRANTS, user_id="alice")
-        with CredentialManager([a.endpoint, b.endpoint], session.session_credential, SCENARIO_GRANTS, on_event=log, backoff=FAST) as m:
+    with CredentialManager([a.endpoint, b.endpoint], session.session_credential, SCENARIO_GRANTS, on_event=log, backoff=FAST) as m:
+        m.get_token("crm")
+        first = log.wait_for(Connected)
+        assert first is not None and first.endpoint.endswith(a.endpoint) and not first.resumed
+        mark = log.mark()
+        a.kill(signal.SIGKILL)
+        moved = log.wait_for(Connected, lambda e: e.endpoint.endswith(b.endpoint), timeout=30, start=mark)
+        assert moved is not None and moved.resumed
+        assert log.wait_for(TokenRenewed, lambda e: e.resource == "crm", start=mark) is not None
+        assert m.get_token("crm") and m.state == "ready"
+
+
+def test_a_revocation_made_while_the_stream_was_down_is_replayed_on_resume(
+    replicas: list[CapvendServer], orchestrator_token: str, no_thread_leaks: None
+) -> None:
+    a, b = replicas
+    log = EventLog()
+    with Orchestrator(b.endpoint, orchestrator_token) as orch:
+        session = orch.start_session("scenario-bot", SCENARIO_GRANTS, user_id="alice")
+        # Only replica A: while it is down the manager cannot reconnect anywhere.
+        with CredentialManager(a.endpoint, session.session_credential, SCENARIO_GRANTS, on_event=log, backoff=FAST) as m:
             m.get_token("crm")
-            m.get_token("calendar")
+            old = m.get_token("calendar")
             calendar = m.token_info("calendar")
-            assert calendar is not None
+            assert calendar is not None and calendar.access_token == old
             a.kill(signal.SIGKILL)
-            # Revoked while the manager may still be failing over: it must hear it, live or replayed.
             orch.revoke(token_id=calendar.token_id, reason="while away")
-            assert log.wait_for(TokensRevoked, lambda e: calendar.token_id in e.token_ids, timeout=30) is not None
-            assert log.wait_for(Connected, lambda e: e.endpoint.endswith(b.endpoint)) is not None
-            # Replayed on resume, the revocation names the token; the grant may go on with a new one.
+            assert log.wait_for(Disconnected) is not None
+            a.start()  # same port, same data directory
+            revoked = log.wait_for(TokensRevoked, lambda e: calendar.token_id in e.token_ids, timeout=30)
+            assert revoked is not None
+            resumed = log.wait_for(Connected, lambda e: e.resumed)
+            assert resumed is not None
             try:
-                assert m.get_token("calendar", timeout=0.5) != calendar.access_token
+                assert m.get_token("calendar", timeout=0.5) != old
             except CapvendError as e:
                 assert e.reason_name == "GRANT_REVOKED"
-            assert m.get_token("crm")
 
 
 def test_close_twice_from_any_thread_and_no_thread_survives(server: CapvendServer, orchestrator: Orchestrator, no_thread_leaks: None) -> None:
