@@ -21,7 +21,7 @@ from .backoff import Backoff
 from .channels import Endpoint, bearer, open_aio_channel, parse_endpoints
 from .credential_manager import DEFAULT_TOKEN_WAIT, GrantLike
 from .errors import CapvendError, error_from_rpc
-from .events import Connected, Disconnected, Event, Failed
+from .events import Connected, Disconnected, Event, Failed, SessionEnded
 from .token_cache import DEFAULT_EXPIRY_MARGIN, HeldToken, TokenCache
 from .v1 import vending_pb2 as pb
 from .watch_state import WatchState, grants_of
@@ -227,11 +227,13 @@ class AsyncCredentialManager:
                     self._backoff.reset()
                     self._state = "ready"
                     self._emit(Connected(str(endpoint), resumed))
-                for event in self._watch.apply(msg, time.monotonic()):
+                events = self._watch.apply(msg, time.monotonic())
+                for event in events:
                     self._emit(event)
                 self._notify()
-                if self._cache.terminal is not None:
+                if any(isinstance(e, SessionEnded) for e in events):
                     self._state = "ended"
+                if self._cache.terminal is not None:  # the session ended, or close() ran meanwhile
                     call.cancel()
                     return None
         except grpc.aio.AioRpcError as e:

@@ -21,7 +21,7 @@ from ._rpc import VendingStub, vending_stub
 from .backoff import Backoff
 from .channels import Endpoint, bearer, open_channel, parse_endpoints
 from .errors import CapvendError, error_from_rpc
-from .events import Connected, Disconnected, Event, Failed
+from .events import Connected, Disconnected, Event, Failed, SessionEnded
 from .token_cache import DEFAULT_EXPIRY_MARGIN, Grant, HeldToken, TokenCache
 from .watch_state import WatchState, grants_of
 
@@ -255,10 +255,12 @@ class CredentialManager:
                     self._backoff.reset()
                     self._state = "ready"
                     self._emit(Connected(str(endpoint), resumed))
-                for event in self._watch.apply(msg, now):
+                events = self._watch.apply(msg, now)
+                for event in events:
                     self._emit(event)
-                if self._cache.terminal is not None:
+                if any(isinstance(e, SessionEnded) for e in events):
                     self._state = "ended"
+                if self._cache.terminal is not None:  # the session ended, or close() ran meanwhile
                     call.cancel()
                     return None
             return None
