@@ -189,3 +189,31 @@ def test_close_twice_from_any_thread_and_no_thread_survives(server: CapvendServe
     assert not any(t.name in ("capvend-watch", "capvend-watchdog") for t in threading.enumerate())
     with pytest.raises(CapvendError):
         m.get_token("crm")
+
+
+def test_a_single_replica_restart_keeps_the_session_with_the_embedded_store(
+    server_env: dict[str, str], orchestrator_token: str, no_thread_leaks: None
+) -> None:
+    # No NATS: the server keeps sessions and revocations in its data directory.
+    srv = CapvendServer(server_env).start()
+    log = EventLog()
+    try:
+        with Orchestrator(srv.endpoint, orchestrator_token) as orch:
+            session = orch.start_session("scenario-bot", SCENARIO_GRANTS, user_id="alice")
+        with CredentialManager(srv.endpoint, session.session_credential, SCENARIO_GRANTS, on_event=log, backoff=FAST) as m:
+            m.get_token("crm")
+            srv.kill(signal.SIGKILL)
+            assert log.wait_for(Disconnected) is not None
+            mark = log.mark()
+            srv.start()  # same port and data directory
+            resumed = log.wait_for(Connected, lambda e: e.resumed, timeout=30, start=mark)
+            assert resumed is not None, log.events
+            assert log.wait_for(TokenRenewed, lambda e: e.resource == "calendar", start=mark) is not None
+            calendar = m.token_info("calendar")
+            assert calendar is not None
+            with Orchestrator(srv.endpoint, orchestrator_token) as orch:
+                orch.revoke(token_id=calendar.token_id, reason="after restart")
+            assert log.wait_for(TokensRevoked, lambda e: calendar.token_id in e.token_ids, start=mark) is not None
+            assert m.state == "ready"
+    finally:
+        srv.cleanup()
