@@ -8,7 +8,13 @@ import { describePrincipal, principalKey, type Principal } from "../auth/princip
 import type { Clock } from "../clock.js";
 import { capvendError, invalidArgument } from "../errors.js";
 import {
+  EndSessionRequestSchema,
+  IntrospectRequestSchema,
   IntrospectResponseSchema,
+  IssueTokenRequestSchema,
+  RevokeRequestSchema,
+  StartSessionRequestSchema,
+  WatchSessionRequestSchema,
   type VendingService,
   type WatchSessionRequest,
   type WatchSessionResponse,
@@ -22,16 +28,8 @@ import { noteSubject } from "./audit-interceptor.js";
 import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
 import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
-import {
-  MAX_INTROSPECT_TOKEN_BYTES,
-  validateDuration,
-  validateGrants,
-  validateId,
-  validateLabels,
-  validateReason,
-  validateRequestId,
-  validateScopes,
-} from "./validate.js";
+import { normalizeRequestId, validateDuration, validateGrants, validateId, validateLabels, validateReason } from "./validate.js";
+import { createContractValidator } from "./contract-validator.js";
 import { requestFingerprint } from "./request-fingerprint.js";
 
 /** What the vending service needs; each piece is an interface with a memory and a NATS form. */
@@ -55,6 +53,8 @@ export interface VendingServiceDeps {
 /** capvend.v1.VendingService, independent of the transport. */
 export function createVendingService(deps: VendingServiceDeps): ServiceImpl<typeof VendingService> {
   const { clock, sessions, revocations, policy, issuer, verifier, audit, limits } = deps;
+  // The contract's field rules (protovalidate), compiled once for the server's life.
+  const contract = createContractValidator();
 
   function principal(ctx: HandlerContext): Principal {
     const p = ctx.values.get(principalKey);
@@ -123,6 +123,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async startSession(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "StartSession needs an orchestrator credential");
+      contract.check(StartSessionRequestSchema, req);
       const agentId = validateId("agent_id", req.agentId);
       noteSubject(ctx, { agent_id: agentId });
       const userId = req.userId === undefined ? undefined : validateId("user_id", req.userId);
@@ -130,7 +131,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const grants = validateGrants("grants", req.grants, limits.maxTokenTtlMs);
       const durationMs = validateDuration("max_duration", req.maxDuration, limits.sessionMaxDurationMs) ?? limits.sessionMaxDurationMs;
       const labels = validateLabels("labels", req.labels);
-      const requestId = validateRequestId("request_id", req.requestId);
+      const requestId = normalizeRequestId(req.requestId);
       const decision = requireAllowed(ctx, caller, "start_session", { type: "Agent", id: agentId }, { userId, labels });
 
       const now = clock.now();
@@ -185,9 +186,10 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const caller = principal(ctx);
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "IssueToken needs a session credential");
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
+      contract.check(IssueTokenRequestSchema, req);
       const resource = validateId("resource", req.resource);
       noteSubject(ctx, { resource });
-      const scopes = validateScopes("scopes", req.scopes);
+      const scopes = [...req.scopes];
       noteSubject(ctx, { scopes });
       const ttlMs = validateDuration("ttl", req.ttl, limits.maxTokenTtlMs);
       const token = await issuer.issue(
@@ -201,6 +203,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     watchSession(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
+      contract.check(WatchSessionRequestSchema, req);
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
       return deps.watch(caller.session, req, ctx);
     },
@@ -208,6 +211,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async revoke(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "Revoke needs an orchestrator credential");
+      contract.check(RevokeRequestSchema, req);
       const target = req.target;
       if (target.case === undefined) {
         throw invalidArgument("target", "set one of token_id, session_id, agent_id, user_id, resource");
@@ -275,6 +279,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     async endSession(req, ctx) {
       const caller = principal(ctx);
+      contract.check(EndSessionRequestSchema, req);
       const sessionId = validateId("session_id", req.sessionId);
       noteSubject(ctx, { session_id: sessionId });
       const reason = validateReason("reason", req.reason, "ended");
@@ -332,8 +337,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async introspect(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
-      if (req.token.length === 0) throw invalidArgument("token", "must not be empty");
-      if (Buffer.byteLength(req.token) > MAX_INTROSPECT_TOKEN_BYTES) throw invalidArgument("token", `must be at most ${MAX_INTROSPECT_TOKEN_BYTES} bytes`);
+      contract.check(IntrospectRequestSchema, req);
       const inactive = create(IntrospectResponseSchema, { active: false });
       const answer = async (why: string, fields: Partial<AuditEvent> = {}) => {
         await appendOrFail(audit, {

@@ -48,6 +48,9 @@ export interface HarnessOptions {
   random?: () => number;
   /** Spans and metrics for the server; the test that built it shuts it down. */
   telemetry?: Telemetry;
+  /** Stores to use instead of fresh memory ones (e.g. ones a test can make fail). */
+  sessions?: MemorySessionStore;
+  revocations?: MemoryRevocationList;
 }
 
 /** A whole replica on 127.0.0.1:0 with the example policy, memory stores and a memory audit sink. */
@@ -62,8 +65,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const audit = opts.audit ?? createMemoryAuditSink({ clock });
   const policy = await loadPolicyEngine({ dir: opts.policyDir ?? DEFAULT_POLICY_DIR, clock });
   const keyRing = await openKeyRing({ dataDir, alg: config.signingAlg, clock, maxTokenTtlMs: settings.maxTokenTtlMs });
-  const sessions = new MemorySessionStore(clock);
-  const revocations = new MemoryRevocationList(clock);
+  const sessions = opts.sessions ?? new MemorySessionStore(clock);
+  const revocations = opts.revocations ?? new MemoryRevocationList(clock);
   const server = await createCapvendServer({
     settings,
     clock,

@@ -39,6 +39,7 @@ FATAL_REASONS = frozenset(
         "SCOPE_NOT_GRANTED",
         "SCOPE_DENIED",
         "ACTION_DENIED",
+        "MESSAGE_TOO_LARGE",
     }
 )
 
