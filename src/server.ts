@@ -103,6 +103,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
       policy,
       minter,
       audit,
+      revocations: deps.revocations,
       defaultTtlMs: settings.tokenTtlMs,
       maxTtlMs: settings.maxTokenTtlMs,
     }),

@@ -230,10 +230,10 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const decision = requireAllowed(caller, "revoke", entity, { userId: session?.userId });
 
       const now = clock.now();
-      // A rule must outlive everything it can match: tokens (max TTL) and, for rules that
-      // end sessions, the sessions themselves.
-      const endsSessions = kind === "session_id" || kind === "agent_id" || kind === "user_id";
-      const horizon = endsSessions ? Math.max(limits.maxTokenTtlMs, limits.sessionMaxDurationMs) : limits.maxTokenTtlMs;
+      // A rule must outlive everything it can match: tokens (max TTL) and the sessions
+      // created before it, which it ends (session, agent, user) or whose grants it
+      // withdraws (resource, token id) for the rest of their lives.
+      const horizon = Math.max(limits.maxTokenTtlMs, limits.sessionMaxDurationMs);
       const revocation: Revocation = {
         id: newRevocationId(),
         kind,
