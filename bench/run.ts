@@ -10,6 +10,8 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   streams: () => import("./streams.js"),
   issuance: () => import("./issuance.js"),
   "cross-replica": () => import("./cross-replica.js"),
+  peer: () => import("./peer.js"),
+  profile: () => import("./profile.js"),
 };
 
 const wanted = process.argv.slice(2);

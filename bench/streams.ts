@@ -14,6 +14,7 @@ import { MemoryRevocationList } from "../src/revocation/memory-revocation-list.j
 import { createCapvendServer } from "../src/server.js";
 import { MemorySessionStore } from "../src/sessions/memory-session-store.js";
 import { RENEW_JITTER_FRACTION } from "../src/streams/renewal.js";
+import { runScale } from "./streams-scale.js";
 
 const TOKEN = "bench-orchestrator-token-0123456789";
 const IDLE_STREAMS = 2000;
@@ -126,4 +127,7 @@ export async function main(): Promise<void> {
   await revocations.close();
   await sessions.close();
   await rm(dataDir, { recursive: true, force: true });
+
+  // 3. Renewals and reconnect storms at scale, in processes of their own.
+  await runScale();
 }

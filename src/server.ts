@@ -13,6 +13,7 @@ import type { Jwks, KeyRing } from "./keys/key-ring.js";
 import { errorInterceptor } from "./logging/error-interceptor.js";
 import type { Logger } from "./logging/logger.js";
 import type { RevocationList } from "./revocation/revocation.js";
+import { cacheDecisions, type VersionedDecider } from "./policy/decision-cache.js";
 import { routes } from "./routes.js";
 import { createIssuer } from "./service/issuer.js";
 import type { PolicyDecider } from "./service/policy-requests.js";
@@ -93,7 +94,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     if (healthy) logger.info("audit sink healthy again");
     else logger.error({ error: state.lastError, pending: state.pending }, "audit sink unhealthy: issuance fails closed until it recovers");
   });
-  const policy = telemetry.wrapPolicy(deps.policy);
+  // Decisions are remembered per policy version when the decider says which version it runs.
+  const policy = telemetry.wrapPolicy(isVersioned(deps.policy) ? cacheDecisions(deps.policy) : deps.policy);
   const minter = telemetry.wrapMinter(createMinter({ keyRing, issuer: settings.issuer, clock }));
   const publicKeys = deps.publicKeys ?? keyRing;
   const verifier = createVerifier({ keyRing: publicKeys, issuer: settings.issuer, clock });
@@ -185,4 +187,9 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
       return closing;
     },
   };
+}
+
+function isVersioned(decider: PolicyDecider): decider is PolicyDecider & VersionedDecider {
+  const state = (decider as Partial<VersionedDecider>).state;
+  return typeof state?.version === "number";
 }

@@ -1,5 +1,7 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import { isSpanContextValid } from "@opentelemetry/api";
 import { capvendError, withErrorInfo } from "../errors.js";
+import { rpcSpanKey } from "../telemetry/rpc-interceptor.js";
 import type { Logger } from "./logger.js";
 
 /**
@@ -9,14 +11,14 @@ import type { Logger } from "./logger.js";
  * redacted.
  */
 export function errorInterceptor(logger: Logger): Interceptor {
-  const wrap = (err: unknown, procedure: string): ConnectError => {
+  const wrap = (err: unknown, procedure: string, values: ContextValues): ConnectError => {
     if (err instanceof ConnectError) {
       if (err.code === Code.Internal || err.code === Code.Unavailable || err.code === Code.Unknown) {
-        logger.warn({ procedure, code: Code[err.code], msg_detail: err.rawMessage, cause: describe(err.cause) }, "rpc failed");
+        logger.warn({ procedure, code: Code[err.code], msg_detail: err.rawMessage, cause: describe(err.cause), ...callTraceFields(values) }, "rpc failed");
       }
       return withErrorInfo(err);
     }
-    logger.error({ procedure, err }, "unexpected error in handler");
+    logger.error({ procedure, err, ...callTraceFields(values) }, "unexpected error in handler");
     return capvendError("INTERNAL", "internal error; the server log has the details", {}, err);
   };
   return (next) => async (req) => {
@@ -30,12 +32,12 @@ export function errorInterceptor(logger: Logger): Interceptor {
           try {
             yield* res.message;
           } catch (err) {
-            throw wrap(err, procedure);
+            throw wrap(err, procedure, req.contextValues);
           }
         })(),
       };
     } catch (err) {
-      throw wrap(err, procedure);
+      throw wrap(err, procedure, req.contextValues);
     }
   };
 }
@@ -43,4 +45,13 @@ export function errorInterceptor(logger: Logger): Interceptor {
 function describe(cause: unknown): string | undefined {
   if (cause === undefined) return undefined;
   return cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
+}
+
+/**
+ * The ids of the call's span, so the line leads to its trace even when tracing is off and no
+ * span is active (the log mixin adds the active span's ids, the same ones, when there is one).
+ */
+function callTraceFields(values: ContextValues): { trace_id?: string; span_id?: string } {
+  const sc = values.get(rpcSpanKey)?.spanContext();
+  return sc && isSpanContextValid(sc) ? { trace_id: sc.traceId, span_id: sc.spanId } : {};
 }

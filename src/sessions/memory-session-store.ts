@@ -1,4 +1,5 @@
 import type { Clock, TimerHandle } from "../clock.js";
+import { clonePlain } from "./clone-record.js";
 import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type SessionStore } from "./session-store.js";
 
 /** How often expired sessions are swept from memory. */
@@ -25,12 +26,12 @@ export class MemorySessionStore implements SessionStore {
 
   async create(record: SessionRecord): Promise<void> {
     if (this.#sessions.has(record.id)) throw new SessionExistsError(record.id);
-    this.#sessions.set(record.id, structuredClone(record));
+    this.#sessions.set(record.id, clonePlain(record));
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
     const r = this.#sessions.get(id);
-    return r && structuredClone(r);
+    return r && clonePlain(r);
   }
 
   async end(id: string, reason: string, atMs: number): Promise<SessionRecord | undefined> {
@@ -40,14 +41,14 @@ export class MemorySessionStore implements SessionStore {
       r.endedAt = atMs;
       r.endReason = reason;
     }
-    return structuredClone(r);
+    return clonePlain(r);
   }
 
   async addCredential(id: string, credentialHash: string): Promise<SessionRecord | undefined> {
     const r = this.#sessions.get(id);
     if (!r) return undefined;
     r.retryCredentialHashes = [...(r.retryCredentialHashes ?? []), credentialHash].slice(-MAX_RETRY_CREDENTIALS);
-    return structuredClone(r);
+    return clonePlain(r);
   }
 
   async delete(id: string): Promise<void> {

@@ -9,6 +9,7 @@ import type { Issuer, IssuedToken } from "../service/issuer.js";
 import { validateGrants } from "../service/validate.js";
 import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
 import { sessionTag, sessionTagOfJti } from "../tokens/jti.js";
+import { Admission, DEFAULT_MAX_CONCURRENT_OPENS } from "./admission.js";
 import { decodeResumeToken } from "./resume-token.js";
 import { TimerQueue } from "./timer-queue.js";
 import { WatchStream } from "./watch-stream.js";
@@ -37,6 +38,8 @@ export interface StreamHubOptions {
   onRevocationDelivered?: (e: { sessionId: string; streamId: number; latencyMs: number }) => void;
   /** The number of open streams changed. */
   onStreamCount?: (streams: number) => void;
+  /** Stream opens in progress at once; the rest queue (see admission.ts). Default {@link DEFAULT_MAX_CONCURRENT_OPENS}. */
+  maxConcurrentOpens?: number;
 }
 
 /** What a WatchStream uses of its hub. */
@@ -61,6 +64,10 @@ export interface StreamHubStats {
   sessions: number;
   timers: number;
   timerArmed: boolean;
+  /** Opens in progress (at most `maxConcurrentOpens`). */
+  opening: number;
+  /** Opens waiting in the admission queue. */
+  waitingToOpen: number;
 }
 
 /**
@@ -84,6 +91,7 @@ export class StreamHub implements StreamHubInternals {
   readonly #byUser = new Map<string, Set<WatchStream>>();
   readonly #byResource = new Map<string, Set<WatchStream>>();
   readonly #unsubscribe: () => void;
+  readonly #admission: Admission;
   #nextId = 0;
   #draining: string | undefined;
   #streams = 0;
@@ -97,6 +105,7 @@ export class StreamHub implements StreamHubInternals {
     this.renewLeadMs = opts.renewLeadMs;
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs;
     this.stallTimeoutMs = opts.stallTimeoutMs;
+    this.#admission = new Admission(opts.maxConcurrentOpens ?? DEFAULT_MAX_CONCURRENT_OPENS);
     this.#unsubscribe = opts.revocations.subscribe((r) => this.#route(r));
   }
 
@@ -109,7 +118,7 @@ export class StreamHub implements StreamHubInternals {
   }
 
   stats(): StreamHubStats {
-    return { streams: this.#streams, sessions: this.#bySession.size, timers: this.queue.size, timerArmed: this.queue.armed };
+    return { streams: this.#streams, sessions: this.#bySession.size, timers: this.queue.size, timerArmed: this.queue.armed, opening: this.#admission.active, waitingToOpen: this.#admission.waiting };
   }
 
   /**
@@ -137,16 +146,25 @@ export class StreamHub implements StreamHubInternals {
       }
     });
 
-    const stream = new WatchStream(this, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumePosition ?? 0);
-    // Register before reading the replay so no revocation falls between the two.
-    this.#register(stream);
-    const replay = resumePosition !== undefined ? this.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
+    // Opens wait their turn here; a caller that gives up while waiting leaves the queue.
+    const release = await this.#admission.acquire(ctx.signal);
+    if (!release) return;
+    let stream: WatchStream;
     try {
-      await stream.open(replay);
-      await this.#audit(stream, resumePosition !== undefined ? "stream.resumed" : "stream.opened", resumePosition !== undefined ? { resume_position: resumePosition, replayed: replay.length } : undefined);
-    } catch (err) {
-      stream.close("open failed");
-      throw err;
+      if (this.#draining) throw capvendError("DRAINING", "the server is shutting down; reconnect to another replica with the resume_token");
+      stream = new WatchStream(this, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumePosition ?? 0);
+      // Register before reading the replay so no revocation falls between the two.
+      this.#register(stream);
+      const replay = resumePosition !== undefined ? this.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
+      try {
+        await stream.open(replay);
+        await this.#audit(stream, resumePosition !== undefined ? "stream.resumed" : "stream.opened", resumePosition !== undefined ? { resume_position: resumePosition, replayed: replay.length } : undefined);
+      } catch (err) {
+        stream.close("open failed");
+        throw err;
+      }
+    } finally {
+      release();
     }
     yield* stream.messages();
   }

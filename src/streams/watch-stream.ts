@@ -10,7 +10,7 @@ import { tokenMessage } from "../service/token-message.js";
 import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
 import { issuedAtMsOfJti } from "../tokens/jti.js";
 import { Outbox, type ControlEvent, type OutboxItem } from "./outbox.js";
-import { needsRenewal, renewAt } from "./renewal.js";
+import { coalesceRenewal, needsRenewal, renewAt } from "./renewal.js";
 import { encodeResumeToken } from "./resume-token.js";
 import type { StreamHubInternals } from "./stream-hub.js";
 import type { QueuedTimer } from "./timer-queue.js";
@@ -287,7 +287,7 @@ export class WatchStream {
     g.failures = 0;
     this.#outbox.pushToken(g.index, { token: t, replaces: g.previous?.jti });
     if (needsRenewal(ref.expiresAtMs, this.session.expiresAt, nowMs)) {
-      const at = renewAt(ref.issuedAtMs, ref.expiresAtMs, this.#hub.renewLeadMs, this.#hub.random());
+      const at = coalesceRenewal(renewAt(ref.issuedAtMs, ref.expiresAtMs, this.#hub.renewLeadMs, this.#hub.random()), ref.issuedAtMs);
       g.renewal = this.#hub.queue.schedule(at, () => void this.#renew(g));
     }
   }

@@ -10,7 +10,8 @@ import { recordError } from "./span-errors.js";
 
 /** Options for `meterAudit`. */
 export interface MeteredAuditOptions {
-  tracer: Tracer;
+  /** Spans for appends; none when tracing is off (metrics are kept). */
+  tracer?: Tracer;
   instruments: Instruments;
   /**
    * Called when the sink's `state.healthy` differs from what was last reported, checked after
@@ -36,19 +37,19 @@ export function meterAudit(sink: AuditSink, opts: MeteredAuditOptions): AuditSin
   };
   return {
     append(event) {
-      const span = tracer.startSpan(SPAN_AUDIT, {
+      const span = tracer?.startSpan(SPAN_AUDIT, {
         attributes: { [ATTR_AUDIT_EVENT]: event.type, ...(event.jti ? { [ATTR_TOKEN_ID]: event.jti } : {}) },
       });
       const started = performance.now();
       const settle = (err?: unknown) => {
         const failed = err !== undefined;
         instruments.auditDuration.record((performance.now() - started) / 1000, { [ATTR_AUDIT_OUTCOME]: failed ? "failed" : "ok" });
-        span.setAttribute(ATTR_AUDIT_OUTCOME, failed ? "failed" : "ok");
+        span?.setAttribute(ATTR_AUDIT_OUTCOME, failed ? "failed" : "ok");
         if (failed) {
           instruments.auditFailures.add(1, { [ATTR_ERROR_TYPE]: err instanceof Error ? err.name : "unknown", [ATTR_AUDIT_EVENT]: event.type });
-          recordError(span, err);
+          if (span) recordError(span, err);
         }
-        span.end();
+        span?.end();
         checkHealth();
       };
       let appended: Promise<void>;

@@ -60,8 +60,17 @@ export function rpcSystemOf(header: Headers): string {
  * stream, so the work below it (and log lines) attach to it. `streams` learns the span of
  * every WatchSession-like stream opened by a session credential, for renewal links.
  */
-export function rpcTracingInterceptor(tracer: Tracer, streams?: StreamSpans): Interceptor {
+export function rpcTracingInterceptor(tracer: Tracer, streams?: StreamSpans, recording = true): Interceptor {
   const propagator = new W3CTraceContextPropagator();
+  if (!recording) {
+    // Tracing is off: the call still gets its ids (continuing the caller's trace id) for
+    // audit records and log lines, and nothing else is spent on it.
+    return (next) => (req) => {
+      const parent = req.header.has("traceparent") ? propagator.extract(ROOT_CONTEXT, req.header, headersGetter) : ROOT_CONTEXT;
+      req.contextValues.set(rpcSpanKey, tracer.startSpan(req.method.name, { kind: SpanKind.SERVER }, parent));
+      return next(req);
+    };
+  }
   return (next) => async (req) => {
     const service = req.service.typeName;
     const method = req.method.name;

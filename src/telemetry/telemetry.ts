@@ -87,14 +87,18 @@ export interface TelemetryOptions {
  * in one process each keep their own spans.
  */
 export function createTelemetry(opts: TelemetryOptions = {}): Telemetry {
-  ensureContextManager();
+  const processors = opts.spanProcessors ?? [];
+  // With no processor and no sampler of the caller's, no span is ever recorded: tracing is
+  // off. Then nothing is done for spans but making the ids that logs and audit records carry,
+  // and the async context manager (which slows every promise on Node 20) is not installed.
+  const recording = processors.length > 0 || opts.sampler !== undefined;
+  if (recording) ensureContextManager();
   const own: Record<string, string> = { [ATTR_SERVICE_NAME]: opts.serviceName ?? DEFAULT_SERVICE_NAME };
   if (opts.serviceVersion) own[ATTR_SERVICE_VERSION] = opts.serviceVersion;
   if (opts.serviceInstanceId) own[ATTR_SERVICE_INSTANCE_ID] = opts.serviceInstanceId;
   const resource = defaultResource()
     .merge(opts.resource ?? emptyResource())
     .merge(resourceFromAttributes(own));
-  const processors = opts.spanProcessors ?? [];
   const sampler = opts.sampler ?? (processors.length === 0 ? new AlwaysOffSampler() : undefined);
   const tracerProvider = new BasicTracerProvider({
     resource,
@@ -104,6 +108,7 @@ export function createTelemetry(opts: TelemetryOptions = {}): Telemetry {
   const meterProvider = new MeterProvider({ resource, readers: opts.metricReaders ?? [] });
   let stopping: Promise<void> | undefined;
   return instrument({
+    recording,
     tracer: tracerProvider.getTracer(INSTRUMENTATION_SCOPE, opts.serviceVersion),
     meter: meterProvider.getMeter(INSTRUMENTATION_SCOPE, opts.serviceVersion),
     async forceFlush() {
@@ -122,6 +127,8 @@ export function createTelemetry(opts: TelemetryOptions = {}): Telemetry {
  */
 export function globalTelemetry(): Telemetry {
   return instrument({
+    // Whatever the embedding application registered may record.
+    recording: true,
     tracer: trace.getTracer(INSTRUMENTATION_SCOPE),
     meter: metrics.getMeter(INSTRUMENTATION_SCOPE),
     forceFlush: async () => undefined,
@@ -130,25 +137,28 @@ export function globalTelemetry(): Telemetry {
 }
 
 /** Builds the Telemetry object's instrumentation around a tracer and a meter. */
-function instrument(parts: Pick<Telemetry, "tracer" | "meter" | "forceFlush" | "shutdown">): Telemetry {
-  const { tracer, meter } = parts;
+function instrument(parts: Pick<Telemetry, "tracer" | "meter" | "forceFlush" | "shutdown"> & { recording: boolean }): Telemetry {
+  const { tracer, meter, recording } = parts;
   const instruments = createInstruments(meter);
   const streams = new StreamSpans();
   return {
     tracer,
     meter,
     instruments,
-    interceptor: rpcTracingInterceptor(tracer, streams),
+    interceptor: rpcTracingInterceptor(tracer, streams, recording),
     hubHooks: {
-      traceRenewal: renewalTracer(tracer, streams),
+      traceRenewal: recording ? renewalTracer(tracer, streams) : (_stream, _grant, fn) => fn(),
       onRevocationDelivered: (e) => instruments.revocationDelivery.record(Math.max(0, e.latencyMs) / 1000),
       onStreamCount: (n) => instruments.streamsActive.record(n),
     },
-    wrapAudit: (sink, onHealthChange) => meterAudit(sink, { tracer, instruments, onHealthChange }),
-    wrapIssuer: (issuer) => traceIssuer(issuer, tracer, instruments),
-    wrapPolicy: (decider) => tracePolicy(decider, tracer),
-    wrapMinter: (minter) => traceMinter(minter, tracer),
+    wrapAudit: (sink, onHealthChange) => meterAudit(sink, { tracer: recording ? tracer : undefined, instruments, onHealthChange }),
+    wrapIssuer: (issuer) => traceIssuer(issuer, tracer, instruments, recording),
+    wrapPolicy: (decider) => (recording ? tracePolicy(decider, tracer) : decider),
+    wrapMinter: (minter) => (recording ? traceMinter(minter, tracer) : minter),
     tracePublish(r, publish) {
+      if (!recording) {
+        return publish().then(() => instruments.tokensRevoked.add(1, { [ATTR_REVOCATION_KIND]: r.kind, ...(r.kind === "resource" ? { [ATTR_RESOURCE]: r.value } : {}) }));
+      }
       const target = { [ATTR_REVOCATION_KIND]: r.kind, ...(r.kind === "resource" ? { [ATTR_RESOURCE]: r.value } : {}) };
       const attributes = { ...target, [ATTR_REVOCATION_ID]: r.id, [ATTR_REVOCATION_VALUE]: r.value, [ATTR_REVOCATION_REASON]: r.reason };
       return tracer.startActiveSpan(SPAN_REVOCATION_PUBLISH, { attributes }, async (span) => {

@@ -35,8 +35,9 @@ const isDenial = (err: unknown) => err instanceof ConnectError && err.code === C
  * renewed or denied. The audit record gets this trace's id when the caller gave none (renewals
  * run outside any RPC). `authorize` (the up-front check of a stream's grants) counts denials.
  */
-export function traceIssuer(issuer: Issuer, tracer: Tracer, instruments: Instruments): Issuer {
+export function traceIssuer(issuer: Issuer, tracer: Tracer, instruments: Instruments, recording = true): Issuer {
   const denied = (req: TokenRequest) => instruments.tokensDenied.add(1, { [ATTR_RESOURCE]: req.resource });
+  if (!recording) return meterIssuer(issuer, tracer, instruments, denied);
   return {
     authorize(session, req) {
       try {
@@ -74,6 +75,44 @@ export function traceIssuer(issuer: Issuer, tracer: Tracer, instruments: Instrum
           span.end();
         }
       });
+    },
+  };
+}
+
+/**
+ * Tracing off: the counters and the latency histogram only. An issuance outside any call
+ * (a renewal) still gets a trace id of its own for its audit record, as it would with spans.
+ */
+function meterIssuer(issuer: Issuer, tracer: Tracer, instruments: Instruments, denied: (req: TokenRequest) => void): Issuer {
+  return {
+    authorize(session, req) {
+      try {
+        return issuer.authorize(session, req);
+      } catch (err) {
+        if (isDenial(err)) denied(req);
+        throw err;
+      }
+    },
+
+    async issue(session, req, ctx) {
+      const kind = ctx.event === "token.renewed" ? "renewed" : "issued";
+      const started = performance.now();
+      let outcome: "issued" | "denied" | "error" = "error";
+      try {
+        const traceId = ctx.traceId ?? tracer.startSpan(SPAN_ISSUE).spanContext().traceId;
+        const token = await issuer.issue(session, req, { ...ctx, traceId });
+        outcome = "issued";
+        (kind === "renewed" ? instruments.tokensRenewed : instruments.tokensIssued).add(1, { [ATTR_RESOURCE]: req.resource });
+        return token;
+      } catch (err) {
+        if (isDenial(err)) {
+          outcome = "denied";
+          denied(req);
+        }
+        throw err;
+      } finally {
+        instruments.issuanceDuration.record((performance.now() - started) / 1000, { [ATTR_ISSUE_KIND]: kind, [ATTR_ISSUE_OUTCOME]: outcome, [ATTR_RESOURCE]: req.resource });
+      }
     },
   };
 }

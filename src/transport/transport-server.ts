@@ -3,13 +3,16 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import type { AddressInfo } from "node:net";
-import type { TLSSocket } from "node:tls";
+import * as tls from "node:tls";
 import { createContextValues } from "@connectrpc/connect";
 import type { ConnectRouter, ContextValues, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { systemClock } from "../clock.js";
 import type { Clock } from "../clock.js";
 import { ConnectionRegistry } from "./connection-registry.js";
+import { createConnectUnaryListener } from "./connect-unary.js";
+import { createGrpcFront, type GrpcFront } from "./grpc-front.js";
+import { createRpcInvoker, methodTable } from "./rpc-invoker.js";
 import {
   DEFAULT_CLOSE_GRACE_MS,
   DEFAULT_FIRST_BYTES_TIMEOUT_MS,
@@ -101,18 +104,23 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
   setMaxListeners(0, shutdown.signal);
   const registry = new ConnectionRegistry();
 
-  const connectHandler = connectNodeAdapter({
-    routes: opts.routes,
-    interceptors: opts.interceptors ?? [],
-    readMaxBytes: opts.readMaxBytes ?? DEFAULT_READ_MAX_BYTES,
-    contextValues: (req) => {
-      const values = opts.contextValues?.(req) ?? createContextValues();
-      values.set(shutdownSignalKey, shutdown.signal);
-      return values;
-    },
-  }) as RequestListener;
+  const interceptors = opts.interceptors ?? [];
+  const readMaxBytes = opts.readMaxBytes ?? DEFAULT_READ_MAX_BYTES;
+  const contextValues = (req: HttpRequest) => {
+    const values = opts.contextValues?.(req) ?? createContextValues();
+    values.set(shutdownSignalKey, shutdown.signal);
+    return values;
+  };
+  const connectHandler = connectNodeAdapter({ routes: opts.routes, interceptors, readMaxBytes, contextValues }) as RequestListener;
 
-  const routed = createHttpRouteListener(opts.httpRoutes ?? [], connectHandler, (error, route) =>
+  // gRPC through grpc-js and unary Connect through the lean path run the same
+  // implementations and interceptors as connect-node, which serves everything else.
+  const methods = methodTable(opts.routes);
+  const invoker = createRpcInvoker(interceptors);
+  const grpcFront = createGrpcFront({ methods, invoker, readMaxBytes, contextValues });
+  const connectUnary = createConnectUnaryListener({ methods, invoker, readMaxBytes, contextValues }, connectHandler);
+
+  const routed = createHttpRouteListener(opts.httpRoutes ?? [], connectUnary, (error, route) =>
     onError(error, `http route ${route.method} ${route.path} failed`),
   );
   const listener = (req: HttpRequest, res: HttpResponse) => {
@@ -120,9 +128,9 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
     routed(req, res);
   };
 
-  const front = opts.tls
-    ? createTlsFront(opts.tls, timeouts, registry, listener)
-    : createCleartextFront(timeouts, registry, listener);
+  const h1 = createHttp1Server(timeouts, listener);
+  attachHttp2(grpcFront, registry, listener);
+  const front = opts.tls ? createTlsFront(opts.tls, timeouts, registry, h1, grpcFront) : createCleartextFront(timeouts, registry, h1, grpcFront);
 
   let state: TransportServerState = "idle";
   let address: AddressInfo | undefined;
@@ -204,7 +212,8 @@ interface Front {
   closeInner(): void;
 }
 
-function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, listener: RequestListener): Front {
+/** The HTTP/1.1 server that sockets are handed to; it never listens itself. */
+function createHttp1Server(timeouts: Timeouts, listener: RequestListener): http.Server {
   const h1 = http.createServer(
     {
       headersTimeout: timeouts.http1HeadersMs,
@@ -217,11 +226,32 @@ function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, 
   // Node arms its header/request timeout checks on 'listening', and this server never
   // listens itself: without this a slow-header client could hold a socket forever.
   h1.emit("listening");
-  const h2 = http2.createServer({}, listener as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
-  h2.on("session", (session) => registry.addSession(session));
-  h2.on("sessionError", ignore);
-  for (const inner of [h1, h2]) inner.on("error", ignore);
+  h1.on("error", ignore);
+  return h1;
+}
 
+/**
+ * The HTTP/2 server every HTTP/2 connection goes to (grpc-js's own), with node:http2's
+ * compatibility layer added for connect-node and the HTTP routes. Each stream goes to
+ * grpc-js when it is gRPC with protobuf, else to the compatibility layer.
+ */
+function attachHttp2(grpcFront: GrpcFront, registry: ConnectionRegistry, listener: RequestListener): http2.Http2Server {
+  const h2 = grpcFront.http2Server;
+  // Adding a 'request' listener is what installs node's compatibility 'stream' listener.
+  h2.on("request", listener as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  const compat = h2.listeners("stream") as ((...args: unknown[]) => void)[];
+  h2.removeAllListeners("stream");
+  h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+    if (grpcFront.serves(headers["content-type"])) grpcFront.handleStream(stream, headers, flags, rawHeaders);
+    else for (const l of compat) l(stream, headers, flags, rawHeaders);
+  });
+  h2.on("session", (session: http2.ServerHttp2Session) => registry.addSession(session));
+  h2.on("sessionError", ignore);
+  h2.on("error", ignore);
+  return h2;
+}
+
+function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, h1: http.Server, grpcFront: GrpcFront): Front {
   // The socket options node:http would accept with (the inner servers never accept):
   // noDelay, and allowHalfOpen so a client that half-closes after its request still gets
   // the response (turned off again below for HTTP/2).
@@ -235,43 +265,47 @@ function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, 
       // node:http2 expects its sockets not half-open: with it, a peer's FIN would leave the
       // session's socket open forever.
       socket.allowHalfOpen = protocol === "http1";
-      (protocol === "h2c" ? h2 : h1).emit("connection", socket);
+      if (protocol === "h2c") grpcFront.inject(socket);
+      else h1.emit("connection", socket);
     });
   });
   return {
     server,
     closeInner() {
       h1.close();
-      h2.close();
+      grpcFront.destroy();
     },
   };
 }
 
 function createTlsFront(
-  tls: { cert: string | Buffer; key: string | Buffer },
+  creds: { cert: string | Buffer; key: string | Buffer },
   timeouts: Timeouts,
   registry: ConnectionRegistry,
-  listener: RequestListener,
+  h1: http.Server,
+  grpcFront: GrpcFront,
 ): Front {
-  // allowHTTP1 makes Node advertise ALPN ["h2", "http/1.1"] and route HTTP/1.1 requests to
-  // the same 'request' listener with node:http objects.
-  const server = http2.createSecureServer(
-    { cert: tls.cert, key: tls.key, allowHTTP1: true, handshakeTimeout: timeouts.firstBytesMs },
-    listener as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
-  );
-  // Read by Node's HTTP/1.1 connection checks, which this server arms itself when it
-  // listens; @types/node does not declare them on Http2SecureServer.
-  Object.assign(server, {
-    headersTimeout: timeouts.http1HeadersMs,
-    requestTimeout: Math.max(300_000, timeouts.http1HeadersMs),
-    connectionsCheckingInterval: connectionsCheckingInterval(timeouts.http1HeadersMs),
+  // ALPN picks h2 or http/1.1; a client that names neither (or no ALPN at all) gets HTTP/1.1.
+  const server = tls.createServer({
+    cert: creds.cert,
+    key: creds.key,
+    ALPNProtocols: ["h2", "http/1.1"],
+    handshakeTimeout: timeouts.firstBytesMs,
   });
   server.on("connection", (socket: net.Socket) => registry.addSocket(socket, "transport"));
-  server.on("secureConnection", (socket: TLSSocket) =>
-    registry.addSocket(socket, socket.alpnProtocol === "h2" ? "h2" : "http1"),
-  );
-  server.on("session", (session) => registry.addSession(session));
-  server.on("sessionError", ignore);
+  server.on("secureConnection", (socket: tls.TLSSocket) => {
+    const h2 = socket.alpnProtocol === "h2";
+    registry.addSocket(socket, h2 ? "h2" : "http1");
+    if (socket.destroyed) return;
+    if (h2) grpcFront.inject(socket);
+    else h1.emit("connection", socket);
+  });
   server.on("tlsClientError", ignore);
-  return { server, closeInner: ignore };
+  return {
+    server,
+    closeInner() {
+      h1.close();
+      grpcFront.destroy();
+    },
+  };
 }
