@@ -15,6 +15,7 @@ import type { Logger } from "./logging/logger.js";
 import type { RevocationList } from "./revocation/revocation.js";
 import { cacheDecisions, type VersionedDecider } from "./policy/decision-cache.js";
 import { routes } from "./routes.js";
+import { createIntrospection } from "./service/introspection.js";
 import { createIssuer } from "./service/issuer.js";
 import type { PolicyDecider } from "./service/policy-requests.js";
 import { createVendingService } from "./service/vending-service.js";
@@ -41,6 +42,7 @@ export type ServerSettings = Pick<
   | "maxMessageBytes"
   | "oidc"
   | "resourceServerHashes"
+  | "resourceServerAudiences"
 >;
 
 /** Everything a replica is built from. Swap any part (memory or NATS) without touching the services. */
@@ -52,8 +54,11 @@ export interface CapvendServerDeps {
   orchestratorHashes: ReadonlyMap<string, string>;
   policy: PolicyDecider;
   keyRing: KeyRing;
-  /** JWKS to serve and verify with; default this replica's key ring (with NATS: every replica's keys). */
-  publicKeys?: { jwks(): Jwks };
+  /**
+   * JWKS to serve and verify with, and when each key stopped signing; default this
+   * replica's key ring (with NATS: every replica's keys).
+   */
+  publicKeys?: { jwks(): Jwks; retiredAt?(kid: string): number | undefined };
   sessions: SessionStore;
   revocations: RevocationList;
   audit: AuditSink;
@@ -127,13 +132,23 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
       else logger.warn(fields, e.type === "renewal_failed" ? "renewal failed; retrying" : "audit append failed");
     },
   });
+  const introspection = createIntrospection({
+    clock,
+    sessions: deps.sessions,
+    revocations: deps.revocations,
+    policy,
+    verifier,
+    keyRetiredAt: (kid) => (publicKeys.retiredAt ? publicKeys.retiredAt(kid) : keyRing.retiredAt(kid)),
+    maxTokenTtlMs: settings.maxTokenTtlMs,
+    resourceServerAudiences: settings.resourceServerAudiences ?? new Map(),
+  });
   const vending = createVendingService({
     clock,
     sessions: deps.sessions,
     revocations: deps.revocations,
     policy,
     issuer,
-    verifier,
+    introspection,
     audit,
     limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs },
     watch: (session, req, ctx) => hub.watch(session, req, ctx, () => resetStream(ctx)),

@@ -14,14 +14,12 @@ import {
 } from "../gen/capvend/v1/vending_pb.js";
 import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
 import { SessionExistsError, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
-import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
-import { issuedAtMsOfJti } from "../tokens/jti.js";
-import type { Verifier } from "../tokens/verify.js";
+import { AGENT_SUBJECT_PREFIX } from "../tokens/claims.js";
+import type { Introspection } from "./introspection.js";
 import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
 import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
 import {
-  MAX_INTROSPECT_TOKEN_BYTES,
   validateDuration,
   validateGrants,
   validateId,
@@ -39,7 +37,8 @@ export interface VendingServiceDeps {
   revocations: RevocationList;
   policy: PolicyDecider;
   issuer: Issuer;
-  verifier: Verifier;
+  /** Introspect's decision (shared with any RFC 7662 endpoint). */
+  introspection: Introspection;
   audit: Pick<AuditSink, "append">;
   limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number };
   /** Serves WatchSession for an authenticated session (see src/streams/). */
@@ -52,7 +51,7 @@ export interface VendingServiceDeps {
 
 /** capvend.v1.VendingService, independent of the transport. */
 export function createVendingService(deps: VendingServiceDeps): ServiceImpl<typeof VendingService> {
-  const { clock, sessions, revocations, policy, issuer, verifier, audit, limits } = deps;
+  const { clock, sessions, revocations, policy, issuer, audit, limits } = deps;
 
   function principal(ctx: HandlerContext): Principal {
     const p = ctx.values.get(principalKey);
@@ -303,37 +302,9 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     },
 
     async introspect(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
-      if (req.token.length === 0) throw invalidArgument("token", "must not be empty");
-      if (Buffer.byteLength(req.token) > MAX_INTROSPECT_TOKEN_BYTES) throw invalidArgument("token", `must be at most ${MAX_INTROSPECT_TOKEN_BYTES} bytes`);
-      const inactive = create(IntrospectResponseSchema, { active: false });
-
-      let claims;
-      try {
-        claims = await verifier.verify(req.token);
-      } catch {
-        // Malformed, forged, expired or signed by an unknown key: RFC 7662 says inactive.
-        return inactive;
-      }
-      const agentId = claims.client_id;
-      const userId = claims.sub.startsWith(USER_SUBJECT_PREFIX) ? claims.sub.slice(USER_SUBJECT_PREFIX.length) : undefined;
-      requireAllowed(caller, "introspect", { type: "Agent", id: agentId }, { userId, audience: claims.aud });
-
-      if (revocations.tokenRevocation({ jti: claims.jti, sessionId: claims.sid, agentId, userId, resource: claims.aud, issuedAtSec: claims.iat, issuedAtMs: issuedAtMsOfJti(claims.jti) })) {
-        return inactive;
-      }
-      let session: SessionRecord | undefined;
-      try {
-        session = await sessions.get(claims.sid);
-      } catch (err) {
-        throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
-      }
-      // A token whose session is unknown here cannot be shown not to be ended: inactive.
-      if (!session || session.endedAt !== undefined || session.expiresAt <= clock.now()) return inactive;
-      if (revocations.sessionRevocation({ sessionId: session.id, agentId: session.agentId, userId: session.userId, createdAt: session.createdAt })) {
-        return inactive;
-      }
+      const outcome = await deps.introspection.introspect(principal(ctx), req.token);
+      if (!outcome.active) return create(IntrospectResponseSchema, { active: false });
+      const claims = outcome.claims;
       return create(IntrospectResponseSchema, {
         active: true,
         scope: claims.scope,
@@ -347,7 +318,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         iat: timestampFromMs(claims.iat * 1000),
         nbf: timestampFromMs(claims.nbf * 1000),
         sid: claims.sid,
-        actSub: claims.act?.sub ?? `${AGENT_SUBJECT_PREFIX}${agentId}`,
+        actSub: claims.act?.sub ?? `${AGENT_SUBJECT_PREFIX}${claims.client_id}`,
       });
     },
   };

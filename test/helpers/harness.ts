@@ -20,6 +20,8 @@ import type { Telemetry } from "../../src/telemetry/telemetry.js";
 
 export const ORCHESTRATOR_TOKEN = "test-orchestrator-token-0123456789";
 export const GATEWAY_TOKEN = "test-gateway-token-0123456789abcdef";
+/** The resources whose tokens the demo gateway may introspect. */
+export const GATEWAY_AUDIENCES = ["salesforce", "calendar"];
 
 export interface Harness {
   server: CapvendServer;
@@ -56,6 +58,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const config = loadConfig({ CAPVEND_DATA_DIR: dataDir, CAPVEND_LISTEN: "127.0.0.1:0", ...opts.env });
   const settings: ServerSettings = { ...config, ...opts.settings };
   settings.resourceServerHashes = new Map([["demo-gateway", sha256Hex(GATEWAY_TOKEN)], ...settings.resourceServerHashes]);
+  settings.resourceServerAudiences = new Map([["demo-gateway", new Set(GATEWAY_AUDIENCES)], ...settings.resourceServerAudiences]);
   const clock = opts.clock ?? systemClock;
   const { destination, lines: logLines } = memoryLogDestination();
   const logger = createLogger({ level: "debug", replica: "test", destination: destination as never });
