@@ -50,6 +50,8 @@ export interface HarnessOptions {
   random?: () => number;
   /** Spans and metrics for the server; the test that built it shuts it down. */
   telemetry?: Telemetry;
+  /** More orchestrators, id → bearer token, beside "dev" (ORCHESTRATOR_TOKEN). */
+  orchestrators?: Record<string, string>;
 }
 
 /** A whole replica on 127.0.0.1:0 with the example policy, memory stores and a memory audit sink. */
@@ -71,7 +73,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     settings,
     clock,
     logger,
-    orchestratorHashes: new Map([["dev", sha256Hex(ORCHESTRATOR_TOKEN)]]),
+    orchestratorHashes: new Map([["dev", sha256Hex(ORCHESTRATOR_TOKEN)], ...Object.entries(opts.orchestrators ?? {}).map(([id, token]) => [id, sha256Hex(token)] as [string, string])]),
     policy,
     keyRing,
     sessions,
