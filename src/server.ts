@@ -43,6 +43,7 @@ export type ServerSettings = Pick<
   | "oidc"
   | "resourceServerHashes"
   | "resourceServerAudiences"
+  | "maxSessionsPerOrchestrator"
 >;
 
 /** Everything a replica is built from. Swap any part (memory or NATS) without touching the services. */
@@ -150,7 +151,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     issuer,
     introspection,
     audit,
-    limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs },
+    limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs, maxSessionsPerOrchestrator: settings.maxSessionsPerOrchestrator },
     watch: (session, req, ctx) => hub.watch(session, req, ctx, () => resetStream(ctx)),
     traceId: (ctx) => telemetry.traceId(ctx.values),
     tracePublish: (revocation, publish) => telemetry.tracePublish(revocation, publish),

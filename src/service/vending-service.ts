@@ -40,7 +40,8 @@ export interface VendingServiceDeps {
   /** Introspect's decision (shared with any RFC 7662 endpoint). */
   introspection: Introspection;
   audit: Pick<AuditSink, "append">;
-  limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number };
+  /** Token and session limits, ms; `maxSessionsPerOrchestrator` (CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR) is a count. */
+  limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number; maxSessionsPerOrchestrator?: number };
   /** Serves WatchSession for an authenticated session (see src/streams/). */
   watch(session: SessionRecord, req: WatchSessionRequest, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
   /** Trace id of the current call for audit records, when tracing is on. */
@@ -104,6 +105,44 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     return updated;
   }
 
+  /** StartSessions of each orchestrator between their quota check and their store write. */
+  const admitting = new Map<string, number>();
+
+  /**
+   * Admits one more session for the orchestrator, or throws SESSION_QUOTA. Live means not
+   * ended, not expired and not revoked; `sessionId` (a request_id retry's own session) is
+   * not counted. Returns the release to call once the session is stored (or not).
+   */
+  async function admitSession(orchestratorId: string, sessionId: string): Promise<() => void> {
+    const max = limits.maxSessionsPerOrchestrator;
+    if (max === undefined) return () => {};
+    const now = clock.now();
+    let live: number;
+    try {
+      live = await sessions.countStartedBy(orchestratorId, (r) =>
+        r.id !== sessionId && r.endedAt === undefined && r.expiresAt > now && !revocations.sessionRevocation({ sessionId: r.id, agentId: r.agentId, userId: r.userId, createdAt: r.createdAt }),
+      );
+    } catch (err) {
+      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
+    }
+    const inFlight = admitting.get(orchestratorId) ?? 0;
+    if (live + inFlight >= max) {
+      throw capvendError(
+        "SESSION_QUOTA",
+        `orchestrator "${orchestratorId}" holds ${live + inFlight} live sessions, the most CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR (${max}) allows; end one with EndSession, or wait for one to expire`,
+      );
+    }
+    admitting.set(orchestratorId, inFlight + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (admitting.get(orchestratorId) ?? 1) - 1;
+      if (n <= 0) admitting.delete(orchestratorId);
+      else admitting.set(orchestratorId, n);
+    };
+  }
+
   async function publish(r: Revocation): Promise<void> {
     const store = async () => {
       try {
@@ -143,15 +182,19 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       };
       if (requestId) record.requestFingerprint = requestFingerprint({ agentId, userId, grants, durationMs, labels });
       let retryOf: SessionRecord | undefined;
+      const release = await admitSession(caller.id, id);
       try {
         await sessions.create(record);
       } catch (err) {
+        release();
         if (!(err instanceof SessionExistsError) || !requestId) {
           throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
         }
         // An earlier attempt of this request opened the session (here or on another replica).
         retryOf = await retriedSession(caller.id, requestId, record, hash);
       }
+      // Stored: the session now counts itself.
+      release();
       const session = retryOf ?? record;
       try {
         await appendOrFail(audit, {

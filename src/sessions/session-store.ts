@@ -69,5 +69,41 @@ export interface SessionStore {
   addCredential(id: string, credentialHash: string): Promise<SessionRecord | undefined>;
   /** Removes a session whose creation could not be completed (its audit record failed). */
   delete(id: string): Promise<void>;
+  /**
+   * How many sessions started by orchestrator `startedBy` pass `live` (the caller judges
+   * ended, expired and revoked). For the per-orchestrator quota: it reads what this replica
+   * holds (with NATS, its cache of the shared bucket), without a round trip.
+   */
+  countStartedBy(startedBy: string, live: (r: SessionRecord) => boolean): Promise<number>;
   close(): Promise<void>;
+}
+
+/**
+ * Session ids by the orchestrator that started them: lets a store count one orchestrator's
+ * sessions without walking every session it holds.
+ */
+export class StartedByIndex {
+  readonly #ids = new Map<string, Set<string>>();
+
+  add(startedBy: string, id: string): void {
+    let set = this.#ids.get(startedBy);
+    if (!set) this.#ids.set(startedBy, (set = new Set()));
+    set.add(id);
+  }
+
+  remove(startedBy: string, id: string): void {
+    const set = this.#ids.get(startedBy);
+    if (!set?.delete(id)) return;
+    if (set.size === 0) this.#ids.delete(startedBy);
+  }
+
+  /** Counts the ids of `startedBy` whose record (looked up by `get`) passes `live`. */
+  count(startedBy: string, get: (id: string) => SessionRecord | undefined, live: (r: SessionRecord) => boolean): number {
+    let n = 0;
+    for (const id of this.#ids.get(startedBy) ?? []) {
+      const r = get(id);
+      if (r && live(r)) n++;
+    }
+    return n;
+  }
 }
