@@ -9,8 +9,11 @@ import { fileURLToPath } from "node:url";
  */
 export default function setup(): void {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-  const r = spawnSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.json"], { cwd: root, encoding: "utf8" });
-  if (r.status !== 0) {
-    process.stderr.write(`global-setup: tsc reported errors (dist/ was still emitted):\n${r.stdout}${r.stderr}`);
+  // The client package first: the server's tests and benchmarks import its dist/.
+  for (const project of ["clients/typescript/tsconfig.json", "tsconfig.json"]) {
+    const r = spawnSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", project], { cwd: root, encoding: "utf8" });
+    if (r.status !== 0) {
+      process.stderr.write(`global-setup: tsc -p ${project} reported errors (its dist/ was still emitted):\n${r.stdout}${r.stderr}`);
+    }
   }
 }
