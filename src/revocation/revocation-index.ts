@@ -56,6 +56,7 @@ export class RevocationIndex {
     const test = (r: Revocation) => withdrawsGrant(r, s, resource);
     const byResource = this.#match("resource", resource, test);
     if (byResource) return byResource;
+    if (this.#byGrant.size === 0) return undefined;
     const r = this.#byGrant.get(grantKey(s.sessionId, resource));
     return r && test(r) ? r : undefined;
   }

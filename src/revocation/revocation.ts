@@ -104,7 +104,8 @@ export function withdrawsGrant(r: Revocation, s: SessionSubject, resource: strin
     case "resource":
       return r.value === resource;
     case "token_id":
-      return sessionTagOfJti(r.value) === sessionTag(s.sessionId) && grantTagOfJti(r.value) === grantTag(resource);
+      // The grant tag first: it is cached, the session tag is a hash per call.
+      return grantTagOfJti(r.value) === grantTag(resource) && sessionTagOfJti(r.value) === sessionTag(s.sessionId);
     default:
       return revokesSession(r, s);
   }
