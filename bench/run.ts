@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   peer: () => import("./peer.js"),
   profile: () => import("./profile.js"),
   client: () => import("./client.js"),
+  durability: () => import("./durability.js"),
 };
 
 const wanted = process.argv.slice(2);

@@ -1,4 +1,5 @@
 import type { JsonWebKey } from "node:crypto";
+import type { Checkpoint } from "./audit/checkpoint.js";
 import type { AuditSink } from "./audit/sink.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config/config.js";
@@ -9,6 +10,8 @@ import type { RevocationList } from "./revocation/revocation.js";
 import { MemorySessionStore } from "./sessions/memory-session-store.js";
 import type { SessionStore } from "./sessions/session-store.js";
 import { openNatsBackends } from "./nats/open-nats-backends.js";
+import { FileRevocationList } from "./revocation/file-revocation-list.js";
+import { FileSessionStore } from "./sessions/file-session-store.js";
 
 /** The shared state of a replica: in process by default, on NATS JetStream with NATS_URL. */
 export interface Backends {
@@ -26,6 +29,11 @@ export interface Backends {
   announceKey?(jwk: JsonWebKey): Promise<void>;
   /** Audit sinks beside the local file (a JetStream stream with NATS). */
   auditSinks: AuditSink[];
+  /**
+   * Publishes a signed audit checkpoint outside this replica's disk (NATS: the JetStream
+   * audit stream, subject `capvend.audit.checkpoint.<kid>`); absent without NATS.
+   */
+  publishAuditCheckpoint?(checkpoint: Checkpoint): Promise<void>;
   /**
    * Health of the shared parts, by health service name ("capvend.revocation",
    * "capvend.sessions"): reports each service's current status at once, then every change;
@@ -61,12 +69,41 @@ export function openMemoryBackends(opts: BackendOptions): Backends {
 }
 
 /**
+ * Opens the durable embedded backends: one replica, sessions and revocations journaled in
+ * `<dataDir>/state/` (see src/journal/), as durable as the audit log (CAPVEND_AUDIT_DURABILITY).
+ */
+export async function openFileBackends(opts: BackendOptions): Promise<Backends> {
+  const { config, clock } = opts;
+  const settings = { dataDir: config.dataDir, clock, durability: config.audit.durability, timeoutMs: config.audit.timeoutMs };
+  const sessions = await FileSessionStore.open(settings);
+  let revocations: FileRevocationList;
+  try {
+    revocations = await FileRevocationList.open(settings);
+  } catch (err) {
+    await sessions.close();
+    throw err;
+  }
+  return {
+    sessions,
+    revocations,
+    publicKeys: opts.keyRing,
+    auditSinks: [],
+    async close() {
+      await revocations.close();
+      await sessions.close();
+    },
+  };
+}
+
+/**
  * Opens the backends the configuration asks for: with NATS_URL, the JetStream ones (see
  * src/nats/ and docs/operations.md), resolved only once the revocation feed is caught up
- * and this replica's public keys are published; otherwise the in-process ones.
+ * and this replica's public keys are published; otherwise the durable embedded ones in the
+ * data directory, or the in-process ones with CAPVEND_STATE_STORE=memory.
  */
 export async function openBackends(opts: BackendOptions): Promise<Backends> {
   if (opts.config.nats) return openNatsBackends(opts, opts.config.nats);
   if (opts.config.natsUrl) throw new Error("NATS_URL is set but the NATS settings were not parsed (load the config with loadConfig)");
-  return openMemoryBackends(opts);
+  if (opts.config.stateStore === "memory") return openMemoryBackends(opts);
+  return openFileBackends(opts);
 }

@@ -1,7 +1,10 @@
-import { mkdir, readFile } from "node:fs/promises";
+import { existsSync, statSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { ensurePrivateDir } from "./audit/permissions.js";
 import { combineAuditSinks } from "./audit/combine.js";
 import { createFileAuditSink } from "./audit/file-sink.js";
-import { openBackends } from "./backends.js";
+import { openBackends, type Backends } from "./backends.js";
 import type { AuditSink } from "./audit/sink.js";
 import { systemClock } from "./clock.js";
 import type { Config } from "./config/config.js";
@@ -9,6 +12,9 @@ import { openKeyRing } from "./keys/key-ring.js";
 import { createLogger, type Logger } from "./logging/logger.js";
 import { DEV_ORCHESTRATOR_ID, devOrchestratorHash } from "./orchestrator-token.js";
 import { loadPolicyEngine } from "./policy/engine.js";
+import { registerBearerTokenHashes } from "./security/redact.js";
+import { REVOCATION_JOURNAL_FILE } from "./revocation/file-revocation-list.js";
+import { SESSION_JOURNAL_FILE, STATE_SUBDIR } from "./sessions/file-session-store.js";
 import { createCapvendServer, type CapvendServer } from "./server.js";
 import type { Telemetry } from "./telemetry/telemetry.js";
 
@@ -52,21 +58,41 @@ export async function startCapvend(
   options: StartOptions = {},
 ): Promise<RunningCapvend> {
   const clock = systemClock;
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const startedAt = clock.now();
+  const warnPermissions = (message: string, details?: Record<string, string>) => logger.warn(details ?? {}, message);
+  await ensurePrivateDir(config.dataDir, warnPermissions);
+  // State that is only ever made together with audit records: if it exists, an empty log is a gap.
+  const expectRecords = existsSync(join(config.dataDir, "keys", "keyring.json")) || [SESSION_JOURNAL_FILE, REVOCATION_JOURNAL_FILE].some((f) => nonEmpty(join(config.dataDir, STATE_SUBDIR, f)));
 
   const dev = await devOrchestratorHash(config.dataDir, config.orchestratorToken);
   if (dev.created) logger.info({ file: dev.file }, `generated the bearer token of orchestrator "${DEV_ORCHESTRATOR_ID}"; read it from the file`);
   else if (dev.file) logger.info({ file: dev.file }, `orchestrator "${DEV_ORCHESTRATOR_ID}" authenticates with the token in the file`);
   const orchestratorHashes = new Map(config.orchestratorHashes);
   if (!orchestratorHashes.has(DEV_ORCHESTRATOR_ID)) orchestratorHashes.set(DEV_ORCHESTRATOR_ID, dev.hash);
+  // The configured bearer tokens are secrets wherever they would appear (audit, logs, spans).
+  registerBearerTokenHashes([
+    { sha256Hex: dev.hash, ...(dev.length !== undefined ? { length: dev.length } : {}) },
+    ...[...config.orchestratorHashes.values(), ...config.resourceServerHashes.values()].map((h) => ({ sha256Hex: h })),
+  ]);
 
-  const fileAudit: AuditSink = await createFileAuditSink({
+  let backends: Backends | undefined;
+  const fileAudit = await createFileAuditSink({
     dir: config.dataDir,
     replica: config.replicaId,
     clock,
     durability: config.audit.durability,
     timeoutMs: config.audit.timeoutMs,
+    checkpoints: {
+      intervalMs: config.audit.checkpointIntervalMs,
+      // With NATS, each checkpoint is also anchored in the JetStream audit stream.
+      onCheckpoint: (c) => backends?.publishAuditCheckpoint?.(c),
+    },
+    acceptGap: config.acceptAuditGap,
+    expectRecords,
+    onWarning: warnPermissions,
   });
+  const gap = fileAudit.state.gap;
+  if (gap) logger.warn({ problem: gap.problem, checkpoint_seq: gap.checkpointSeq, log_seq: gap.logSeq }, `started with an accepted audit gap (recorded in the log): ${gap.description}`);
   // Filled in once the backends are open: key and policy events before that go to the file.
   let audit: AuditSink = fileAudit;
   const system = { kind: "system" as const, id: config.replicaId };
@@ -97,12 +123,22 @@ export async function startCapvend(
       .append({ type: e.type === "added" ? "key.added" : "key.retired", caller: system, details: { kid: e.kid, alg: e.alg } })
       .catch((err) => logger.error({ err }, "audit append failed for a key change"));
   });
+  // A key made or loaded while the ring opened (the first key, an alg change, key files) came
+  // before anyone listened: record it now, before the server takes a call.
+  const initial = keyRing.current();
+  if (initial.createdAt >= startedAt) {
+    await audit.append({
+      type: "key.added",
+      caller: system,
+      details: { kid: initial.kid, alg: initial.alg, source: config.signingKeyFiles.length > 0 ? "key_files" : "generated", at_start: true },
+    });
+  }
   const pruneTimer = setInterval(() => {
     keyRing.prune().catch((err) => logger.warn({ err }, "key prune failed"));
   }, KEY_PRUNE_INTERVAL_MS);
   pruneTimer.unref();
 
-  const backends = await openBackends({ config, clock, logger, keyRing });
+  backends = await openBackends({ config, clock, logger, keyRing });
   if (backends.auditSinks.length > 0) audit = combineAuditSinks(fileAudit, ...backends.auditSinks);
   const tls = config.tls ? { cert: await readFile(config.tls.certFile), key: await readFile(config.tls.keyFile) } : undefined;
 
@@ -149,7 +185,9 @@ export async function startCapvend(
         await server.close(config.shutdownGraceMs);
         policy.close();
         keyRing.close();
-        await backends.close();
+        // The final checkpoint while NATS (if any) can still take its copy.
+        await fileAudit.checkpoint().catch((err) => logger.error({ err }, "final audit checkpoint failed"));
+        await backends!.close();
         await audit.close();
         await fileAudit.close();
         // Last: the spans of the calls drained above are still in the batch.
@@ -174,5 +212,13 @@ async function flushTelemetry(telemetry: Telemetry, logger: Logger): Promise<voi
     logger.warn({ err }, "telemetry flush failed at shutdown");
   } finally {
     if (timer) systemClock.clearTimeout(timer);
+  }
+}
+
+function nonEmpty(file: string): boolean {
+  try {
+    return statSync(file).size > 0;
+  } catch {
+    return false;
   }
 }

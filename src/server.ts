@@ -1,7 +1,9 @@
 import type { AddressInfo } from "node:net";
 import { createContextValues } from "@connectrpc/connect";
 import type { AuditSink } from "./audit/sink.js";
+import { createDecisionLog } from "./audit/decision-log.js";
 import { authInterceptor } from "./auth/auth-interceptor.js";
+import { auditInterceptor } from "./service/audit-interceptor.js";
 import { createAuthenticator } from "./auth/authenticator.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config/config.js";
@@ -164,13 +166,25 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     resourceServerHashes: settings.resourceServerHashes,
     oidc: settings.oidc,
   });
+  const decisions = createDecisionLog({
+    audit,
+    clock,
+    onError: (err, type) => logger.error({ err, type }, "audit append failed for a refused call"),
+    onRecord: (e) =>
+      logger.warn(
+        { audit_event: e.type, reason: e.reason, caller: e.caller, session_id: e.session_id, agent_id: e.agent_id, ...e.details },
+        e.type.startsWith("auth.failed") ? "authentication failed" : "call refused",
+      ),
+  });
+  const traceIdOf = (values: Parameters<typeof telemetry.traceId>[0]) => telemetry.traceId(values);
   const health = createHealthService();
   reportAuditHealth = (healthy) => health.setStatus(AUDIT_HEALTH_SERVICE, healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   const transport = createTransportServer({
     routes: routes(vending, health),
     httpRoutes: wellKnownRoutes({ issuer: settings.issuer, jwks: () => publicKeys.jwks() }),
     // Tracing outermost: a call refused by authentication still has its span.
-    interceptors: [telemetry.interceptor, errorInterceptor(logger), authInterceptor(authenticator)],
+    // Audit before auth: it reads the principal auth sets, and auth records its own refusals.
+    interceptors: [telemetry.interceptor, errorInterceptor(logger), auditInterceptor(decisions, traceIdOf), authInterceptor(authenticator, decisions, traceIdOf)],
     tls: deps.tls,
     readMaxBytes: settings.maxMessageBytes,
     contextValues: (req) => createContextValues().set(nodeRequestKey, req),
@@ -199,6 +213,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
         hub.drain("server shutting down");
         await transport.close(graceMs);
         hub.close();
+        await decisions.close();
       })();
       return closing;
     },

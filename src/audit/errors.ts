@@ -33,3 +33,14 @@ export class AuditLogCorruptError extends Error {
   override readonly name = "AuditLogCorruptError";
   readonly code = "audit_log_corrupt";
 }
+
+/**
+ * The log is shorter than its last signed checkpoint, differs from it, or is missing while the
+ * data directory says records were written. Raised when opening a file sink; the server
+ * refuses to start until an operator accepts the gap (CAPVEND_ACCEPT_AUDIT_GAP), which is then
+ * recorded in the log.
+ */
+export class AuditGapError extends Error {
+  override readonly name = "AuditGapError";
+  readonly code = "audit_gap";
+}

@@ -2,35 +2,59 @@
 import { looksSecret } from "../security/redact.js";
 import { AuditEventRefusedError } from "./errors.js";
 
-/** Every decision capvend records. */
+/**
+ * Every decision capvend records (docs/observability.md has the table of when each is
+ * written). Allowed calls are recorded by the code that acts; refused calls by the audit
+ * interceptor with the method's `*.denied` type, one record per refused call.
+ */
 export type AuditEventType =
   | "session.started"
+  | "session.denied"
   | "session.ended"
+  | "session.end_denied"
   | "token.issued"
   | "token.renewed"
   | "token.denied"
   | "token.revoked"
+  | "revoke.denied"
+  | "token.introspected"
+  | "introspect.denied"
   | "stream.opened"
-  | "stream.closed"
   | "stream.resumed"
+  | "stream.denied"
+  | "stream.closed"
+  | "call.denied"
+  | "auth.failed"
+  | "auth.failed.summary"
   | "policy.reloaded"
   | "key.added"
-  | "key.retired";
+  | "key.retired"
+  | "audit.gap";
 
 /** All event types, in declaration order. */
 export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
   "session.started",
+  "session.denied",
   "session.ended",
+  "session.end_denied",
   "token.issued",
   "token.renewed",
   "token.denied",
   "token.revoked",
+  "revoke.denied",
+  "token.introspected",
+  "introspect.denied",
   "stream.opened",
-  "stream.closed",
   "stream.resumed",
+  "stream.denied",
+  "stream.closed",
+  "call.denied",
+  "auth.failed",
+  "auth.failed.summary",
   "policy.reloaded",
   "key.added",
   "key.retired",
+  "audit.gap",
 ];
 const EVENT_TYPES = new Set<string>(AUDIT_EVENT_TYPES);
 
@@ -44,7 +68,8 @@ export interface AuditEvent {
   time?: string;
   /** The replica that recorded the event; always set by the sink. */
   replica?: string;
-  caller?: { kind: "orchestrator" | "session" | "resource_server" | "system"; id: string };
+  /** Who called; `unauthenticated` (id "-") for a failed authentication. */
+  caller?: { kind: "orchestrator" | "session" | "resource_server" | "system" | "unauthenticated"; id: string };
   agent_id?: string;
   user_id?: string;
   session_id?: string;
@@ -109,7 +134,7 @@ export function prepareAuditEvent(
 function copyJson(value: unknown, path: string): JsonValue | undefined {
   switch (typeof value) {
     case "string":
-      if (looksSecret(value)) {
+      if (looksSecret(value, true)) {
         throw new AuditEventRefusedError(
           `audit event refused: field "${path}" looks like a token, credential or key; audit records name tokens by jti only`,
         );
@@ -138,7 +163,7 @@ function copyJson(value: unknown, path: string): JsonValue | undefined {
       const out: Record<string, JsonValue> = {};
       for (const key of Object.keys(value)) {
         const child = path === "" ? key : `${path}.${key}`;
-        if (looksSecret(key)) throw new AuditEventRefusedError(`audit event refused: a key under "${path || "(event)"}" looks like a secret`);
+        if (looksSecret(key, true)) throw new AuditEventRefusedError(`audit event refused: a key under "${path || "(event)"}" looks like a secret`);
         const v = copyJson((value as Record<string, unknown>)[key], child);
         if (v !== undefined) out[key] = v;
       }

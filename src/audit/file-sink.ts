@@ -36,8 +36,14 @@ import { join, resolve } from "node:path";
 import type { Clock } from "../clock.js";
 import { systemClock } from "../clock.js";
 import { GENESIS_PREV, openRecord, sealRecord } from "./chain.js";
-import { AuditLogCorruptError, AuditUnavailableError } from "./errors.js";
+import { AuditGapError, AuditLogCorruptError, AuditUnavailableError } from "./errors.js";
+import type { Checkpoint } from "./checkpoint.js";
+import { checkCheckpoint, headFileOf, readHead, signCheckpoint, writeHead } from "./checkpoint.js";
 import type { AuditEvent, JsonValue } from "./event.js";
+import { readRawLines } from "./line-reader.js";
+import { ensurePrivateDir, ensurePrivateFile } from "./permissions.js";
+import type { AuditSigner } from "./signing-key.js";
+import { openAuditSigner } from "./signing-key.js";
 import { prepareAuditEvent } from "./event.js";
 import type { AuditFileHandle, AuditFs } from "./file-system.js";
 import { nodeAuditFs } from "./file-system.js";
@@ -58,6 +64,14 @@ export const DEFAULT_AUDIT_DURABILITY: AuditDurability = "fsync";
 
 /** Most records written in one batch: 4096. Bounds the latency a single batch adds. */
 export const DEFAULT_AUDIT_MAX_BATCH_RECORDS = 4096;
+
+/**
+ * Least time between two signed checkpoints: 200 ms. A checkpoint follows the first batch
+ * after this much time, so under load the head file is rewritten at most 5 times a second, and
+ * a crash leaves at most the last 200 ms of records beyond the newest checkpoint (those are
+ * still chained; only their deletion would go unnoticed by the head file).
+ */
+export const DEFAULT_AUDIT_CHECKPOINT_INTERVAL_MS = 200;
 
 /** Options for `createFileAuditSink`. */
 export interface FileAuditSinkOptions {
@@ -85,6 +99,32 @@ export interface FileAuditSinkOptions {
   tornTail?: "quarantine" | "refuse";
   /** File operations; default `nodeAuditFs`. Tests inject failures and hangs here. */
   fs?: AuditFs;
+  /**
+   * Signed checkpoints (see checkpoint.ts), on by default: the head file
+   * `<dir>/audit-head.json`, signed with the audit signing key `<dir>/audit-signing-key.pem`
+   * (created on first use). `false` turns them off (tests of the bare chain only).
+   */
+  checkpoints?: false | {
+    /** Least ms between checkpoints; default `DEFAULT_AUDIT_CHECKPOINT_INTERVAL_MS`. */
+    intervalMs?: number;
+    /** Called after each checkpoint reached the head file (e.g. publishes it to NATS); errors go to `onWarning`. */
+    onCheckpoint?: (checkpoint: Checkpoint) => void | Promise<void>;
+  };
+  /**
+   * Opening a log shorter than its last checkpoint, whose record at the checkpoint differs from
+   * it, or that is missing while `expectRecords` says records exist, throws `AuditGapError`
+   * unless this is true (the operator's CAPVEND_ACCEPT_AUDIT_GAP). When true the sink starts,
+   * and its first record is an `audit.gap` naming what is missing.
+   */
+  acceptGap?: boolean;
+  /**
+   * The caller knows records were written before (state that is only made with an audit
+   * record exists, e.g. signing keys or sessions): an empty log with no head file is then a
+   * gap, not a first start.
+   */
+  expectRecords?: boolean;
+  /** Loose permissions tightened, checkpoint publication failures. Default: ignored. */
+  onWarning?: (message: string, details?: Record<string, string>) => void;
 }
 
 /** A torn tail the sink set aside when it opened. */
@@ -103,6 +143,19 @@ export interface FileAuditSinkState extends AuditSinkState {
   lastSeq: number;
   lastHash: string;
   recovered?: TornTailRecovery;
+  /** The newest checkpoint in the head file, when checkpoints are on. */
+  checkpoint?: { seq: number; time: string };
+  /** A gap the operator accepted at open (see `acceptGap`); recorded as `audit.gap`. */
+  gap?: AuditGap;
+}
+
+/** What was found missing when the sink opened. */
+export interface AuditGap {
+  problem: "log_shorter_than_checkpoint" | "record_differs_from_checkpoint" | "log_missing" | "segment_missing";
+  /** Human-readable, names the first missing or differing record. */
+  description: string;
+  checkpointSeq: number;
+  logSeq: number;
 }
 
 /** A file-backed audit sink. */
@@ -110,6 +163,8 @@ export interface FileAuditSink extends AuditSink {
   readonly state: FileAuditSinkState;
   /** The directory holding the segments (`<dir>/audit`). */
   readonly auditDir: string;
+  /** Signs a checkpoint of what is durable now and writes the head file; resolves to it (undefined when checkpoints are off). */
+  checkpoint(): Promise<Checkpoint | undefined>;
 }
 
 interface Entry {
@@ -148,24 +203,58 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
   if (!(maxFileBytes > 0)) throw new TypeError("createFileAuditSink: maxFileBytes must be > 0");
   if (!(Number.isInteger(maxBatch) && maxBatch >= 1)) throw new TypeError("createFileAuditSink: maxBatchRecords must be an integer >= 1");
   const sync = durability === "fsync";
+  const cpOptions = options.checkpoints === false ? undefined : options.checkpoints ?? {};
+  const cpInterval = cpOptions?.intervalMs ?? DEFAULT_AUDIT_CHECKPOINT_INTERVAL_MS;
+  if (!(cpInterval >= 0)) throw new TypeError("createFileAuditSink: checkpoints.intervalMs must be >= 0");
+  const warn = options.onWarning ?? (() => {});
 
   const auditDir = join(options.dir, AUDIT_SUBDIR);
   const dirKey = resolve(auditDir);
   if (openDirs.has(dirKey)) throw new Error(`an audit sink is already open on ${auditDir} in this process`);
   openDirs.add(dirKey);
 
-  let opened: Awaited<ReturnType<typeof openLog>>;
+  let opened: Awaited<ReturnType<typeof openLog>> | undefined;
+  let signer: AuditSigner | undefined;
+  let gap: AuditGap | undefined;
+  let lastCheckpoint: Checkpoint | undefined;
   try {
+    await ensurePrivateDir(options.dir, warn);
+    await ensurePrivateDir(auditDir, warn);
+    const headBefore = cpOptions ? await readHead(options.dir) : undefined;
+    const segmentsBefore = await listSegments(auditDir, await fs.list(auditDir));
+    for (const seg of segmentsBefore) await ensurePrivateFile(seg.path, warn);
     opened = await openLog(fs, auditDir, tornTailPolicy, clock, sync);
+    if (cpOptions) {
+      const key = await openAuditSigner(options.dir, warn);
+      signer = key.signer;
+      if (headBefore) {
+        const bad = checkCheckpoint(headBefore, signer.kid === headBefore.kid ? signer.publicX : undefined);
+        if (bad || headBefore.kid !== signer.kid) {
+          throw new AuditGapError(`${headFileOf(options.dir)}: ${bad ?? "signed by another audit key than " + signer.kid}; refusing to continue the log (run "capvend audit verify")`);
+        }
+        lastCheckpoint = headBefore;
+      }
+      gap = await findGap(segmentsBefore, opened.head, headBefore, Boolean(options.expectRecords) && !key.created);
+      if (gap && !options.acceptGap) {
+        throw new AuditGapError(
+          `${gap.description}; refusing to start. If the loss is understood, start once with --accept-audit-gap (CAPVEND_ACCEPT_AUDIT_GAP=true): the gap is then recorded in the log`,
+        );
+      }
+    }
   } catch (err) {
+    if (opened) await opened.handle.close().catch(() => {});
     openDirs.delete(dirKey);
     throw err;
   }
 
   const pathOf = (n: number) => join(auditDir, segmentName(n));
-  let { fileNo, size, handle } = opened;
-  let head = opened.head;
-  const recovered = opened.recovered;
+  let { fileNo, size, handle } = opened!;
+  let head = opened!.head;
+  let headSegment = opened!.headSegment;
+  let cpTimer: ReturnType<Clock["setTimeout"]> | undefined;
+  let cpRunning: Promise<Checkpoint | undefined> | undefined;
+  let cpAgain = false;
+  const recovered = opened!.recovered;
 
   let queue: Entry[] = [];
   let pending = 0;
@@ -220,6 +309,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
     void writeBatch(batch).finally(() => {
       inFlight = false;
       stalled = false;
+      scheduleCheckpoint();
       schedule();
       notifyIdle();
     });
@@ -297,6 +387,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
         }
         size += data.length;
         head = { seq: p.lastSeq, hash: p.lastHash };
+        headSegment = p.fileNo;
         healthy = true;
         lastError = undefined;
         for (const e of p.entries) e.waiter.resolve();
@@ -307,6 +398,54 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
       const rejection = new AuditUnavailableError(`audit record not written: ${why}`);
       for (const e of batch) e.waiter.reject(rejection);
     }
+  };
+
+  /**
+   * Signs and writes a checkpoint of the durable head. One runs at a time: a call made while
+   * one runs waits for it and then checkpoints again (the head may have moved since).
+   */
+  const checkpoint = (): Promise<Checkpoint | undefined> => {
+    if (!signer) return Promise.resolve(undefined);
+    if (cpRunning) return cpRunning.then(checkpoint, checkpoint);
+    if (lastCheckpoint && lastCheckpoint.seq === head.seq && lastCheckpoint.hash === head.hash) return Promise.resolve(lastCheckpoint);
+    const s0 = signer;
+    const run = (async () => {
+      // Never settles synchronously: `cpRunning` below is cleared only by this finally.
+      await Promise.resolve();
+      try {
+        const c = signCheckpoint(s0, { seq: head.seq, hash: head.hash, segment: headSegment, replica, time: new Date(clock.now()).toISOString() });
+        await writeHead(options.dir, c);
+        lastCheckpoint = c;
+        if (cpOptions?.onCheckpoint) {
+          try {
+            await cpOptions.onCheckpoint(c);
+          } catch (err) {
+            warn(`audit checkpoint ${c.seq} is in the head file but was not published: ${describe(err)}`);
+          }
+        }
+        return c;
+      } finally {
+        cpRunning = undefined;
+        // Records written meanwhile get the next one, after the interval.
+        if (!closeStarted && lastCheckpoint?.seq !== head.seq) queueMicrotask(scheduleCheckpoint);
+      }
+    })();
+    cpRunning = run;
+    return run;
+  };
+
+  /** After a batch: a checkpoint now when the last is `cpInterval` old, else when it will be. */
+  const scheduleCheckpoint = () => {
+    if (!signer || cpTimer || cpRunning || closeStarted) return;
+    const since = lastCheckpoint ? clock.now() - Date.parse(lastCheckpoint.time) : Infinity;
+    const fire = () => {
+      cpTimer = undefined;
+      checkpoint().catch((err) => {
+        unhealthy(`audit checkpoint failed: ${describe(err)}`);
+      });
+    };
+    if (since >= cpInterval) fire();
+    else cpTimer = clock.setTimeout(fire, cpInterval - since);
   };
 
   const waitIdle = (ms: number): Promise<boolean> =>
@@ -321,6 +460,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
 
   const sink: FileAuditSink = {
     auditDir,
+    checkpoint,
     append(event: AuditEvent): Promise<void> {
       if (closeStarted) return Promise.reject(new AuditUnavailableError("audit record not written: the audit sink is closed"));
       let body: { [key: string]: JsonValue };
@@ -362,6 +502,8 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
       };
       if (lastError !== undefined) s.lastError = lastError;
       if (recovered) s.recovered = recovered;
+      if (lastCheckpoint) s.checkpoint = { seq: lastCheckpoint.seq, time: lastCheckpoint.time };
+      if (gap) s.gap = gap;
       return s;
     },
     close(): Promise<void> {
@@ -379,13 +521,89 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
           });
           throw new AuditUnavailableError(`audit sink closed with a write still pending after ${timeoutMs} ms`);
         }
-        openDirs.delete(dirKey);
-        await handle.close();
+        if (cpTimer) clock.clearTimeout(cpTimer);
+        cpTimer = undefined;
+        try {
+          // The last word: a checkpoint of everything written, so a restart can tell a cut log.
+          await checkpoint();
+        } finally {
+          openDirs.delete(dirKey);
+          await handle.close();
+        }
       })();
       return closing;
     },
   };
+  if (gap) {
+    await sink.append({
+      type: "audit.gap",
+      caller: { kind: "system", id: replica },
+      decision: "allow",
+      reason: gap.description,
+      details: { problem: gap.problem, checkpoint_seq: gap.checkpointSeq, log_seq: gap.logSeq, accepted_by: "CAPVEND_ACCEPT_AUDIT_GAP" },
+    });
+  }
+  // A first checkpoint at once: a new log is anchored from its start, an accepted gap is sealed.
+  if (signer && (gap || !lastCheckpoint)) await checkpoint();
   return sink;
+}
+
+/**
+ * Compares the log as found with the last checkpoint. `segments` is the listing before open;
+ * `head` where the chain ends now.
+ */
+async function findGap(
+  segments: { n: number; path: string }[],
+  head: { seq: number; hash: string },
+  cp: Checkpoint | undefined,
+  expectRecords: boolean,
+): Promise<AuditGap | undefined> {
+  const nums = segments.map((s) => s.n);
+  for (let i = 0; i < nums.length; i++) {
+    if (nums[i] !== i + 1) {
+      return { problem: "segment_missing", description: `audit segment ${segmentName(i + 1)} is missing (segments found: ${nums.join(", ")})`, checkpointSeq: cp?.seq ?? 0, logSeq: head.seq };
+    }
+  }
+  if (!cp) {
+    if (expectRecords && head.seq === 0) {
+      return { problem: "log_missing", description: "the audit log is empty or missing and there is no head file, but this data directory holds state that is only made with audit records (keys or sessions)", checkpointSeq: 0, logSeq: 0 };
+    }
+    return undefined;
+  }
+  if (head.seq < cp.seq) {
+    const problem = head.seq === 0 ? "log_missing" : "log_shorter_than_checkpoint";
+    return {
+      problem,
+      description: `the audit log ends at record ${head.seq} but the checkpoint of ${cp.time} covers records up to ${cp.seq}: records ${head.seq + 1} to ${cp.seq} are missing (first missing: seq ${head.seq + 1})`,
+      checkpointSeq: cp.seq,
+      logSeq: head.seq,
+    };
+  }
+  if (cp.seq === 0) return undefined;
+  let at: string | undefined;
+  if (head.seq === cp.seq) at = head.hash;
+  else {
+    const seg = segments.find((s) => s.n === cp.segment);
+    if (seg) {
+      for await (const raw of readRawLines(seg.path)) {
+        if (!raw.terminated) break;
+        const o = openRecord(raw.bytes);
+        if (o.ok && o.record.seq === cp.seq) {
+          at = o.record.lineHash;
+          break;
+        }
+      }
+    }
+  }
+  if (at !== cp.hash) {
+    return {
+      problem: "record_differs_from_checkpoint",
+      description: `audit record ${cp.seq} ${at === undefined ? `is not in segment ${segmentName(cp.segment)}` : "differs from the checkpoint"} of ${cp.time}: the log was rewritten or renumbered at or before it`,
+      checkpointSeq: cp.seq,
+      logSeq: head.seq,
+    };
+  }
+  return undefined;
 }
 
 function describe(err: unknown): string {
@@ -403,8 +621,9 @@ async function openLog(
   tornTailPolicy: "quarantine" | "refuse",
   clock: Clock,
   sync: boolean,
-): Promise<{ fileNo: number; size: number; handle: AuditFileHandle; head: { seq: number; hash: string }; recovered?: TornTailRecovery }> {
+): Promise<{ fileNo: number; size: number; handle: AuditFileHandle; head: { seq: number; hash: string }; headSegment: number; recovered?: TornTailRecovery }> {
   await fs.mkdirp(auditDir);
+  let headSegment = 0;
   const segments = await listSegments(auditDir, await fs.list(auditDir));
   let head = { seq: 0, hash: GENESIS_PREV };
   let recovered: TornTailRecovery | undefined;
@@ -451,6 +670,7 @@ async function openLog(
         );
       }
       head = { seq: opened.record.seq, hash: opened.record.lineHash };
+      headSegment = seg.n;
       break;
     }
   }
@@ -458,11 +678,12 @@ async function openLog(
   const path = join(auditDir, segmentName(fileNo));
   const handle = await fs.openAppend(path);
   if (sync && segments.length === 0) await fs.syncDir(auditDir);
-  const s: { fileNo: number; size: number; handle: AuditFileHandle; head: { seq: number; hash: string }; recovered?: TornTailRecovery } = {
+  const s: { fileNo: number; size: number; handle: AuditFileHandle; head: { seq: number; hash: string }; headSegment: number; recovered?: TornTailRecovery } = {
     fileNo,
     size,
     handle,
     head,
+    headSegment,
   };
   if (recovered) s.recovered = recovered;
   return s;

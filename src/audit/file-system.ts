@@ -55,7 +55,9 @@ export const nodeAuditFs: AuditFs = {
     }
   },
   async openAppend(path) {
-    const fh = await open(path, "a");
+    // Owner only: the log names users, agents and sessions. fchmod too, as the umask filters open's mode.
+    const fh = await open(path, "a", 0o600);
+    await fh.chmod(0o600);
     return {
       async append(data) {
         let off = 0;
@@ -73,7 +75,7 @@ export const nodeAuditFs: AuditFs = {
     };
   },
   async writeNew(path, data) {
-    await writeFile(path, data, { flag: "wx" });
+    await writeFile(path, data, { flag: "wx", mode: 0o600 });
     const fh = await open(path, "r+");
     try {
       await fh.sync();

@@ -1,8 +1,10 @@
-import type { Interceptor } from "@connectrpc/connect";
+import type { HandlerContext, Interceptor } from "@connectrpc/connect";
+import type { DecisionLog } from "../audit/decision-log.js";
+import { markAudited } from "../audit/decision-log.js";
 import { capvendError } from "../errors.js";
 import { VendingService } from "../gen/capvend/v1/vending_pb.js";
 import type { Authenticator } from "./authenticator.js";
-import { principalKey, type PrincipalKind } from "./principal.js";
+import { describePrincipal, principalKey, type Principal, type PrincipalKind } from "./principal.js";
 
 /**
  * Which callers may call which method. Anything not listed is refused; services other than
@@ -23,17 +25,30 @@ const CALLER_NAMES: Record<PrincipalKind, string> = {
   resource_server: "a resource-server credential",
 };
 
-/** Authenticates every VendingService call and puts the Principal in the context values. */
-export function authInterceptor(authenticator: Authenticator): Interceptor {
+/**
+ * Authenticates every VendingService call and puts the Principal in the context values. With
+ * `decisions`, a failed authentication is recorded (rate-limited `auth.failed`) and so is a
+ * wrong caller (the method's `*.denied` record, reason `wrong_caller`).
+ */
+export function authInterceptor(authenticator: Authenticator, decisions?: DecisionLog, traceId?: (values: HandlerContext["values"]) => string | undefined): Interceptor {
   return (next) => async (req) => {
     if (req.service.typeName !== VendingService.typeName) return next(req);
-    const principal = await authenticator.authenticate(req.header.get("authorization"));
+    const authorization = req.header.get("authorization");
+    let principal: Principal;
+    try {
+      principal = await authenticator.authenticate(authorization);
+    } catch (err) {
+      await decisions?.authFailed({ method: req.method.name, authorization, error: err, traceId: traceId?.(req.contextValues) });
+      throw markAudited(err);
+    }
     const allowed = METHOD_CALLERS[req.method.name] ?? [];
     if (!allowed.includes(principal.kind)) {
-      throw capvendError(
+      const err = capvendError(
         "WRONG_CALLER",
         `${req.method.name} cannot be called with ${CALLER_NAMES[principal.kind]}; it needs ${allowed.map((k) => CALLER_NAMES[k]).join(" or ")}`,
       );
+      await decisions?.refused({ method: req.method.name, caller: describePrincipal(principal), error: err, traceId: traceId?.(req.contextValues) });
+      throw markAudited(err);
     }
     req.contextValues.set(principalKey, principal);
     return next(req);

@@ -18,6 +18,8 @@ export const DEFAULT_AUDIT_TIMEOUT_MS = 2000;
 export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
 /** CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR: live sessions one orchestrator may hold at once. */
 export const DEFAULT_MAX_SESSIONS_PER_ORCHESTRATOR = 1000;
+/** CAPVEND_AUDIT_CHECKPOINT_INTERVAL: least time between two signed audit checkpoints. */
+export const DEFAULT_AUDIT_CHECKPOINT_INTERVAL_MS = 200;
 /** CAPVEND_NATS_TIMEOUT: longest wait for one NATS/JetStream answer (publish ack, KV read or write). */
 export const DEFAULT_NATS_TIMEOUT_MS = 2000;
 
@@ -71,7 +73,17 @@ export interface Config {
   /** Present when NATS_URL is set: how to reach the NATS cluster that replicas share. */
   nats?: NatsSettings;
   replicaId: string;
-  audit: { durability: AuditDurability; timeoutMs: number };
+  audit: { durability: AuditDurability; timeoutMs: number; checkpointIntervalMs: number };
+  /**
+   * CAPVEND_STATE_STORE: where sessions and revocations live without NATS. "file" (default):
+   * durable in `<dataDir>/state/`; "memory": lost at exit (tests, throwaway runs).
+   */
+  stateStore: "file" | "memory";
+  /**
+   * CAPVEND_ACCEPT_AUDIT_GAP (flag `--accept-audit-gap`): start even though the audit log is
+   * shorter than its last checkpoint or missing; the gap is recorded in the log.
+   */
+  acceptAuditGap: boolean;
   logLevel: LogLevel;
 }
 
@@ -94,9 +106,12 @@ const SETTINGS: ReadonlySet<string> = new Set([
   "CAPVEND_SIGNING_KEY_FILES", "CAPVEND_ORCHESTRATOR_TOKEN", "CAPVEND_ORCHESTRATOR_HASHES",
   "CAPVEND_RESOURCE_SERVER_HASHES", "CAPVEND_RESOURCE_SERVER_AUDIENCES", "CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR", "CAPVEND_OIDC_ISSUER", "CAPVEND_OIDC_AUDIENCE", "CAPVEND_OIDC_JWKS_URL",
   "CAPVEND_OIDC_JWKS_FILE", "CAPVEND_TLS_CERT", "CAPVEND_TLS_KEY", "CAPVEND_REPLICA_ID", "CAPVEND_AUDIT_DURABILITY",
-  "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS",
+  "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_AUDIT_CHECKPOINT_INTERVAL", "CAPVEND_STATE_STORE", "CAPVEND_ACCEPT_AUDIT_GAP", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS",
   "NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY_SEED_FILE", "NATS_CREDS_FILE",
 ]);
+
+/** Flags that may stand alone, meaning "true". */
+const BOOLEAN_FLAGS: ReadonlySet<string> = new Set(["accept-audit-gap"]);
 
 /**
  * Command-line flags are the environment variables' names in kebab case without the
@@ -115,6 +130,8 @@ export function flagsToEnv(argv: readonly string[]): Record<string, string> {
     if (eq >= 0) {
       value = name.slice(eq + 1);
       name = name.slice(0, eq);
+    } else if (BOOLEAN_FLAGS.has(name) && (argv[i + 1] === undefined || argv[i + 1]!.startsWith("--"))) {
+      value = "true";
     } else {
       value = argv[++i];
       if (value === undefined) throw new ConfigError(arg, "needs a value");
@@ -231,7 +248,10 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     audit: {
       durability: oneOf("CAPVEND_AUDIT_DURABILITY", ["fsync", "write"] as const, "fsync"),
       timeoutMs: duration("CAPVEND_AUDIT_TIMEOUT", DEFAULT_AUDIT_TIMEOUT_MS, 1),
+      checkpointIntervalMs: str("CAPVEND_AUDIT_CHECKPOINT_INTERVAL") === "0" ? 0 : duration("CAPVEND_AUDIT_CHECKPOINT_INTERVAL", DEFAULT_AUDIT_CHECKPOINT_INTERVAL_MS, 1),
     },
+    stateStore: oneOf("CAPVEND_STATE_STORE", ["file", "memory"] as const, "file"),
+    acceptAuditGap: oneOf("CAPVEND_ACCEPT_AUDIT_GAP", ["true", "false", "1", "0"] as const, "false") === "true" || str("CAPVEND_ACCEPT_AUDIT_GAP") === "1",
     logLevel: oneOf("CAPVEND_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
   };
 }

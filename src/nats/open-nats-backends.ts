@@ -3,6 +3,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Backends, BackendOptions } from "../backends.js";
 import type { NatsSettings } from "../config/config.js";
 import { natsConnectionOptions } from "./connection-options.js";
+import { checkpointSubject, encodeCheckpoint } from "../audit/nats-anchor.js";
 import { describeNatsError } from "./deadline.js";
 import { ensureBucket, ensureStream } from "./jetstream-setup.js";
 import { createJetStreamAuditSink, type JetStreamAuditSink } from "./jetstream-audit-sink.js";
@@ -103,6 +104,9 @@ export async function openNatsBackends(opts: BackendOptions, settings: NatsSetti
       announceKey: (jwk) => publicKeys.publish(jwk),
       auditSink,
       auditSinks: [auditSink],
+      async publishAuditCheckpoint(checkpoint) {
+        await js.publish(checkpointSubject(checkpoint.kid), encodeCheckpoint(checkpoint), { timeout: timeoutMs });
+      },
       watchHealth: (listener) => health.watch(listener),
       health: () => health.status(),
       stats: () => ({

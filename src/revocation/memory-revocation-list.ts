@@ -49,6 +49,11 @@ export class MemoryRevocationList implements RevocationList {
     return this.#lastSeq;
   }
 
+  /** Sets the feed position after a replay whose newest rules were pruned (durable lists). */
+  protected restorePosition(seq: number): void {
+    this.#lastSeq = Math.max(this.#lastSeq, seq);
+  }
+
   async catchUp(seq: number): Promise<boolean> {
     return seq <= this.#lastSeq;
   }

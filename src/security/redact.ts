@@ -7,14 +7,18 @@
  * and the token-shaped ones share a single pass over the string.
  */
 
+import { createHash } from "node:crypto";
+
 /** Replacement for a value that looks like a secret. */
 export const REDACTED = "[REDACTED]";
 
 // The shortest thing we detect is an unsigned JWT whose header is `{"alg":""}` (14 chars of
 // base64url plus two dots); anything shorter is never a secret.
 const MIN_SECRET_LENGTH = 16;
-// A 256-bit secret in unpadded base64url.
+// The secret half of a session credential and of an orchestrator token: 256 bits, unpadded base64url.
 const SECRET_256_LENGTH = 43;
+/** Prefix of capvend's generated orchestrator bearer tokens (`cvo_` + 43 base64url chars). */
+export const ORCHESTRATOR_TOKEN_PREFIX = "cvo_";
 
 const PEM_PRIVATE_RE = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----/;
 // Tolerates one level of JSON-in-a-string escaping (`{\"d\":\"...\"}`).
@@ -22,19 +26,21 @@ const JWK_D_RE = /\\?"d\\?"\s*:\s*\\?"[A-Za-z0-9_-]{16,}/;
 const JWK_K_RE = /\\?"k\\?"\s*:\s*\\?"[A-Za-z0-9_-]{16,}/;
 
 /**
- * True when a string looks like a secret capvend must never emit, alone or embedded in a
- * longer string:
+ * True when a string holds a secret capvend must never emit, alone or embedded in a longer
+ * string. Detection is by structure, never by length or randomness, so identifiers of any
+ * shape (an OIDC pairwise `sub`, a key id, an RFC 7638 thumbprint, a sha256 digest) pass:
  * - a compact JWS/JWT (or JWE): base64url parts joined by dots whose header decodes to a JSON
  *   object with `"alg"`;
  * - a session credential `ses_<id>.<43-char base64url secret>`;
- * - a bare 43-char base64url run that looks random (mixed case, many character-class changes,
- *   a final character a 32-byte encoding can end with). Form alone cannot tell a 256-bit
- *   secret from a 32-byte public value (an Ed25519 `x`, a SHA-256 thumbprint), so those are
- *   flagged too; identifiers that must survive should carry a prefix (`kid_…`, `tok_…`);
+ * - a generated orchestrator token `cvo_<43-char base64url secret>`;
+ * - a configured bearer token (see `registerBearerTokenHashes`: matched by its sha256). Tokens
+ *   of unknown length (configured only by hash) are looked for only when `thorough` is set,
+ *   as the audit sink does: that hashes every run of 16 to 128 token characters, too dear for
+ *   every log line and span attribute.
  * - a PEM private key block (`-----BEGIN … PRIVATE KEY-----`);
  * - a private JWK: JSON with a `"d"` member, or a symmetric (`"kty"` … `"k"`) one.
  */
-export function looksSecret(value: string): boolean {
+export function looksSecret(value: string, thorough = false): boolean {
   if (value.length < MIN_SECRET_LENGTH) return false;
   if (value.includes("PRIVATE KEY") && PEM_PRIVATE_RE.test(value)) return true;
   if (value.includes('"') && hasPrivateJwk(value)) return true;
@@ -42,7 +48,59 @@ export function looksSecret(value: string): boolean {
     if (value.includes("ses_") && hasCredential(value)) return true;
     if (hasJws(value)) return true;
   }
-  return value.length >= SECRET_256_LENGTH && hasBareSecret(value);
+  if (value.includes(ORCHESTRATOR_TOKEN_PREFIX) && hasOrchestratorToken(value)) return true;
+  if (thorough && unknownLengthBearers) return hasKnownBearer(value, true);
+  return bearerLengths.size > 0 && hasKnownBearer(value, false);
+}
+
+// sha256 hex digests of the configured bearer tokens, and the lengths those tokens have:
+// only runs of one of those lengths are hashed, so the check costs nothing for most text.
+const bearerHashes = new Set<string>();
+const bearerLengths = new Set<number>();
+let unknownLengthBearers = false;
+
+/**
+ * Makes `looksSecret` (and so the audit sink, the logger and the span processor) treat the
+ * configured bearer tokens as secrets wherever they appear. Only their sha256 digests are
+ * known (that is all the configuration holds), so a token is recognised by hashing runs of
+ * bearer characters (RFC 6750 b64token) of the lengths given here. Process-wide and additive:
+ * a replica registers its orchestrator and resource-server tokens once at start.
+ */
+export function registerBearerTokenHashes(tokens: Iterable<{ sha256Hex: string; length?: number }>): void {
+  for (const t of tokens) {
+    bearerHashes.add(t.sha256Hex.toLowerCase());
+    if (t.length !== undefined) bearerLengths.add(t.length);
+    else unknownLengthBearers = true;
+  }
+}
+
+// Tokens configured only by hash have an unknown length: every run from 16 to this many
+// characters is hashed. Longer configured tokens must be registered with their length.
+const MAX_BEARER_LENGTH_UNKNOWN = 128;
+
+function isBearerChar(c: number): boolean {
+  // RFC 6750 b64token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" then "="*.
+  return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 46 || c === 95 || c === 126 || c === 43 || c === 47;
+}
+
+function hasKnownBearer(value: string, anyLength: boolean): boolean {
+  const n = value.length;
+  let i = 0;
+  while (i < n) {
+    while (i < n && !isBearerChar(value.charCodeAt(i))) i++;
+    const s = i;
+    while (i < n && isBearerChar(value.charCodeAt(i))) i++;
+    // Then the b64token's optional "=" padding: the run is tried without and with it.
+    let e = i;
+    while (e < n && value.charCodeAt(e) === 61) e++;
+    for (const end of e > i ? [i, e] : [i]) {
+      const len = end - s;
+      const tryIt = anyLength ? len <= MAX_BEARER_LENGTH_UNKNOWN : bearerLengths.has(len);
+      if (len >= MIN_SECRET_LENGTH && tryIt && bearerHashes.has(createHash("sha256").update(value.slice(s, end)).digest("hex"))) return true;
+    }
+    i = e;
+  }
+  return false;
 }
 
 function hasPrivateJwk(value: string): boolean {
@@ -82,6 +140,16 @@ function hasCredential(value: string): boolean {
   return false;
 }
 
+/** `cvo_<43 base64url chars>`, the prefix starting a run. */
+function hasOrchestratorToken(value: string): boolean {
+  const p = ORCHESTRATOR_TOKEN_PREFIX;
+  for (let k = value.indexOf(p); k !== -1; k = value.indexOf(p, k + 1)) {
+    if (k > 0 && isB64(value.charCodeAt(k - 1))) continue;
+    if (runEnd(value, k + p.length) - (k + p.length) === SECRET_256_LENGTH) return true;
+  }
+  return false;
+}
+
 /** A run starting "ey"/"ew" (what `{` encodes to), then `.payload.`, whose header has "alg". */
 function hasJws(value: string): boolean {
   for (const prefix of ["ey", "ew"]) {
@@ -105,54 +173,6 @@ function isCompactJws(value: string, start: number, dot: number): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * A run of exactly 43 base64url chars that looks random. Probes every 43rd character: any
- * such run contains exactly one probe, so text without long runs costs a few reads per probe.
- */
-function hasBareSecret(value: string): boolean {
-  const n = value.length;
-  for (let i = SECRET_256_LENGTH - 1; i < n; ) {
-    if (!isB64(value.charCodeAt(i))) {
-      i += SECRET_256_LENGTH;
-      continue;
-    }
-    let s = i;
-    while (s > 0 && isB64(value.charCodeAt(s - 1))) s--;
-    const e = runEnd(value, i + 1);
-    if (e - s === SECRET_256_LENGTH && looksRandom256(value, s)) return true;
-    // The next run starts after `e`; the first probe at or beyond `e` falls inside it if it is long enough.
-    i += SECRET_256_LENGTH * Math.max(1, Math.ceil((e - i) / SECRET_256_LENGTH));
-  }
-  return false;
-}
-
-// Characters a canonical unpadded base64url encoding of 32 bytes can end with: the last
-// character carries 4 data bits and two zero bits.
-const LAST_CHAR_OF_32_BYTES = new Set("AEIMQUYcgkosw048".split("").map((c) => c.charCodeAt(0)));
-// Of 10^6 random 32-byte secrets one had fewer than 12 class changes (upper, lower, digit,
-// "-"/"_"); a 43-char camelCase identifier has about 10.
-const MIN_CLASS_CHANGES = 12;
-
-function looksRandom256(value: string, start: number): boolean {
-  const end = start + SECRET_256_LENGTH;
-  if (!LAST_CHAR_OF_32_BYTES.has(value.charCodeAt(end - 1))) return false;
-  // Prefixed capvend identifiers are ids by construction, never secrets.
-  if (value.startsWith("tok_", start) || value.startsWith("ses_", start)) return false;
-  let upper = 0;
-  let lower = 0;
-  let changes = 0;
-  let prevClass = -1;
-  for (let i = start; i < end; i++) {
-    const c = value.charCodeAt(i);
-    const cls = c >= 65 && c <= 90 ? 0 : c >= 97 && c <= 122 ? 1 : c >= 48 && c <= 57 ? 2 : 3;
-    if (cls === 0) upper++;
-    else if (cls === 1) lower++;
-    if (prevClass !== -1 && cls !== prevClass) changes++;
-    prevClass = cls;
-  }
-  return upper > 0 && lower > 0 && changes >= MIN_CLASS_CHANGES;
 }
 
 // Compared after lower-casing and removing "-" and "_", so `Authorization`, `access-token`,
@@ -231,13 +251,7 @@ function redactValue(value: unknown, seen: WeakMap<object, unknown>): unknown {
   for (const key of Object.keys(value)) {
     if (isSecretKey(key)) continue;
     const v = (value as Record<string, unknown>)[key];
-    // Key ids and public JWK coordinates are random-looking base64url by design (RFC 7638
-    // thumbprints): without this they would be redacted from every key-rotation log line.
-    // Only a plain base64url value passes: a JWT or a session credential (both dotted) never does.
-    out[key] = PUBLIC_ID_KEYS.has(key) && typeof v === "string" && PUBLIC_ID.test(v) ? v : redactValue(v, seen);
+    out[key] = redactValue(v, seen);
   }
   return out;
 }
-
-const PUBLIC_ID_KEYS = new Set(["kid", "x", "y"]);
-const PUBLIC_ID = /^[A-Za-z0-9_-]{1,88}$/;

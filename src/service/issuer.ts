@@ -1,6 +1,8 @@
 import type { Clock } from "../clock.js";
 import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
+import { markAudited } from "../audit/decision-log.js";
+import { AuditEventRefusedError } from "../audit/errors.js";
 import { capvendError } from "../errors.js";
 import type { Decision } from "../policy/engine.js";
 import type { RevocationList } from "../revocation/revocation.js";
@@ -135,7 +137,8 @@ export function createIssuer(opts: IssuerOptions): Issuer {
           policy_ids: r.decision.policyIds,
           reason: `scope "${r.scope}": ${why}`,
         });
-        throw deniedError(session, req, r.scope, why);
+        // Recorded above: the call's refusal needs no second record.
+        throw markAudited(deniedError(session, req, r.scope, why));
       }
       const now = clock.now();
       // Never past the session's end: a token outliving its session would outlive its revocation.
@@ -171,6 +174,8 @@ export async function appendOrFail(audit: Pick<AuditSink, "append">, event: Audi
   try {
     await audit.append(event);
   } catch (err) {
+    // A refused event is a bug here (inputs are validated first): retrying cannot help.
+    if (err instanceof AuditEventRefusedError) throw capvendError("INTERNAL", `the audit record was refused, so ${outcome}`, {}, err);
     throw capvendError("AUDIT_UNAVAILABLE", `the audit log is unavailable, so ${outcome}; retry later`, {}, err);
   }
 }

@@ -38,6 +38,8 @@ export function validateId(field: string, value: string): string {
   if (value.length === 0) throw invalidArgument(field, "must not be empty");
   if (byteLength(value) > MAX_ID_BYTES) throw invalidArgument(field, `must be at most ${MAX_ID_BYTES} bytes`);
   if (FORBIDDEN_CHARS.test(value)) throw invalidArgument(field, "must not contain control characters");
+  // Ids are recorded in the audit log, which never holds a token, credential or key.
+  if (looksSecret(value)) throw invalidArgument(field, "must not be a token, credential or key");
   return value;
 }
 

@@ -1,6 +1,7 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import { newRevocationId, newSessionCredential, newSessionId, sessionIdForRequest } from "../auth/credentials.js";
 import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
@@ -14,7 +15,8 @@ import {
 } from "../gen/capvend/v1/vending_pb.js";
 import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
 import { SessionExistsError, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
-import { AGENT_SUBJECT_PREFIX } from "../tokens/claims.js";
+import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
+import { noteSubject } from "./audit-interceptor.js";
 import type { Introspection } from "./introspection.js";
 import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
@@ -61,8 +63,9 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     return p;
   }
 
-  function requireAllowed(caller: Exclude<Principal, { kind: "session" }>, action: OrchestratorAction, resource: { type: string; id: string }, context: Parameters<typeof callerRequest>[3] = {}) {
+  function requireAllowed(ctx: HandlerContext, caller: Exclude<Principal, { kind: "session" }>, action: OrchestratorAction, resource: { type: string; id: string }, context: Parameters<typeof callerRequest>[3] = {}) {
     const d = policy.authorize(callerRequest(caller, action, resource, context));
+    noteSubject(ctx, { policy_ids: d.policyIds });
     if (!d.allowed) {
       throw capvendError("ACTION_DENIED", `${caller.kind === "orchestrator" ? "orchestrator" : "resource server"} "${caller.id}" may not ${action} on ${resource.type} "${resource.id}": ${explainDenial(d)}`);
     }
@@ -159,12 +162,14 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const caller = principal(ctx);
       if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "StartSession needs an orchestrator credential");
       const agentId = validateId("agent_id", req.agentId);
+      noteSubject(ctx, { agent_id: agentId });
       const userId = req.userId === undefined ? undefined : validateId("user_id", req.userId);
+      noteSubject(ctx, { user_id: userId });
       const grants = validateGrants("grants", req.grants, limits.maxTokenTtlMs);
       const durationMs = validateDuration("max_duration", req.maxDuration, limits.sessionMaxDurationMs) ?? limits.sessionMaxDurationMs;
       const labels = validateLabels("labels", req.labels);
       const requestId = validateRequestId("request_id", req.requestId);
-      const decision = requireAllowed(caller, "start_session", { type: "Agent", id: agentId }, { userId, labels });
+      const decision = requireAllowed(ctx, caller, "start_session", { type: "Agent", id: agentId }, { userId, labels });
 
       const now = clock.now();
       const id = requestId ? sessionIdForRequest(caller.id, requestId) : newSessionId();
@@ -221,8 +226,11 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async issueToken(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "IssueToken needs a session credential");
+      noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
       const resource = validateId("resource", req.resource);
+      noteSubject(ctx, { resource });
       const scopes = validateScopes("scopes", req.scopes);
+      noteSubject(ctx, { scopes });
       const ttlMs = validateDuration("ttl", req.ttl, limits.maxTokenTtlMs);
       const token = await issuer.issue(
         caller.session,
@@ -235,6 +243,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     watchSession(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
+      noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
       return deps.watch(caller.session, req, ctx);
     },
 
@@ -247,6 +256,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       }
       const kind: RevocationKind = ({ tokenId: "token_id", sessionId: "session_id", agentId: "agent_id", userId: "user_id", resource: "resource" } as const)[target.case];
       const value = validateId(kind, target.value);
+      noteSubject(ctx, { target: { kind, value } });
       const reason = validateReason("reason", req.reason, "revoked");
 
       let session: SessionRecord | undefined;
@@ -269,7 +279,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
           entity = { type: "Token", id: value };
           break;
       }
-      const decision = requireAllowed(caller, "revoke", entity, { userId: session?.userId });
+      const decision = requireAllowed(ctx, caller, "revoke", entity, { userId: session?.userId });
 
       const now = clock.now();
       // A rule must outlive everything it can match: tokens (max TTL) and the sessions
@@ -308,14 +318,31 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async endSession(req, ctx) {
       const caller = principal(ctx);
       const sessionId = validateId("session_id", req.sessionId);
+      noteSubject(ctx, { session_id: sessionId });
       const reason = validateReason("reason", req.reason, "ended");
       if (caller.kind === "session" && caller.id !== sessionId) {
         throw capvendError("WRONG_CALLER", "a session credential can only end its own session");
       }
       if (caller.kind === "resource_server") throw capvendError("WRONG_CALLER", "EndSession needs an orchestrator or session credential");
       const session = await loadSession(sessionId);
-      const decision = caller.kind === "orchestrator" ? requireAllowed(caller, "end_session", { type: "Agent", id: session.agentId }, { userId: session.userId }) : undefined;
-      if (session.endedAt !== undefined) return { endedAt: timestampFromMs(session.endedAt) };
+      noteSubject(ctx, { agent_id: session.agentId, user_id: session.userId });
+      const decision = caller.kind === "orchestrator" ? requireAllowed(ctx, caller, "end_session", { type: "Agent", id: session.agentId }, { userId: session.userId }) : undefined;
+      if (session.endedAt !== undefined) {
+        // Allowed, and nothing to do: still a decision on record.
+        await appendOrFail(audit, {
+          type: "session.ended",
+          caller: describePrincipal(caller),
+          agent_id: session.agentId,
+          user_id: session.userId,
+          session_id: session.id,
+          reason: session.endReason,
+          decision: "allow",
+          policy_ids: decision?.policyIds,
+          details: { already_ended: true },
+          trace_id: deps.traceId?.(ctx),
+        }, "the session had ended already but this call is not in the audit log");
+        return { endedAt: timestampFromMs(session.endedAt) };
+      }
 
       const now = clock.now();
       // The revocation first: once it is stored, the session is over on every replica even
@@ -345,7 +372,31 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     },
 
     async introspect(req, ctx) {
-      const outcome = await deps.introspection.introspect(principal(ctx), req.token);
+      const caller = principal(ctx);
+      const outcome = await deps.introspection.introspect(caller, req.token);
+      const seen = outcome.claims;
+      const about = seen
+        ? {
+            agent_id: seen.client_id,
+            user_id: seen.sub.startsWith(USER_SUBJECT_PREFIX) ? seen.sub.slice(USER_SUBJECT_PREFIX.length) : undefined,
+            session_id: seen.sid,
+            resource: seen.aud,
+            jti: seen.jti,
+          }
+        : {};
+      if (seen) noteSubject(ctx, about);
+      // Every answer is a decision on record, with why it was inactive (never told the caller).
+      await appendOrFail(audit, {
+        ...about,
+        policy_ids: outcome.policyIds,
+        exp: seen?.exp,
+        type: "token.introspected",
+        caller: describePrincipal(caller),
+        decision: "allow",
+        reason: outcome.active ? "active" : outcome.why,
+        details: { active: outcome.active },
+        trace_id: deps.traceId?.(ctx),
+      }, "no introspection answer was given");
       if (!outcome.active) return create(IntrospectResponseSchema, { active: false });
       const claims = outcome.claims;
       return create(IntrospectResponseSchema, {

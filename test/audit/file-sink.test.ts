@@ -57,7 +57,7 @@ describe("file audit sink: chain and format", () => {
     expect(JSON.parse(lines[10]!).time).toBe("2025-12-31T23:59:59.000Z");
     expect(sink.state.lastHash).toBe(sha256Hex(lines[10]!));
 
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 11, files: 1 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 11, files: 1 });
   });
 
   it("reopening continues seq and chain from the newest record", async () => {
@@ -74,7 +74,7 @@ describe("file audit sink: chain and format", () => {
     const lines = await fileLines((await segmentFiles(dir))[0]!);
     expect(lines.map((l) => JSON.parse(l).seq)).toEqual([1, 2, 3, 4, 5]);
     expect(JSON.parse(lines[3]!).prev).toBe(sha256Hex(lines[2]!));
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 5, files: 1 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 5, files: 1 });
   });
 
   it("rotates by size and keeps the chain across files", async () => {
@@ -92,7 +92,7 @@ describe("file audit sink: chain and format", () => {
     const firstOfSecond = JSON.parse((await fileLines(files[1]!))[0]!);
     expect(firstOfSecond.prev).toBe(sha256Hex(lastOfFirst));
     expect(firstOfSecond.seq).toBe(JSON.parse(lastOfFirst).seq + 1);
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 100, files: files.length });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 100, files: files.length });
 
     const reopened = await open({ maxFileBytes });
     expect(reopened.state.lastSeq).toBe(100);
@@ -115,7 +115,7 @@ describe("file audit sink: chain and format", () => {
     const jtis = new Set(lines.map((l) => JSON.parse(l).jti));
     expect(jtis.size).toBe(2_000);
     expect(lines.map((l) => JSON.parse(l).seq)).toEqual(Array.from({ length: 2_000 }, (_, i) => i + 1));
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 2_000, files: 1 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 2_000, files: 1 });
     // Group commit: far fewer writes (and syncs) than records.
     expect(ctl.appends).toBeLessThan(200);
     expect(ctl.datasyncs).toBe(ctl.appends);
@@ -146,7 +146,8 @@ describe("file audit sink: refusing secrets", () => {
     ["a JWT as jti", sampleEvent(1, { jti: token }), "jti"],
     ["a credential in details", sampleEvent(1, { details: { note: credential } }), "details.note"],
     ["a JWT in scopes", sampleEvent(1, { scopes: ["read", token] }), "scopes[1]"],
-    ["a key in target", sampleEvent(1, { target: { kind: "token_id", value: randomBytes(32).toString("base64url") } }), "target.value"],
+    ["an orchestrator token in target", sampleEvent(1, { target: { kind: "token_id", value: `cvo_${randomBytes(32).toString("base64url")}` } }), "target.value"],
+    ["a PEM private key in details", sampleEvent(1, { details: { note: "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI\n-----END PRIVATE KEY-----" } }), "details.note"],
   ];
 
   it.each(cases)("refuses %s without writing anything", async (_name, event, field) => {
@@ -212,7 +213,7 @@ describe("file audit sink: failing closed", () => {
     ctl.set("ok");
     await sink.append(sampleEvent(3));
     await sink.close();
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 2, files: 1 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 2, files: 1 });
     const lines = await fileLines((await segmentFiles(dir))[0]!);
     expect(JSON.parse(lines[1]!)).toMatchObject({ seq: 2, jti: "tok_00000003" });
   });
@@ -254,12 +255,13 @@ describe("file audit sink: failing closed", () => {
     const lines = await fileLines((await segmentFiles(dir))[0]!);
     // The timed-out record was written late: the log over-reports an attempt, never misses one.
     expect(lines.map((l) => JSON.parse(l).jti)).toEqual(["tok_00000000", "tok_00000001", "tok_00000003"]);
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 3, files: 1 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 3, files: 1 });
   });
 
   it("returns within the bound on the real clock, and a hung write that then fails leaves no trace", async () => {
     const { fs, ctl } = controllableFs();
-    const sink = await open({ fs, clock: systemClock, timeoutMs: 100 });
+    // No checkpoints: their fsyncs would compete with the 100 ms bound on a loaded machine.
+    const sink = await open({ fs, clock: systemClock, timeoutMs: 100, checkpoints: false });
     await sink.append(sampleEvent(0));
     ctl.set("hang");
     const t0 = performance.now();
@@ -337,7 +339,7 @@ describe("file audit sink: opening a damaged log", () => {
     expect((await stat(file)).size).toBe(goodSize);
     await sink.append(sampleEvent(3));
     await sink.close();
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 4, files: 1 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 4, files: 1 });
   });
 
   it('refuses a torn final line with tornTail: "refuse" and leaves the file alone', async () => {
@@ -370,6 +372,6 @@ describe("file audit sink: opening a damaged log", () => {
     expect(sink.state.lastSeq).toBe(2);
     await sink.append(sampleEvent(2));
     await sink.close();
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 3, files: 2 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 3, files: 2 });
   });
 });

@@ -39,7 +39,7 @@ describe("memory audit sink", () => {
     expect(sink.find({ session_id: "ses_1", jti: "tok_00000001" })).toHaveLength(1);
     await mkdir(join(dir, "audit"));
     await writeFile(join(dir, "audit", "audit-000001.jsonl"), sink.lines.join("\n") + "\n");
-    expect(await verifyAuditLog(dir)).toEqual({ ok: true, records: 5, files: 1 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, records: 5, files: 1 });
   });
 
   it("stores a copy: changing the event after append changes nothing", async () => {

@@ -57,15 +57,26 @@ afterAll(async () => {
   await h?.close();
 });
 
-/** What a refused call must not have changed. */
+/** What a refused call must not have changed (it adds exactly one refusal record: see expectOneDenial). */
 function snapshot() {
   return {
     sessions: h.sessions.size,
     revocations: h.revocations.size,
     revocationSeq: h.revocations.lastSeq,
-    auditRecords: audit.records.length,
+    allowRecords: audit.records.filter((r) => r.decision !== "deny").length,
+    denials: audit.records.filter((r) => r.decision === "deny").length,
     started: audit.find({ type: "session.started" }).length,
   };
+}
+
+/** Nothing changed and nothing recorded: the request never reached a decision (it did not decode). */
+function expectNothingRecorded(before: ReturnType<typeof snapshot>): void {
+  expect(snapshot()).toEqual(before);
+}
+
+/** Nothing changed but one new audit record: the refusal, decision "deny". */
+function expectOneDenial(before: ReturnType<typeof snapshot>): void {
+  expect(snapshot()).toEqual({ ...before, denials: before.denials + 1 });
 }
 
 // eslint-disable-next-line no-control-regex
@@ -123,7 +134,7 @@ const startCases: [string, StartInit, string, RegExp][] = [
   ["a label value with a newline", { ...startBase, labels: { env: "prod\nx" } }, "labels.env", /control characters/],
 ];
 
-describe("StartSession refuses bad input with INVALID_ARGUMENT and records nothing", () => {
+describe("StartSession refuses bad input with INVALID_ARGUMENT and records only the refusal", () => {
   it.each(startCases)("%s", async (_what, req, field, rule) => {
     const before = snapshot();
     const f = await failure(h.orchestrator.startSession(req));
@@ -134,7 +145,7 @@ describe("StartSession refuses bad input with INVALID_ARGUMENT and records nothi
     // The message never echoes control characters back (they would forge lines where it is logged).
     expect(f.message).not.toMatch(CONTROL_CHARS);
     expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
-    expect(snapshot()).toEqual(before);
+    expectOneDenial(before);
   });
 
   // The limits are inclusive: the largest allowed value of each passes.
@@ -182,7 +193,7 @@ describe("IssueToken refuses bad input with INVALID_ARGUMENT and issues nothing"
     expect(f.message.startsWith(field)).toBe(true);
     expect(f.message).toMatch(rule);
     expectNoSecrets(f, [session.sessionCredential, secretOf(session.sessionCredential)]);
-    expect(snapshot()).toEqual(before);
+    expectOneDenial(before);
     expect(audit.find({ type: "token.issued", session_id: session.sessionId })).toHaveLength(0);
   });
 
@@ -215,7 +226,7 @@ describe("Revoke refuses bad input and revokes nothing", () => {
     expect(f.message.startsWith(field)).toBe(true);
     expect(f.message).toMatch(rule);
     expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
-    expect(snapshot()).toEqual(before);
+    expectOneDenial(before);
   });
 
   it("a 512-byte reason is accepted", async () => {
@@ -230,7 +241,7 @@ describe("Revoke refuses bad input and revokes nothing", () => {
     expect(f.reason).toBe("SESSION_NOT_FOUND");
     expect(f.message).toContain("session_id");
     expect(f.message).toContain("ses_AAAAAAAAAAAAAAAAAAAAAA");
-    expect(snapshot()).toEqual(before);
+    expectOneDenial(before);
   });
 });
 
@@ -245,7 +256,7 @@ describe("EndSession refuses bad input", () => {
     expect(f.code).toBe(code);
     expect(f.message).toMatch(rule);
     expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
-    expect(snapshot()).toEqual(before);
+    expectOneDenial(before);
   });
 
   it("a 513-byte reason → INVALID_ARGUMENT and the session stays open", async () => {
@@ -254,7 +265,7 @@ describe("EndSession refuses bad input", () => {
     const f = await failure(h.orchestrator.endSession({ sessionId: s.sessionId, reason: bytes(513) }));
     expect(f.code).toBe(Code.InvalidArgument);
     expect(f.message).toMatch(/^reason: must be at most 512 bytes/);
-    expect(snapshot()).toEqual(before);
+    expectOneDenial(before);
     expect((await h.sessions.get(s.sessionId))?.endedAt).toBeUndefined();
     expect((await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token).toBeDefined();
   });
@@ -268,7 +279,7 @@ describe("EndSession refuses bad input", () => {
     expect(f.reason).toBe("WRONG_CALLER");
     expect(f.message).toContain("own session");
     expectNoSecrets(f, [a.sessionCredential, secretOf(a.sessionCredential), secretOf(b.sessionCredential)]);
-    expect(snapshot()).toEqual(before);
+    expectOneDenial(before);
     expect((await h.sessions.get(b.sessionId))?.endedAt).toBeUndefined();
     expect((await b.runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token).toBeDefined();
   });
@@ -364,7 +375,7 @@ describe("authorization", () => {
       expect(f.code).toBe(Code.Unauthenticated);
       expect(f.reason).toBe(reason);
       expectNoSecrets(f, [ORCHESTRATOR_TOKEN, ...(auth ? [auth.replace(/^\S+ /, "")] : [])]);
-      expect(snapshot()).toEqual(before);
+      expectOneDenial(before);
     });
   }
 
@@ -378,7 +389,11 @@ describe("authorization", () => {
       expect(f.reason).toBe("UNKNOWN_CREDENTIAL");
       expectNoSecrets(f, [forged, secretOf(forged), secretOf(s.sessionCredential)]);
     }
-    expect(snapshot()).toEqual(before);
+    // One auth.failed per attempt (one per protocol), naming the session, never the secret.
+    expect(snapshot()).toEqual({ ...before, denials: before.denials + PROTOCOLS.length });
+    const failed = audit.find({ type: "auth.failed", session_id: s.sessionId });
+    expect(failed).toHaveLength(PROTOCOLS.length);
+    expect(failed[0]).toMatchObject({ decision: "deny", reason: "UNKNOWN_CREDENTIAL", details: { credential_kind: "session" } });
     expect(audit.find({ type: "token.issued", session_id: s.sessionId })).toHaveLength(0);
     // The real credential is not locked out by the attempts.
     expect((await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token).toBeDefined();
@@ -471,7 +486,7 @@ describe("malformed protobuf", () => {
     expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/^parse binary: /);
     expect(body.message).not.toContain(ORCHESTRATOR_TOKEN);
-    expect(snapshot()).toEqual(before);
+    expectNothingRecorded(before);
     await serverStillAnswers();
   });
 
@@ -482,7 +497,7 @@ describe("malformed protobuf", () => {
     expect(res.status).toBe(400);
     expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/^parse binary: /);
-    expect(snapshot()).toEqual(before);
+    expectNothingRecorded(before);
     await serverStillAnswers();
   });
 
@@ -497,7 +512,7 @@ describe("malformed protobuf", () => {
     const st = grpcStatus(res);
     expect(st.status).toBe(Code.InvalidArgument);
     expect(st.message).toMatch(/^parse binary: /);
-    expect(snapshot()).toEqual(before);
+    expectNothingRecorded(before);
     await serverStillAnswers();
   });
 
@@ -564,7 +579,7 @@ describe("oversized messages (> CAPVEND_MAX_MESSAGE_BYTES, 64 KiB)", () => {
       expect(f.code).toBe(Code.ResourceExhausted);
       expect(f.message).not.toContain(huge.slice(0, 1024));
       expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
-      expect(snapshot()).toEqual(before);
+      expectNothingRecorded(before);
       await serverStillAnswers();
     });
   }

@@ -1,6 +1,6 @@
 import { generateKeyPairSync, randomBytes, randomUUID, createHash, sign } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { REDACTED, isSecretKey, looksSecret, redact } from "../../src/security/redact.js";
+import { REDACTED, isSecretKey, looksSecret, redact, registerBearerTokenHashes } from "../../src/security/redact.js";
 
 const { privateKey, publicKey } = generateKeyPairSync("ed25519");
 
@@ -55,13 +55,29 @@ describe("looksSecret: secrets", () => {
     }
   });
 
-  it("flags bare 256-bit base64url secrets", () => {
-    // Deterministic 32-byte values, so the heuristic's tiny miss rate cannot make this flaky.
-    for (let i = 0; i < 5000; i++) {
-      const s = createHash("sha256").update(`secret-${i}`).digest("base64url");
-      if (!looksSecret(s)) throw new Error(`missed a random secret: ${s}`);
+  it("flags generated orchestrator tokens, alone and embedded, by their cvo_ structure", () => {
+    for (let i = 0; i < 50; i++) {
+      const t = `cvo_${randomBytes(32).toString("base64url")}`;
+      expect(looksSecret(t)).toBe(true);
+      expect(looksSecret(`Bearer ${t}`)).toBe(true);
     }
-    expect(looksSecret(`secret is ${randomBytes(32).toString("base64url")} ok`)).toBe(true);
+    // A prefix in the middle of an id is not the start of a token.
+    expect(looksSecret(`xcvo_${randomBytes(32).toString("base64url")}`)).toBe(false);
+  });
+
+  it("flags configured bearer tokens by their sha256, whatever they look like", () => {
+    const token = "plain-words-are-a-poor-but-possible-token";
+    expect(looksSecret(`header was Bearer ${token} and more`)).toBe(false);
+    registerBearerTokenHashes([{ sha256Hex: createHash("sha256").update(token).digest("hex"), length: token.length }]);
+    expect(looksSecret(`header was Bearer ${token} and more`)).toBe(true);
+    expect(looksSecret(token)).toBe(true);
+    // Only the token itself: a longer run that contains it is another string.
+    expect(looksSecret(`${token}x`)).toBe(false);
+    const onlyHash = "only-the-hash-of-this-one-is-configured";
+    registerBearerTokenHashes([{ sha256Hex: createHash("sha256").update(onlyHash).digest("hex") }]);
+    // Unknown length: only the thorough check (the audit sink's) hashes every run.
+    expect(looksSecret(`auth=${onlyHash};`, true)).toBe(true);
+    expect(looksSecret(`auth=${onlyHash};`)).toBe(false);
   });
 
   it("flags PEM private keys but not public keys", () => {
@@ -86,11 +102,16 @@ describe("looksSecret: secrets", () => {
     expect(looksSecret(JSON.stringify({ kty: "oct", k: randomBytes(24).toString("base64url") }))).toBe(true);
   });
 
-  it("treats a bare 32-byte public value as secret: form alone cannot tell", () => {
-    // Documented over-redaction: an Ed25519 public `x` looks exactly like a 256-bit secret.
+  it("passes ids by structure: OIDC pairwise subs, key ids, thumbprints and public coordinates", () => {
+    // 43-char base64url values that are identifiers, not secrets: the filter goes by structure.
+    for (let i = 0; i < 2000; i++) {
+      const pairwise = createHash("sha256").update(`pairwise-${i}`).digest("base64url");
+      expect(pairwise).toHaveLength(43);
+      if (looksSecret(pairwise)) throw new Error(`took an id for a secret: ${pairwise}`);
+    }
     const x = publicKey.export({ format: "jwk" }).x!;
-    expect(looksSecret(x)).toBe(true);
-    expect(looksSecret(`kid_${x}`)).toBe(false);
+    expect(looksSecret(x)).toBe(false);
+    expect(looksSecret(`key.added ${x}`)).toBe(false);
   });
 });
 
@@ -218,13 +239,11 @@ describe("redact", () => {
 });
 
 describe("public key ids", () => {
-  it("keeps a thumbprint kid and public coordinates, but still drops a JWT or credential under those keys", async () => {
-    const { redact: r } = await import("../../src/security/redact.js");
-    const { createHash, randomBytes } = await import("node:crypto");
+  it("keeps thumbprint kids and 43-char ids under any key, but still drops a JWT or credential", () => {
     const kid = createHash("sha256").update("k").digest("base64url");
     const secret = randomBytes(32).toString("base64url");
-    expect(r({ kid, x: kid })).toEqual({ kid, x: kid });
-    expect(r({ kid: `ses_${"a".repeat(22)}.${secret}` }).kid).toBe("[REDACTED]");
-    expect(r({ other: kid }).other).toBe("[REDACTED]");
+    expect(redact({ kid, x: kid, user_id: kid })).toEqual({ kid, x: kid, user_id: kid });
+    expect(redact({ kid: `ses_${"a".repeat(22)}.${secret}` }).kid).toBe("[REDACTED]");
+    expect(redact({ user_id: makeJwt() }).user_id).toBe("[REDACTED]");
   });
 });
