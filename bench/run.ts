@@ -12,6 +12,7 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   "cross-replica": () => import("./cross-replica.js"),
   peer: () => import("./peer.js"),
   profile: () => import("./profile.js"),
+  limits: () => import("./limits.js"),
   client: () => import("./client.js"),
   durability: () => import("./durability.js"),
 };

@@ -111,7 +111,7 @@ export async function runScale(): Promise<void> {
     client.stdin!.write(`${cmd}\n`);
     const line = await next();
     if (line.startsWith("failed")) throw new Error(line);
-    return JSON.parse(line) as Record<string, number>;
+    return JSON.parse(line) as Record<string, number> & { firstError?: string };
   };
   try {
     // Wait for the server, then create the sessions.
@@ -128,7 +128,7 @@ export async function runScale(): Promise<void> {
     const openCpu = cpuSeconds(pid) - cpu0;
     process.stdout.write(
       `open storm: ${SCALE_STREAMS} WatchSession opens at once over ${SCALE_CONNECTIONS} connections (${sessions.ms} ms to create the sessions): ` +
-        `${open.ok} with a first token, ${open.failed} failed; last first token after ${open.ms} ms; server CPU ${openCpu.toFixed(2)} s\n`,
+        `${open.ok} with a first token, ${open.failed} failed${open.failed > 0 ? ` (e.g. ${open.firstError})` : ""}; last first token after ${open.ms} ms; server CPU ${openCpu.toFixed(2)} s\n`,
     );
     cpu0 = cpuSeconds(pid);
     const renewFrom = Number(process.hrtime.bigint() / 1000n);

@@ -46,7 +46,8 @@ export type ServerSettings = Pick<
   | "resourceServerHashes"
   | "resourceServerAudiences"
   | "maxSessionsPerOrchestrator"
->;
+> &
+  Partial<Pick<Config, "limits">>;
 
 /** Everything a replica is built from. Swap any part (memory or NATS) without touching the services. */
 export interface CapvendServerDeps {
@@ -128,6 +129,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     renewLeadMs: settings.renewLeadMs,
     heartbeatIntervalMs: settings.heartbeatIntervalMs,
     stallTimeoutMs: settings.streamStallTimeoutMs,
+    maxStreamsPerSession: settings.limits?.maxStreamsPerSession,
+    maxStreams: settings.limits?.maxStreams,
     random: deps.random,
     onEvent: (e) => {
       const fields = { session_id: e.sessionId, stream_id: e.streamId, retry_in_ms: e.retryInMs, err: e.error };
@@ -187,6 +190,20 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     interceptors: [telemetry.interceptor, errorInterceptor(logger), auditInterceptor(decisions, traceIdOf), authInterceptor(authenticator, decisions, traceIdOf)],
     tls: deps.tls,
     readMaxBytes: settings.maxMessageBytes,
+    firstBytesTimeoutMs: settings.limits?.handshakeTimeoutMs,
+    http1HeadersTimeoutMs: settings.limits?.headersTimeoutMs,
+    limits: {
+      ...(settings.limits && {
+        maxConnections: settings.limits.maxConnections,
+        maxConnectionsPerAddress: settings.limits.maxConnectionsPerAddress,
+        idleTimeoutMs: settings.limits.idleTimeoutMs,
+        firstRequestTimeoutMs: settings.limits.firstRequestTimeoutMs,
+        maxConcurrentStreams: settings.limits.maxConcurrentStreams,
+        maxUnauthenticatedStreams: settings.limits.maxUnauthenticatedStreams,
+        maxResetsPerSecond: settings.limits.maxResetsPerSecond,
+      }),
+      streamStallTimeoutMs: settings.streamStallTimeoutMs,
+    },
     contextValues: (req) => createContextValues().set(nodeRequestKey, req),
     clock,
     onError: (err, context) => logger.error({ err, context }, "transport error"),

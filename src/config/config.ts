@@ -18,6 +18,28 @@ export const DEFAULT_AUDIT_TIMEOUT_MS = 2000;
 export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
 /** CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR: live sessions one orchestrator may hold at once. */
 export const DEFAULT_MAX_SESSIONS_PER_ORCHESTRATOR = 1000;
+/** CAPVEND_MAX_CONNECTIONS: open connections at once, all clients together. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+/** CAPVEND_MAX_CONNECTIONS_PER_ADDRESS: open connections at once from one client address. */
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256;
+/** CAPVEND_IDLE_TIMEOUT: an HTTP/2 connection with no open stream is closed after this long. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+/** CAPVEND_HANDSHAKE_TIMEOUT: absolute time from accept to a known protocol (sniffed preface or TLS handshake). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10 * 1000;
+/** CAPVEND_HEADERS_TIMEOUT: absolute time an HTTP/1.1 request has to deliver its headers. */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10 * 1000;
+/** CAPVEND_FIRST_REQUEST_TIMEOUT: absolute time from an HTTP/2 connection's start to its first request. */
+export const DEFAULT_FIRST_REQUEST_TIMEOUT_MS = 10 * 1000;
+/** CAPVEND_MAX_CONCURRENT_STREAMS: SETTINGS_MAX_CONCURRENT_STREAMS advertised and enforced per HTTP/2 connection. */
+export const DEFAULT_MAX_CONCURRENT_STREAMS = 1000;
+/** CAPVEND_MAX_UNAUTHENTICATED_STREAMS: open health or reflection streams per connection. */
+export const DEFAULT_MAX_UNAUTHENTICATED_STREAMS = 16;
+/** CAPVEND_MAX_RESETS_PER_SECOND: stream resets a client may send per second on one connection. */
+export const DEFAULT_MAX_RESETS_PER_SECOND = 100;
+/** CAPVEND_MAX_STREAMS_PER_SESSION: WatchSession streams one session may hold open at once. */
+export const DEFAULT_MAX_STREAMS_PER_SESSION = 8;
+/** CAPVEND_MAX_STREAMS: WatchSession streams this replica holds open at once. */
+export const DEFAULT_MAX_STREAMS = 20_000;
 /** CAPVEND_AUDIT_CHECKPOINT_INTERVAL: least time between two signed audit checkpoints. */
 export const DEFAULT_AUDIT_CHECKPOINT_INTERVAL_MS = 200;
 /** CAPVEND_NATS_TIMEOUT: longest wait for one NATS/JetStream answer (publish ack, KV read or write). */
@@ -85,6 +107,23 @@ export interface Config {
    */
   acceptAuditGap: boolean;
   logLevel: LogLevel;
+  /** Transport and stream limits (see "Limits and abuse" in docs/architecture.md). */
+  limits: LimitSettings;
+}
+
+/** Limits that keep one client from exhausting the replica. Durations in ms. */
+export interface LimitSettings {
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  idleTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  headersTimeoutMs: number;
+  firstRequestTimeoutMs: number;
+  maxConcurrentStreams: number;
+  maxUnauthenticatedStreams: number;
+  maxResetsPerSecond: number;
+  maxStreamsPerSession: number;
+  maxStreams: number;
 }
 
 /** A setting that failed validation; the message names the setting. */
@@ -106,6 +145,10 @@ const SETTINGS: ReadonlySet<string> = new Set([
   "CAPVEND_SIGNING_KEY_FILES", "CAPVEND_ORCHESTRATOR_TOKEN", "CAPVEND_ORCHESTRATOR_HASHES",
   "CAPVEND_RESOURCE_SERVER_HASHES", "CAPVEND_RESOURCE_SERVER_AUDIENCES", "CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR", "CAPVEND_OIDC_ISSUER", "CAPVEND_OIDC_AUDIENCE", "CAPVEND_OIDC_JWKS_URL",
   "CAPVEND_OIDC_JWKS_FILE", "CAPVEND_TLS_CERT", "CAPVEND_TLS_KEY", "CAPVEND_REPLICA_ID", "CAPVEND_AUDIT_DURABILITY",
+  "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS",
+  "CAPVEND_MAX_CONNECTIONS", "CAPVEND_MAX_CONNECTIONS_PER_ADDRESS", "CAPVEND_IDLE_TIMEOUT", "CAPVEND_HANDSHAKE_TIMEOUT",
+  "CAPVEND_HEADERS_TIMEOUT", "CAPVEND_FIRST_REQUEST_TIMEOUT", "CAPVEND_MAX_CONCURRENT_STREAMS",
+  "CAPVEND_MAX_UNAUTHENTICATED_STREAMS", "CAPVEND_MAX_RESETS_PER_SECOND", "CAPVEND_MAX_STREAMS_PER_SESSION", "CAPVEND_MAX_STREAMS",
   "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_AUDIT_CHECKPOINT_INTERVAL", "CAPVEND_STATE_STORE", "CAPVEND_ACCEPT_AUDIT_GAP", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS",
   "NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY_SEED_FILE", "NATS_CREDS_FILE",
 ]);
@@ -253,6 +296,19 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     stateStore: oneOf("CAPVEND_STATE_STORE", ["file", "memory"] as const, "file"),
     acceptAuditGap: oneOf("CAPVEND_ACCEPT_AUDIT_GAP", ["true", "false", "1", "0"] as const, "false") === "true" || str("CAPVEND_ACCEPT_AUDIT_GAP") === "1",
     logLevel: oneOf("CAPVEND_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
+    limits: {
+      maxConnections: positiveInt("CAPVEND_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
+      maxConnectionsPerAddress: positiveInt("CAPVEND_MAX_CONNECTIONS_PER_ADDRESS", DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+      idleTimeoutMs: duration("CAPVEND_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_MS, 100),
+      handshakeTimeoutMs: duration("CAPVEND_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT_MS, 100),
+      headersTimeoutMs: duration("CAPVEND_HEADERS_TIMEOUT", DEFAULT_HEADERS_TIMEOUT_MS, 100),
+      firstRequestTimeoutMs: duration("CAPVEND_FIRST_REQUEST_TIMEOUT", DEFAULT_FIRST_REQUEST_TIMEOUT_MS, 100),
+      maxConcurrentStreams: positiveInt("CAPVEND_MAX_CONCURRENT_STREAMS", DEFAULT_MAX_CONCURRENT_STREAMS),
+      maxUnauthenticatedStreams: positiveInt("CAPVEND_MAX_UNAUTHENTICATED_STREAMS", DEFAULT_MAX_UNAUTHENTICATED_STREAMS),
+      maxResetsPerSecond: positiveInt("CAPVEND_MAX_RESETS_PER_SECOND", DEFAULT_MAX_RESETS_PER_SECOND),
+      maxStreamsPerSession: positiveInt("CAPVEND_MAX_STREAMS_PER_SESSION", DEFAULT_MAX_STREAMS_PER_SESSION),
+      maxStreams: positiveInt("CAPVEND_MAX_STREAMS", DEFAULT_MAX_STREAMS),
+    },
   };
 }
 

@@ -40,7 +40,16 @@ export interface StreamHubOptions {
   onStreamCount?: (streams: number) => void;
   /** Stream opens in progress at once; the rest queue (see admission.ts). Default {@link DEFAULT_MAX_CONCURRENT_OPENS}. */
   maxConcurrentOpens?: number;
+  /** CAPVEND_MAX_STREAMS_PER_SESSION: streams one session may hold (open or opening); more get RESOURCE_EXHAUSTED. Default 8. */
+  maxStreamsPerSession?: number;
+  /** CAPVEND_MAX_STREAMS: streams this replica holds (open, opening or waiting); more get RESOURCE_EXHAUSTED. Default 20,000. */
+  maxStreams?: number;
 }
+
+/** Default of `maxStreamsPerSession`. */
+export const DEFAULT_MAX_STREAMS_PER_SESSION = 8;
+/** Default of `maxStreams`. */
+export const DEFAULT_MAX_STREAMS = 20_000;
 
 /** What a WatchStream uses of its hub. */
 export interface StreamHubInternals {
@@ -92,6 +101,9 @@ export class StreamHub implements StreamHubInternals {
   readonly #byResource = new Map<string, Set<WatchStream>>();
   readonly #unsubscribe: () => void;
   readonly #admission: Admission;
+  readonly #openingBySession = new Map<string, number>();
+  readonly #maxStreamsPerSession: number;
+  readonly #maxStreams: number;
   #nextId = 0;
   #draining: string | undefined;
   #streams = 0;
@@ -106,6 +118,8 @@ export class StreamHub implements StreamHubInternals {
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs;
     this.stallTimeoutMs = opts.stallTimeoutMs;
     this.#admission = new Admission(opts.maxConcurrentOpens ?? DEFAULT_MAX_CONCURRENT_OPENS);
+    this.#maxStreamsPerSession = opts.maxStreamsPerSession ?? DEFAULT_MAX_STREAMS_PER_SESSION;
+    this.#maxStreams = opts.maxStreams ?? DEFAULT_MAX_STREAMS;
     this.#unsubscribe = opts.revocations.subscribe((r) => this.#route(r));
   }
 
@@ -146,15 +160,37 @@ export class StreamHub implements StreamHubInternals {
       }
     });
 
-    // Opens wait their turn here; a caller that gives up while waiting leaves the queue.
-    const release = await this.#admission.acquire(ctx.signal);
-    if (!release) return;
+    // The caps count streams open and streams still opening, so a burst cannot slip past them.
+    const held = (this.#bySession.get(session.id)?.size ?? 0) + (this.#openingBySession.get(session.id) ?? 0);
+    if (held >= this.#maxStreamsPerSession) {
+      throw capvendError("STREAM_LIMIT", `session ${session.id} already holds ${held} streams, its limit; close one before opening another`, { sessionId: session.id });
+    }
+    if (this.#streams + this.#admission.active + this.#admission.waiting >= this.#maxStreams) {
+      throw capvendError("STREAM_LIMIT", `this server holds its limit of ${this.#maxStreams} streams; reconnect to another replica or retry later`);
+    }
+    this.#openingBySession.set(session.id, (this.#openingBySession.get(session.id) ?? 0) + 1);
+    let counted = true;
+    // Once registered, a stream counts among the session's streams, no longer as opening.
+    const uncount = () => {
+      if (!counted) return;
+      counted = false;
+      const n = (this.#openingBySession.get(session.id) ?? 1) - 1;
+      if (n <= 0) this.#openingBySession.delete(session.id);
+      else this.#openingBySession.set(session.id, n);
+    };
+    let release: (() => void) | undefined;
     let stream: WatchStream;
     try {
+      // Opens wait their turn here; a caller that gives up while waiting leaves the queue.
+      release = await this.#admission.acquire(ctx.signal);
+      if (!release) return;
+      // Nothing is minted for a caller that went away while waiting.
+      if (ctx.signal.aborted) return;
       if (this.#draining) throw capvendError("DRAINING", "the server is shutting down; reconnect to another replica with the resume_token");
       stream = new WatchStream(this, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumePosition ?? 0);
       // Register before reading the replay so no revocation falls between the two.
       this.#register(stream);
+      uncount();
       const replay = resumePosition !== undefined ? this.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
       try {
         await stream.open(replay);
@@ -164,7 +200,8 @@ export class StreamHub implements StreamHubInternals {
         throw err;
       }
     } finally {
-      release();
+      release?.();
+      uncount();
     }
     yield* stream.messages();
   }

@@ -23,8 +23,9 @@ export function classifyFirstBytes(bytes: Uint8Array): CleartextProtocol | undef
  * Reads from `socket` until its protocol is known, then puts every byte read back
  * (`unshift`) so the chosen server parses the connection from its first byte.
  *
- * Resolves `undefined`, with the socket destroyed, when the peer closes, errors or stays
- * undecided for `timeoutMs` (idle time, reset by each chunk). Never rejects.
+ * Resolves `undefined`, with the socket destroyed, when the peer closes, errors or is still
+ * undecided `timeoutMs` after the call (an absolute deadline: a peer trickling one byte at a
+ * time does not extend it). Never rejects.
  */
 export function sniffProtocol(socket: Socket, timeoutMs: number): Promise<CleartextProtocol | undefined> {
   return new Promise((resolve) => {
@@ -37,8 +38,7 @@ export function sniffProtocol(socket: Socket, timeoutMs: number): Promise<Cleart
       socket.off("readable", onReadable);
       socket.off("end", onGone);
       socket.off("close", onGone);
-      socket.off("timeout", onTimeout);
-      socket.setTimeout(0);
+      clearTimeout(timer);
       if (protocol === undefined) {
         socket.destroy();
       } else {
@@ -59,8 +59,7 @@ export function sniffProtocol(socket: Socket, timeoutMs: number): Promise<Cleart
     const onGone = () => settle(undefined);
     const onTimeout = () => settle(undefined);
 
-    socket.setTimeout(timeoutMs);
-    socket.on("timeout", onTimeout);
+    const timer = setTimeout(onTimeout, timeoutMs);
     socket.on("readable", onReadable);
     socket.once("end", onGone);
     socket.once("close", onGone);

@@ -13,12 +13,17 @@ import { ConnectionRegistry } from "./connection-registry.js";
 import { createConnectUnaryListener } from "./connect-unary.js";
 import { createGrpcFront, type GrpcFront } from "./grpc-front.js";
 import { createRpcInvoker, methodTable } from "./rpc-invoker.js";
+import { ConnectionGuard, type RefusalReason } from "./connection-guard.js";
 import {
   DEFAULT_CLOSE_GRACE_MS,
   DEFAULT_FIRST_BYTES_TIMEOUT_MS,
   DEFAULT_HTTP1_HEADERS_TIMEOUT_MS,
   DEFAULT_READ_MAX_BYTES,
+  DEFAULT_TRANSPORT_LIMITS,
+  isUnauthenticatedPath,
+  type TransportLimits,
 } from "./defaults.js";
+import { createHttp2Guard, type Http2Guard, type Http2GuardStats } from "./http2-guard.js";
 import { createHttpRouteListener } from "./http-routes.js";
 import type { HttpRequest, HttpResponse, HttpRoute, RequestListener } from "./http-routes.js";
 import { shutdownSignalKey } from "./shutdown-context.js";
@@ -45,7 +50,9 @@ export interface TransportServerOptions {
   firstBytesTimeoutMs?: number;
   /** Time an HTTP/1.1 client has to send complete request headers, in ms; default {@link DEFAULT_HTTP1_HEADERS_TIMEOUT_MS}. */
   http1HeadersTimeoutMs?: number;
-  /** Clock for the close grace timer; default the system clock. */
+  /** Connection and stream limits; each one not given is {@link DEFAULT_TRANSPORT_LIMITS}'s. */
+  limits?: Partial<TransportLimits>;
+  /** Clock for the close grace timer and the limits' timers; default the system clock. */
   clock?: Clock;
   /**
    * Receives failures that no caller sees: an HTTP route that threw, a listening socket
@@ -80,6 +87,8 @@ export interface TransportServer {
   readonly state: TransportServerState;
   /** Open sockets plus HTTP/2 sessions, including ones still being sniffed. */
   readonly openConnections: number;
+  /** What the limits refused or cut off so far. */
+  readonly limitStats: { refusedConnections: Record<RefusalReason, number> } & Http2GuardStats;
 }
 
 const ignore = () => {};
@@ -117,7 +126,30 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
   // implementations and interceptors as connect-node, which serves everything else.
   const methods = methodTable(opts.routes);
   const invoker = createRpcInvoker(interceptors);
-  const grpcFront = createGrpcFront({ methods, invoker, readMaxBytes, contextValues });
+  const limits: TransportLimits = { ...DEFAULT_TRANSPORT_LIMITS, ...opts.limits };
+  const connections = new ConnectionGuard({
+    maxConnections: limits.maxConnections,
+    maxConnectionsPerAddress: limits.maxConnectionsPerAddress,
+    penaltyMs: limits.abusePenaltyMs,
+    clock,
+  });
+  const grpcFront = createGrpcFront({
+    methods,
+    invoker,
+    readMaxBytes,
+    contextValues,
+    grpcOptions: { "grpc.max_concurrent_streams": limits.maxConcurrentStreams },
+  });
+  const guard = createHttp2Guard(grpcFront.http2Server, {
+    clock,
+    firstRequestTimeoutMs: limits.firstRequestTimeoutMs,
+    idleTimeoutMs: limits.idleTimeoutMs,
+    maxUnauthenticatedStreams: limits.maxUnauthenticatedStreams,
+    isUnauthenticated: isUnauthenticatedPath,
+    maxResetsPerSecond: limits.maxResetsPerSecond,
+    stallTimeoutMs: limits.streamStallTimeoutMs,
+    onAbuse: (session) => connections.penalize(session.socket?.remoteAddress),
+  });
   const connectUnary = createConnectUnaryListener({ methods, invoker, readMaxBytes, contextValues }, connectHandler);
 
   const routed = createHttpRouteListener(opts.httpRoutes ?? [], connectUnary, (error, route) =>
@@ -129,8 +161,10 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
   };
 
   const h1 = createHttp1Server(timeouts, listener);
-  attachHttp2(grpcFront, registry, listener);
-  const front = opts.tls ? createTlsFront(opts.tls, timeouts, registry, h1, grpcFront) : createCleartextFront(timeouts, registry, h1, grpcFront);
+  attachHttp2(grpcFront, guard, registry, listener);
+  const front = opts.tls
+    ? createTlsFront(opts.tls, timeouts, registry, connections, h1, grpcFront)
+    : createCleartextFront(timeouts, registry, connections, h1, grpcFront);
 
   let state: TransportServerState = "idle";
   let address: AddressInfo | undefined;
@@ -146,6 +180,9 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
     },
     get openConnections() {
       return registry.size;
+    },
+    get limitStats() {
+      return { refusedConnections: { ...connections.refused }, ...guard.stats };
     },
     shuttingDown: shutdown.signal,
 
@@ -177,6 +214,7 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
         const bound = listening ? await listening.then(() => true, () => false) : false;
         const stopped = bound ? new Promise<void>((resolve) => front.server.close(() => resolve())) : undefined;
         front.closeInner();
+        guard.close();
         registry.beginClose();
         const timer = clock.setTimeout(() => registry.destroyAll(), graceMs);
         try {
@@ -235,13 +273,14 @@ function createHttp1Server(timeouts: Timeouts, listener: RequestListener): http.
  * compatibility layer added for connect-node and the HTTP routes. Each stream goes to
  * grpc-js when it is gRPC with protobuf, else to the compatibility layer.
  */
-function attachHttp2(grpcFront: GrpcFront, registry: ConnectionRegistry, listener: RequestListener): http2.Http2Server {
+function attachHttp2(grpcFront: GrpcFront, guard: Http2Guard, registry: ConnectionRegistry, listener: RequestListener): http2.Http2Server {
   const h2 = grpcFront.http2Server;
   // Adding a 'request' listener is what installs node's compatibility 'stream' listener.
   h2.on("request", listener as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const compat = h2.listeners("stream") as ((...args: unknown[]) => void)[];
   h2.removeAllListeners("stream");
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+    if (!guard.admit(stream, headers)) return;
     if (grpcFront.serves(headers["content-type"])) grpcFront.handleStream(stream, headers, flags, rawHeaders);
     else for (const l of compat) l(stream, headers, flags, rawHeaders);
   });
@@ -251,11 +290,12 @@ function attachHttp2(grpcFront: GrpcFront, registry: ConnectionRegistry, listene
   return h2;
 }
 
-function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, h1: http.Server, grpcFront: GrpcFront): Front {
+function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, connections: ConnectionGuard, h1: http.Server, grpcFront: GrpcFront): Front {
   // The socket options node:http would accept with (the inner servers never accept):
   // noDelay, and allowHalfOpen so a client that half-closes after its request still gets
   // the response (turned off again below for HTTP/2).
   const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+    if (connections.admit(socket)) return;
     registry.addSocket(socket, "pending");
     void sniffProtocol(socket, timeouts.firstBytesMs).then((protocol) => {
       if (protocol === undefined || socket.destroyed) return;
@@ -282,6 +322,7 @@ function createTlsFront(
   creds: { cert: string | Buffer; key: string | Buffer },
   timeouts: Timeouts,
   registry: ConnectionRegistry,
+  connections: ConnectionGuard,
   h1: http.Server,
   grpcFront: GrpcFront,
 ): Front {
@@ -292,7 +333,10 @@ function createTlsFront(
     ALPNProtocols: ["h2", "http/1.1"],
     handshakeTimeout: timeouts.firstBytesMs,
   });
-  server.on("connection", (socket: net.Socket) => registry.addSocket(socket, "transport"));
+  server.on("connection", (socket: net.Socket) => {
+    if (connections.admit(socket)) return;
+    registry.addSocket(socket, "transport");
+  });
   server.on("secureConnection", (socket: tls.TLSSocket) => {
     const h2 = socket.alpnProtocol === "h2";
     registry.addSocket(socket, h2 ? "h2" : "http1");

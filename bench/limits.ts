@@ -1,0 +1,179 @@
+/**
+ * `npm run bench -- limits`: what the transport limits leave an attacker, measured on a
+ * server in this process with the default limits:
+ *
+ * - heap per idle HTTP/2 connection (CONNECTIONS connections that sent one request and idle);
+ * - heap per unauthenticated stream (grpc.health.v1 Watch), opened up to the per-connection
+ *   budget on each connection; the streams past it are refused and counted;
+ * - another session's IssueToken latency (p50/p99) alone, and during a burst of BURST
+ *   WatchSession opens from one session (refused past CAPVEND_MAX_STREAMS_PER_SESSION).
+ */
+import { setMaxListeners } from "node:events";
+import * as http2 from "node:http2";
+import { errorInfoOf } from "../src/errors.js";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { sha256Hex } from "../src/auth/credentials.js";
+import { systemClock } from "../src/clock.js";
+import { DEFAULT_POLICY_DIR, loadConfig } from "../src/config/config.js";
+import { VendingService } from "../src/gen/capvend/v1/vending_pb.js";
+import { openKeyRing } from "../src/keys/key-ring.js";
+import { createLogger } from "../src/logging/logger.js";
+import { loadPolicyEngine } from "../src/policy/engine.js";
+import { MemoryRevocationList } from "../src/revocation/memory-revocation-list.js";
+import { createCapvendServer } from "../src/server.js";
+import { MemorySessionStore } from "../src/sessions/memory-session-store.js";
+import { createFileAuditSink } from "../src/audit/file-sink.js";
+
+const TOKEN = "bench-orchestrator-token-0123456789";
+const CONNECTIONS = 500;
+const STREAM_CONNECTIONS = 40;
+const BURST = 200;
+const gc = (globalThis as { gc?: () => void }).gc;
+
+async function heap(): Promise<number> {
+  for (let i = 0; i < 3; i++) {
+    gc?.();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return process.memoryUsage().heapUsed;
+}
+
+const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!;
+
+export async function main(): Promise<void> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), "capvend-limits-bench-"));
+  const config = loadConfig({ CAPVEND_DATA_DIR: dataDir });
+  const policy = await loadPolicyEngine({ dir: DEFAULT_POLICY_DIR, clock: systemClock });
+  const keyRing = await openKeyRing({ dataDir, alg: "EdDSA", clock: systemClock, maxTokenTtlMs: config.maxTokenTtlMs });
+  const audit = await createFileAuditSink({ dir: dataDir, replica: "bench" });
+  const server = await createCapvendServer({
+    settings: config,
+    clock: systemClock,
+    logger: createLogger({ level: "silent", replica: "bench" }),
+    orchestratorHashes: new Map([["dev", sha256Hex(TOKEN)]]),
+    policy,
+    keyRing,
+    sessions: new MemorySessionStore(systemClock),
+    revocations: new MemoryRevocationList(systemClock),
+    audit,
+  });
+  const { port } = await server.listen("127.0.0.1", 0);
+  const url = `http://127.0.0.1:${port}`;
+  const L = config.limits;
+  process.stdout.write(
+    `limits: ${L.maxConnectionsPerAddress} connections per address, ${L.maxConcurrentStreams} streams per connection, ` +
+      `${L.maxUnauthenticatedStreams} unauthenticated streams per connection, ${L.maxStreamsPerSession} streams per session\n`,
+  );
+  const sessions: http2.ClientHttp2Session[] = [];
+  try {
+    // 1. Idle connections.
+    const base = await heap();
+    for (let i = 0; i < Math.min(CONNECTIONS, L.maxConnectionsPerAddress - STREAM_CONNECTIONS - 8); i++) {
+      const s = http2.connect(url);
+      s.on("error", () => undefined);
+      sessions.push(s);
+      const req = s.request({ ":method": "GET", ":path": "/.well-known/jwks.json" });
+      req.resume();
+      await new Promise((r) => req.once("close", r));
+    }
+    const withConnections = await heap();
+    const idle = sessions.length;
+    process.stdout.write(`memory per idle HTTP/2 connection: ${((withConnections - base) / idle / 1024).toFixed(1)} KiB (${idle} connections)\n`);
+
+    // 2. Unauthenticated streams, past the budget.
+    let open = 0;
+    let refused = 0;
+    const streamSessions: http2.ClientHttp2Session[] = [];
+    const perConnection = L.maxUnauthenticatedStreams * 2;
+    await Promise.all(
+      Array.from({ length: STREAM_CONNECTIONS }, async () => {
+        const s = http2.connect(url);
+        s.on("error", () => undefined);
+        streamSessions.push(s);
+        await Promise.all(
+          Array.from({ length: perConnection }, () => {
+            const req = s.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Watch", "content-type": "application/grpc", te: "trailers" });
+            req.on("error", () => undefined);
+            req.end(Buffer.from([0, 0, 0, 0, 0]));
+            return new Promise<void>((resolve) => {
+              req.once("response", (h) => {
+                if (h["grpc-status"] === "8") refused++;
+                else open++;
+                resolve();
+              });
+              req.once("close", () => resolve());
+            });
+          }),
+        );
+      }),
+    );
+    const withStreams = await heap();
+    process.stdout.write(
+      `memory per unauthenticated stream: ${((withStreams - withConnections) / open / 1024).toFixed(1)} KiB ` +
+        `(${open} open over ${STREAM_CONNECTIONS} connections, ${refused} refused RESOURCE_EXHAUSTED past ${L.maxUnauthenticatedStreams} per connection)\n`,
+    );
+    for (const s of streamSessions) s.destroy();
+
+    // 3. Another session's IssueToken during one session's burst of opens.
+    const bearer = (t: string): Interceptor => (next) => (req) => {
+      req.header.set("authorization", `Bearer ${t}`);
+      return next(req);
+    };
+    const orchestrator = createClient(VendingService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(TOKEN)] }));
+    const grants = [{ resource: "calendar", scopes: ["read"] }];
+    const a = await orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants });
+    const b = await orchestrator.startSession({ agentId: "sales-bot", userId: "bob", grants });
+    const bClient = createClient(VendingService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(b.sessionCredential)] }));
+    const aClient = createClient(VendingService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(a.sessionCredential)] }));
+    const timed = async (n: number) => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t0 = performance.now();
+        await bClient.issueToken({ resource: "calendar", scopes: ["read"] });
+        out.push(performance.now() - t0);
+      }
+      return out;
+    };
+    await timed(50);
+    const alone = await timed(200);
+    const abort = new AbortController();
+    let burstRefused = 0;
+    let burstOpen = 0;
+    const burstErrors = new Map<string, number>();
+    setMaxListeners(0, abort.signal);
+    const burst = Promise.all(
+      Array.from({ length: BURST }, async () => {
+        try {
+          for await (const m of aClient.watchSession({ grants }, { signal: abort.signal })) {
+            if (m.event.case === "tokenIssued") {
+              burstOpen++;
+              return;
+            }
+          }
+        } catch (err) {
+          const reason = errorInfoOf(err)?.reason ?? String((err as Error).message);
+          burstErrors.set(reason, (burstErrors.get(reason) ?? 0) + 1);
+          burstRefused++;
+        }
+      }),
+    );
+    const during = await timed(200);
+    await burst;
+    abort.abort();
+    process.stdout.write(
+      `another session's IssueToken: alone p50 ${quantile(alone, 0.5).toFixed(2)} / p99 ${quantile(alone, 0.99).toFixed(2)} ms; ` +
+        `during a burst of ${BURST} opens from one session (${burstOpen} opened, ${burstRefused} refused: ${[...burstErrors].map(([r, n]) => `${n} ${r}`).join(", ")}) p50 ${quantile(during, 0.5).toFixed(2)} / p99 ${quantile(during, 0.99).toFixed(2)} ms\n`,
+    );
+  } finally {
+    for (const s of sessions) s.destroy();
+    await server.close(1000);
+    await audit.close();
+    policy.close();
+    keyRing.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
