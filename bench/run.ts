@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   audit: () => import("./audit.js"),
   streams: () => import("./streams.js"),
   issuance: () => import("./issuance.js"),
+  validation: () => import("./validation.js"),
   "cross-replica": () => import("./cross-replica.js"),
   peer: () => import("./peer.js"),
   profile: () => import("./profile.js"),

@@ -44,6 +44,7 @@ const CODE_OF: Record<Reason, Code> = {
   OVERLOADED: Code.Unavailable,
   POLICY_CHANGED: Code.PermissionDenied,
   INTERNAL: Code.Internal,
+  MESSAGE_TOO_LARGE: Code.ResourceExhausted,
 };
 
 /** The gRPC code a reason is sent with. */
@@ -127,6 +128,8 @@ export function reasonForCode(code: Code): Reason | undefined {
     case Code.OutOfRange:
       return "INVALID_ARGUMENT";
     case Code.ResourceExhausted:
+      // What Connect itself refuses with RESOURCE_EXHAUSTED is a message over the size limit.
+      return "MESSAGE_TOO_LARGE";
     case Code.Unavailable:
       return "OVERLOADED";
     case Code.Unauthenticated:

@@ -1,20 +1,21 @@
 module capvend.dev/client
 
-// Generated capvend.v1 code (gen/, from buf generate) and the Go client built on it. The go
-// directive is the oldest Go release still supported; grpc is the newest release that
-// builds with it.
+// The Go client (package capvend) and the generated capvend.v1 code (gen/, from buf
+// generate). The go directive is the oldest Go release still supported (1.26, with 1.27 the
+// newest), which is also what the current google.golang.org/grpc needs.
 
-go 1.25.0
+go 1.26.0
 
 require (
 	buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go v1.36.12-20260825204119-511051f7f437.2
-	google.golang.org/grpc v1.84.0
+	go.uber.org/goleak v1.3.0
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c
+	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
 
 require (
-	golang.org/x/net v0.57.0 // indirect
-	golang.org/x/sys v0.47.0 // indirect
-	golang.org/x/text v0.40.0 // indirect
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20260706201446-f0a921348800 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
 )

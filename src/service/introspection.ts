@@ -6,9 +6,8 @@ import type { RevocationList } from "../revocation/revocation.js";
 import type { SessionRecord, SessionStore } from "../sessions/session-store.js";
 import { subjectFor, USER_SUBJECT_PREFIX, type AccessTokenClaims } from "../tokens/claims.js";
 import { issuedAtMsOfJti, sessionTag, sessionTagOfJti } from "../tokens/jti.js";
-import type { Verifier } from "../tokens/verify.js";
+import { DEFAULT_MAX_TOKEN_BYTES, type Verifier } from "../tokens/verify.js";
 import { callerRequest, explainDenial, type PolicyDecider } from "./policy-requests.js";
-import { MAX_INTROSPECT_TOKEN_BYTES } from "./validate.js";
 
 /**
  * The entity Introspect's first policy question is asked on, before any token is read:
@@ -63,9 +62,10 @@ export interface Introspection {
    * forged one. Everything after that answers inactive, with nothing else: a token that
    * does not verify, whose audience is not the resource server's, whose agent the caller
    * may not see, whose claims disagree with its session, its grants or its key's
-   * retirement, or that is revoked, expired or of an ended session.
+   * retirement, or that is revoked, expired or of an ended session. `checkRequest` (the
+   * contract's field rules) runs once the caller is authorized, before the token is read.
    */
-  introspect(caller: Principal, token: string): Promise<IntrospectionOutcome>;
+  introspect(caller: Principal, token: string, checkRequest?: () => void): Promise<IntrospectionOutcome>;
 }
 
 export function createIntrospection(deps: IntrospectionDeps): Introspection {
@@ -96,11 +96,12 @@ export function createIntrospection(deps: IntrospectionDeps): Introspection {
   }
 
   return {
-    async introspect(caller, token) {
+    async introspect(caller, token, checkRequest) {
       if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
       gate(caller);
+      checkRequest?.();
       if (token.length === 0) throw invalidArgument("token", "must not be empty");
-      if (Buffer.byteLength(token) > MAX_INTROSPECT_TOKEN_BYTES) throw invalidArgument("token", `must be at most ${MAX_INTROSPECT_TOKEN_BYTES} bytes`);
+      if (Buffer.byteLength(token) > DEFAULT_MAX_TOKEN_BYTES) throw invalidArgument("token", `must be at most ${DEFAULT_MAX_TOKEN_BYTES} bytes`);
 
       let claims: AccessTokenClaims;
       try {

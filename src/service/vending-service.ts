@@ -8,7 +8,13 @@ import { describePrincipal, principalKey, type Principal } from "../auth/princip
 import type { Clock } from "../clock.js";
 import { capvendError, invalidArgument } from "../errors.js";
 import {
+  EndSessionRequestSchema,
+  IntrospectRequestSchema,
   IntrospectResponseSchema,
+  IssueTokenRequestSchema,
+  RevokeRequestSchema,
+  StartSessionRequestSchema,
+  WatchSessionRequestSchema,
   type VendingService,
   type WatchSessionRequest,
   type WatchSessionResponse,
@@ -21,15 +27,8 @@ import type { Introspection } from "./introspection.js";
 import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
 import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
-import {
-  validateDuration,
-  validateGrants,
-  validateId,
-  validateLabels,
-  validateReason,
-  validateRequestId,
-  validateScopes,
-} from "./validate.js";
+import { normalizeRequestId, validateDuration, validateGrants, validateId, validateLabels, validateReason } from "./validate.js";
+import { createContractValidator } from "./contract-validator.js";
 import { requestFingerprint } from "./request-fingerprint.js";
 
 /** What the vending service needs; each piece is an interface with a memory and a NATS form. */
@@ -55,6 +54,8 @@ export interface VendingServiceDeps {
 /** capvend.v1.VendingService, independent of the transport. */
 export function createVendingService(deps: VendingServiceDeps): ServiceImpl<typeof VendingService> {
   const { clock, sessions, revocations, policy, issuer, audit, limits } = deps;
+  // The contract's field rules (protovalidate), compiled once for the server's life.
+  const contract = createContractValidator();
 
   function principal(ctx: HandlerContext): Principal {
     const p = ctx.values.get(principalKey);
@@ -161,6 +162,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async startSession(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "StartSession needs an orchestrator credential");
+      contract.check(StartSessionRequestSchema, req);
       const agentId = validateId("agent_id", req.agentId);
       noteSubject(ctx, { agent_id: agentId });
       const userId = req.userId === undefined ? undefined : validateId("user_id", req.userId);
@@ -168,7 +170,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const grants = validateGrants("grants", req.grants, limits.maxTokenTtlMs);
       const durationMs = validateDuration("max_duration", req.maxDuration, limits.sessionMaxDurationMs) ?? limits.sessionMaxDurationMs;
       const labels = validateLabels("labels", req.labels);
-      const requestId = validateRequestId("request_id", req.requestId);
+      const requestId = normalizeRequestId(req.requestId);
       const decision = requireAllowed(ctx, caller, "start_session", { type: "Agent", id: agentId }, { userId, labels });
 
       const now = clock.now();
@@ -227,9 +229,10 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const caller = principal(ctx);
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "IssueToken needs a session credential");
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
+      contract.check(IssueTokenRequestSchema, req);
       const resource = validateId("resource", req.resource);
       noteSubject(ctx, { resource });
-      const scopes = validateScopes("scopes", req.scopes);
+      const scopes = [...req.scopes];
       noteSubject(ctx, { scopes });
       const ttlMs = validateDuration("ttl", req.ttl, limits.maxTokenTtlMs);
       const token = await issuer.issue(
@@ -243,6 +246,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     watchSession(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
+      contract.check(WatchSessionRequestSchema, req);
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
       return deps.watch(caller.session, req, ctx);
     },
@@ -250,6 +254,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     async revoke(req, ctx) {
       const caller = principal(ctx);
       if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "Revoke needs an orchestrator credential");
+      contract.check(RevokeRequestSchema, req);
       const target = req.target;
       if (target.case === undefined) {
         throw invalidArgument("target", "set one of token_id, session_id, agent_id, user_id, resource");
@@ -317,6 +322,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     async endSession(req, ctx) {
       const caller = principal(ctx);
+      contract.check(EndSessionRequestSchema, req);
       const sessionId = validateId("session_id", req.sessionId);
       noteSubject(ctx, { session_id: sessionId });
       const reason = validateReason("reason", req.reason, "ended");
@@ -373,7 +379,8 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     async introspect(req, ctx) {
       const caller = principal(ctx);
-      const outcome = await deps.introspection.introspect(caller, req.token);
+      // The contract's rules on the request are checked only once the caller may introspect.
+      const outcome = await deps.introspection.introspect(caller, req.token, () => contract.check(IntrospectRequestSchema, req));
       const seen = outcome.claims;
       const about = seen
         ? {

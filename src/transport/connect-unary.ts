@@ -12,6 +12,7 @@ import type { DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type MethodImplSpec } from "@connectrpc/connect";
 import { createMethodSerializationLookup, type MethodSerializationLookup } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { withErrorInfo } from "../errors.js";
 import type { HttpRequest, HttpResponse, RequestListener } from "./http-routes.js";
 import { LazyAbort, type MethodTable, type RpcInvoker } from "./rpc-invoker.js";
 
@@ -95,7 +96,8 @@ export function createConnectUnaryListener(opts: ConnectUnaryOptions, next: Requ
       body = s.getO(binary).serialize(result.message);
       out.set("content-type", binary ? "application/proto" : "application/json");
     } catch (err) {
-      const error = err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+      // Errors raised before the interceptors (decoding, size limit) get their ErrorInfo here.
+      const error = withErrorInfo(err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err));
       status = codeToHttpStatus(error.code);
       error.metadata.forEach((v, k) => out.set(k, v));
       out.set("content-type", "application/json");

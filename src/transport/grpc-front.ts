@@ -13,6 +13,7 @@ import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufb
 import { Code, ConnectError, type ContextValues, type MethodImplSpec } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
+import { withErrorInfo } from "../errors.js";
 import type { HttpRequest } from "./http-routes.js";
 import { LazyAbort, type CallInit, type MethodTable, type RpcInvoker } from "./rpc-invoker.js";
 
@@ -65,7 +66,9 @@ export function streamRequestView(stream: http2.ServerHttp2Stream | undefined, h
 export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
   const { invoker, methods } = opts;
   const server = new grpc.Server({
-    "grpc.max_receive_message_length": opts.readMaxBytes,
+    // grpc-js refuses bigger messages itself, with no ErrorInfo; up to twice the limit the
+    // handlers refuse them instead (MESSAGE_TOO_LARGE), as every other protocol does.
+    "grpc.max_receive_message_length": Math.min(2 * opts.readMaxBytes, 0x7fffffff),
     "grpc.max_send_message_length": -1,
     "grpc.enable_channelz": 0,
     ...opts.grpcOptions,
@@ -126,7 +129,7 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
     return (call, callback) => {
       let input;
       try {
-        input = decode(spec.method.input, call.request);
+        input = decode(spec.method.input, call.request, opts.readMaxBytes);
       } catch (err) {
         callback(toStatus(err));
         return;
@@ -153,7 +156,7 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
     return (call) => {
       let input;
       try {
-        input = decode(spec.method.input, call.request);
+        input = decode(spec.method.input, call.request, opts.readMaxBytes);
       } catch (err) {
         call.emit("error", toStatus(err));
         return;
@@ -201,7 +204,10 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
   };
 }
 
-function decode(schema: DescMessage, bytes: Buffer): MessageShape<DescMessage> {
+function decode(schema: DescMessage, bytes: Buffer, readMaxBytes: number): MessageShape<DescMessage> {
+  if (bytes.byteLength > readMaxBytes) {
+    throw new ConnectError(`message size ${bytes.byteLength} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
+  }
   try {
     return fromBinary(schema, bytes);
   } catch (err) {
@@ -231,7 +237,8 @@ function toMetadata(h: Headers): grpc.Metadata {
  * and its details as `grpc-status-details-bin` exactly as connect-node encodes them.
  */
 function toStatus(err: unknown): Partial<grpc.StatusObject> {
-  const e = ConnectError.from(err);
+  // Errors raised before the interceptors (decoding, size limit) get their ErrorInfo here.
+  const e = withErrorInfo(ConnectError.from(err));
   const md = toMetadata(e.metadata);
   if (e.details.length > 0) {
     const h = new Headers();
@@ -275,15 +282,11 @@ function refuseIncompleteEnvelope(stream: http2.ServerHttp2Stream): void {
   stream.once("end", () => {
     if (headerSeen === 0 && bodyLeft === 0) return;
     if (stream.headersSent || stream.destroyed) return;
-    stream.respond(
-      {
-        ":status": 200,
-        "content-type": "application/grpc+proto",
-        "grpc-status": String(Code.InvalidArgument),
-        "grpc-message": encodeURIComponent("protocol error: incomplete envelope"),
-      },
-      { endStream: true },
-    );
+    const status = new Headers();
+    setTrailerStatus(status, withErrorInfo(new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument)));
+    const headers: http2.OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc+proto" };
+    status.forEach((v, k) => (headers[k] = v));
+    stream.respond(headers, { endStream: true });
     stream.close();
   });
 }

@@ -3,7 +3,7 @@
  * and the rule, no token or secret in it, and leaves nothing half-recorded behind.
  */
 import http2 from "node:http2";
-import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as jose from "jose";
@@ -12,6 +12,7 @@ import { createMemoryAuditSink, type MemoryAuditSink } from "../../src/audit/mem
 import { newSessionCredential } from "../../src/auth/credentials.js";
 import { reasonOf } from "../../src/errors.js";
 import { errorInfoFromStatusDetails } from "../helpers/error-info.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import {
   IssueTokenRequestSchema,
   RevokeRequestSchema,
@@ -90,13 +91,20 @@ const startBase: StartInit = { agentId: "sales-bot", userId: "alice", grants: [O
 
 // [what, request, field named in the message, rule named in the message]
 const startCases: [string, StartInit, string, RegExp][] = [
+  ["agent_id with ZERO WIDTH SPACE", { ...startBase, agentId: "sales\u200bbot" }, "agent_id", /zero-width/],
+  ["user_id of white space only", { ...startBase, userId: " \u3000 " }, "user_id", /white space/],
+  ['a grant resource "."', { ...startBase, grants: [{ resource: ".", scopes: ["read"] }] }, "grants[0].resource", /must not be "\." or "\.\."/],
+  ['a scope with a double quote', { ...startBase, grants: [{ resource: "calendar", scopes: ['read"'] }] }, "grants[0].scopes[0]", /scope-token/],
+  ["a label key \"..\"", { ...startBase, labels: { "..": "v" } }, 'labels[".."]', /key must not be "\." or "\.\."/],
+  ["a label value with RIGHT-TO-LEFT OVERRIDE", { ...startBase, labels: { env: "prod\u202e" } }, 'labels["env"]', /bidirectional/],
+  ["a request_id that is not a UUID", { ...startBase, requestId: "retry-1" }, "request_id", /must be a UUID/],
   ["empty agent_id", { ...startBase, agentId: "" }, "agent_id", /must not be empty/],
   ["257-byte agent_id", { ...startBase, agentId: bytes(257) }, "agent_id", /at most 256 bytes/],
   ["agent_id of 129 two-byte characters", { ...startBase, agentId: MULTIBYTE_257 }, "agent_id", /at most 256 bytes/],
   ["agent_id with a newline", { ...startBase, agentId: "sales-bot\nforged log line" }, "agent_id", /control characters/],
   ["agent_id with U+2028", { ...startBase, agentId: "sales\u2028bot" }, "agent_id", /control characters/],
   ["agent_id with C1 control U+0085 (NEL)", { ...startBase, agentId: "sales\u0085bot" }, "agent_id", /control characters/],
-  ["a label value with C1 control U+009B (CSI)", { ...startBase, labels: { env: "\u009b31mred" } }, "labels.env", /control characters/],
+  ["a label value with C1 control U+009B (CSI)", { ...startBase, labels: { env: "\u009b31mred" } }, "labels[\"env\"]", /control characters/],
   ["a label key with C1 control U+0085", { ...startBase, labels: { "env\u0085x": "v" } }, "labels[", /key must be/],
   ["empty user_id (set but empty)", { ...startBase, userId: "" }, "user_id", /must not be empty/],
   ["257-byte user_id", { ...startBase, userId: bytes(257) }, "user_id", /at most 256 bytes/],
@@ -113,13 +121,13 @@ const startCases: [string, StartInit, string, RegExp][] = [
   ["a 129-byte scope", { ...startBase, grants: [{ resource: "calendar", scopes: [bytes(129)] }] }, "grants[0].scopes[0]", /at most 128 bytes/],
   ["65 scopes", { ...startBase, grants: [{ resource: "calendar", scopes: Array.from({ length: 65 }, (_, i) => `s${i}`) }] }, "grants[0].scopes", /at most 64 scopes/],
   ["a zero ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0) }] }, "grants[0].ttl", /at least 1s/],
-  ["a negative ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(-60) }] }, "grants[0].ttl", /must be positive/],
-  ["a negative sub-second ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, -500_000_000) }] }, "grants[0].ttl", /must be positive/],
+  ["a negative ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(-60) }] }, "grants[0].ttl", /must be at least 1s/],
+  ["a negative sub-second ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, -500_000_000) }] }, "grants[0].ttl", /must be at least 1s/],
   ["a 999 ms ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, 999_000_000) }] }, "grants[0].ttl", /at least 1s/],
   ["a ttl above CAPVEND_MAX_TOKEN_TTL", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(3601) }] }, "grants[0].ttl", /at most 3600s/],
   ["a ttl 1 ms above the maximum", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(3600, 1_000_000) }] }, "grants[0].ttl", /at most 3600s/],
   ["a huge ttl", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(Number.MAX_SAFE_INTEGER) }] }, "grants[0].ttl", /at most 3600s/],
-  ["a ttl with nanos out of range (not a valid Duration)", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(0, 1_500_000_000) }] }, "grants[0].ttl", /nanos/],
+  ["a ttl with nanos out of range (not a valid Duration)", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(5, 1_500_000_000) }] }, "grants[0].ttl", /nanos/],
   ["a ttl with seconds and nanos of opposite signs", { ...startBase, grants: [{ ...OK_GRANT, ttl: secs(60, -1) }] }, "grants[0].ttl", /must be positive/],
   ["a zero max_duration", { ...startBase, maxDuration: secs(0) }, "max_duration", /at least 1s/],
   ["a max_duration above the maximum", { ...startBase, maxDuration: secs(8 * 3600 + 1) }, "max_duration", /at most 28800s/],
@@ -130,8 +138,8 @@ const startCases: [string, StartInit, string, RegExp][] = [
   ["a label key with a slash", { ...startBase, labels: { "team/owner": "v" } }, "labels[", /key must be/],
   ["a label key with a newline", { ...startBase, labels: { "env\n2026-01-01 INFO forged": "v" } }, "labels[", /key must be/],
   ["a label key with U+2028", { ...startBase, labels: { "env\u2028forged": "v" } }, "labels[", /key must be/],
-  ["a 257-byte label value", { ...startBase, labels: { env: bytes(257) } }, "labels.env", /at most 256 bytes/],
-  ["a label value with a newline", { ...startBase, labels: { env: "prod\nx" } }, "labels.env", /control characters/],
+  ["a 257-byte label value", { ...startBase, labels: { env: bytes(257) } }, 'labels["env"]', /at most 256 bytes/],
+  ["a label value with a newline", { ...startBase, labels: { env: "prod\nx" } }, 'labels["env"]', /control characters/],
 ];
 
 describe("StartSession refuses bad input with INVALID_ARGUMENT and records only the refusal", () => {
@@ -166,6 +174,11 @@ describe("StartSession refuses bad input with INVALID_ARGUMENT and records only 
 });
 
 const issueCases: [string, IssueInit, string, RegExp][] = [
+  ["a resource with RIGHT-TO-LEFT OVERRIDE", { resource: "sales\u202eforce", scopes: ["read"] }, "resource", /bidirectional/],
+  ["a resource of white space only", { resource: "   ", scopes: ["read"] }, "resource", /white space/],
+  ['a resource ".."', { resource: "..", scopes: ["read"] }, "resource", /must not be "\." or "\.\."/],
+  ['a scope with a double quote', { resource: "salesforce", scopes: ['read"'] }, "scopes[0]", /scope-token/],
+  ["a non-ASCII scope", { resource: "salesforce", scopes: ["lecture-é"] }, "scopes[0]", /scope-token/],
   ["empty resource", { resource: "", scopes: ["read"] }, "resource", /must not be empty/],
   ["257-byte resource", { resource: bytes(257), scopes: ["read"] }, "resource", /at most 256 bytes/],
   ["no scopes", { resource: "salesforce", scopes: [] }, "scopes", /at least one scope/],
@@ -174,7 +187,7 @@ const issueCases: [string, IssueInit, string, RegExp][] = [
   ["a scope with a space", { resource: "salesforce", scopes: ["read write"] }, "scopes[0]", /whitespace/],
   ["65 scopes", { resource: "salesforce", scopes: Array.from({ length: 65 }, (_, i) => `s${i}`) }, "scopes", /at most 64 scopes/],
   ["a zero ttl", { resource: "salesforce", scopes: ["read"], ttl: secs(0) }, "ttl", /at least 1s/],
-  ["a negative ttl", { resource: "salesforce", scopes: ["read"], ttl: secs(-1) }, "ttl", /must be positive/],
+  ["a negative ttl", { resource: "salesforce", scopes: ["read"], ttl: secs(-1) }, "ttl", /must be at least 1s/],
   ["a 500 ms ttl", { resource: "salesforce", scopes: ["read"], ttl: secs(0, 500_000_000) }, "ttl", /at least 1s/],
   ["a ttl above the maximum", { resource: "salesforce", scopes: ["read"], ttl: secs(2 * 3600) }, "ttl", /at most 3600s/],
 ];
@@ -460,6 +473,19 @@ function grpcFrame(payload: Uint8Array): Uint8Array {
 }
 
 /** gRPC status and message from a raw response (trailers, or headers for trailers-only). */
+/** A Connect protocol error body (unary, or the end-of-stream frame's "error"). */
+interface ConnectErrorBody {
+  code: string;
+  message: string;
+  details?: { type: string; value: string }[];
+}
+
+/** The ErrorInfo in a Connect error body's details, as any Connect client decodes it. */
+function connectErrorInfo(body: ConnectErrorBody) {
+  const d = body.details?.find((x) => x.type === "google.rpc.ErrorInfo");
+  return d && fromBinary(ErrorInfoSchema, Buffer.from(d.value, "base64"));
+}
+
 function grpcStatus(r: RawResponse): { status: number; message: string; reason: string | undefined } {
   const pick = (k: string) => (r.trailers[k] ?? r.headers[k]) as string | undefined;
   const info = errorInfoFromStatusDetails(pick("grpc-status-details-bin"));
@@ -481,11 +507,12 @@ describe("malformed protobuf", () => {
       headers: { "content-type": "application/proto", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` },
       body: garbage,
     });
-    const body = (await res.json()) as { code: string; message: string };
+    const body = (await res.json()) as ConnectErrorBody;
     expect(res.status).toBe(400);
     expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/^parse binary: /);
     expect(body.message).not.toContain(ORCHESTRATOR_TOKEN);
+    expect(connectErrorInfo(body)?.reason).toBe("INVALID_ARGUMENT");
     expectNothingRecorded(before);
     await serverStillAnswers();
   });
@@ -493,10 +520,11 @@ describe("malformed protobuf", () => {
   it.each(GARBAGE)("Connect over HTTP/2: %s → invalid_argument", async (_what, garbage) => {
     const before = snapshot();
     const res = await h2Post(METHOD_PATH, { "content-type": "application/proto", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` }, garbage);
-    const body = JSON.parse(res.body.toString("utf8")) as { code: string; message: string };
+    const body = JSON.parse(res.body.toString("utf8")) as ConnectErrorBody;
     expect(res.status).toBe(400);
     expect(body.code).toBe("invalid_argument");
     expect(body.message).toMatch(/^parse binary: /);
+    expect(connectErrorInfo(body)?.reason).toBe("INVALID_ARGUMENT");
     expectNothingRecorded(before);
     await serverStillAnswers();
   });
@@ -512,6 +540,7 @@ describe("malformed protobuf", () => {
     const st = grpcStatus(res);
     expect(st.status).toBe(Code.InvalidArgument);
     expect(st.message).toMatch(/^parse binary: /);
+    expect(st.reason).toBe("INVALID_ARGUMENT");
     expectNothingRecorded(before);
     await serverStillAnswers();
   });
@@ -526,6 +555,8 @@ describe("malformed protobuf", () => {
     const trailerStart = bytes.indexOf(0x80);
     const text = new TextDecoder().decode(bytes.subarray(trailerStart + 5));
     expect(res.headers.get("grpc-status") ?? text).toMatch(/grpc-status: ?3\b|^3$/);
+    const bin = res.headers.get("grpc-status-details-bin") ?? /grpc-status-details-bin: ?(\S+)\r\n/.exec(text)?.[1];
+    expect(errorInfoFromStatusDetails(bin)?.reason).toBe("INVALID_ARGUMENT");
     await serverStillAnswers();
   });
 
@@ -539,9 +570,10 @@ describe("malformed protobuf", () => {
     });
     const bytes = new Uint8Array(await res.arrayBuffer());
     expect(bytes[0]! & 0x02).toBe(0x02);
-    const end = JSON.parse(new TextDecoder().decode(bytes.subarray(5))) as { error: { code: string; message: string } };
+    const end = JSON.parse(new TextDecoder().decode(bytes.subarray(5))) as { error: ConnectErrorBody };
     expect(end.error.code).toBe("invalid_argument");
     expect(end.error.message).toMatch(/^parse binary: /);
+    expect(connectErrorInfo(end.error)?.reason).toBe("INVALID_ARGUMENT");
     await serverStillAnswers();
   });
 
@@ -551,6 +583,7 @@ describe("malformed protobuf", () => {
     const st = grpcStatus(res);
     expect(st.status).toBe(Code.InvalidArgument);
     expect(st.message).toBe("protocol error: incomplete envelope");
+    expect(st.reason).toBe("INVALID_ARGUMENT");
     await serverStillAnswers();
   });
 
@@ -561,9 +594,10 @@ describe("malformed protobuf", () => {
         headers: { "content-type": "application/json", authorization: `Bearer ${ORCHESTRATOR_TOKEN}` },
         body,
       });
-      const out = (await res.json()) as { code: string };
+      const out = (await res.json()) as ConnectErrorBody;
       expect(res.status, body).toBe(400);
       expect(out.code, body).toBe("invalid_argument");
+      expect(connectErrorInfo(out)?.reason, body).toBe("INVALID_ARGUMENT");
     }
     await serverStillAnswers();
   });
@@ -577,6 +611,7 @@ describe("oversized messages (> CAPVEND_MAX_MESSAGE_BYTES, 64 KiB)", () => {
       const before = snapshot();
       const f = await failure(rawAuthClient(`Bearer ${ORCHESTRATOR_TOKEN}`, kind).startSession({ ...startBase, agentId: huge }));
       expect(f.code).toBe(Code.ResourceExhausted);
+      expect(f.reason).toBe("MESSAGE_TOO_LARGE");
       expect(f.message).not.toContain(huge.slice(0, 1024));
       expectNoSecrets(f, [ORCHESTRATOR_TOKEN]);
       expectNothingRecorded(before);

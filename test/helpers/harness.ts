@@ -52,6 +52,9 @@ export interface HarnessOptions {
   telemetry?: Telemetry;
   /** More orchestrators, id → bearer token, beside "dev" (ORCHESTRATOR_TOKEN). */
   orchestrators?: Record<string, string>;
+  /** Stores to use instead of fresh memory ones (e.g. ones a test can make fail). */
+  sessions?: MemorySessionStore;
+  revocations?: MemoryRevocationList;
 }
 
 /** A whole replica on 127.0.0.1:0 with the example policy, memory stores and a memory audit sink. */
@@ -67,8 +70,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const audit = opts.audit ?? createMemoryAuditSink({ clock });
   const policy = await loadPolicyEngine({ dir: opts.policyDir ?? DEFAULT_POLICY_DIR, clock });
   const keyRing = await openKeyRing({ dataDir, alg: config.signingAlg, clock, maxTokenTtlMs: settings.maxTokenTtlMs });
-  const sessions = new MemorySessionStore(clock);
-  const revocations = new MemoryRevocationList(clock);
+  const sessions = opts.sessions ?? new MemorySessionStore(clock);
+  const revocations = opts.revocations ?? new MemoryRevocationList(clock);
   const server = await createCapvendServer({
     settings,
     clock,

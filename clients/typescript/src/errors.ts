@@ -41,6 +41,7 @@ export const SERVER_REASONS = {
   OVERLOADED: true,
   POLICY_CHANGED: false,
   INTERNAL: false,
+  MESSAGE_TOO_LARGE: false,
 } as const satisfies Record<ContractReason, boolean>;
 
 /** A reason the server can send. */

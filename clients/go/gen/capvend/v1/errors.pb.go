@@ -118,6 +118,9 @@ const (
 	// INTERNAL. Not known to be retryable: an unexpected server fault; the server log has
 	// the details. An idempotent call may be retried with backoff.
 	ErrorReason_INTERNAL ErrorReason = 26
+	// RESOURCE_EXHAUSTED. Not retryable. The request is larger than the server accepts
+	// (CAPVEND_MAX_MESSAGE_BYTES). Send less.
+	ErrorReason_MESSAGE_TOO_LARGE ErrorReason = 27
 )
 
 // Enum value maps for ErrorReason.
@@ -150,6 +153,7 @@ var (
 		24: "OVERLOADED",
 		25: "POLICY_CHANGED",
 		26: "INTERNAL",
+		27: "MESSAGE_TOO_LARGE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":  0,
@@ -179,6 +183,7 @@ var (
 		"OVERLOADED":                24,
 		"POLICY_CHANGED":            25,
 		"INTERNAL":                  26,
+		"MESSAGE_TOO_LARGE":         27,
 	}
 )
 
@@ -214,7 +219,7 @@ var File_capvend_v1_errors_proto protoreflect.FileDescriptor
 const file_capvend_v1_errors_proto_rawDesc = "" +
 	"\n" +
 	"\x17capvend/v1/errors.proto\x12\n" +
-	"capvend.v1*\xcb\x04\n" +
+	"capvend.v1*\xe2\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\x16\n" +
@@ -244,7 +249,8 @@ const file_capvend_v1_errors_proto_rawDesc = "" +
 	"\n" +
 	"OVERLOADED\x10\x18\x12\x12\n" +
 	"\x0ePOLICY_CHANGED\x10\x19\x12\f\n" +
-	"\bINTERNAL\x10\x1aB-Z+capvend.dev/client/gen/capvend/v1;capvendv1b\x06proto3"
+	"\bINTERNAL\x10\x1a\x12\x15\n" +
+	"\x11MESSAGE_TOO_LARGE\x10\x1bB-Z+capvend.dev/client/gen/capvend/v1;capvendv1b\x06proto3"
 
 var (
 	file_capvend_v1_errors_proto_rawDescOnce sync.Once

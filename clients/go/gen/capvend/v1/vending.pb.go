@@ -1453,14 +1453,14 @@ const file_capvend_v1_vending_proto_rawDesc = "" +
 	"capvend.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n" +
 	"\x05Grant\x12\xa1\x01\n" +
 	"\bresource\x18\x01 \x01(\tB\x84\x01\xbaH\x80\x01\xc8\x01\x01r{(\x80\x022o^[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}](?:[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Zl}\\p{Zp}]*[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}])?$Z\x01.Z\x02..R\bresource\x12H\n" +
-	"\x06scopes\x18\x02 \x03(\tB0\xbaH-\x92\x01*\b\x01\x10@\x18\x01\"\"r \x18\x80\x012\x1b^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$R\x06scopes\x127\n" +
+	"\x06scopes\x18\x02 \x03(\tB0\xbaH-\x92\x01*\b\x01\x10@\x18\x01\"\"r (\x80\x012\x1b^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$R\x06scopes\x127\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\n" +
-	"\xbaH\a\xaa\x01\x042\x02\b\x01R\x03ttl\"\xf4\x05\n" +
+	"\xbaH\a\xaa\x01\x042\x02\b\x01R\x03ttl\"\xdd\x06\n" +
 	"\x13StartSessionRequest\x12\xa0\x01\n" +
 	"\bagent_id\x18\x01 \x01(\tB\x84\x01\xbaH\x80\x01\xc8\x01\x01r{(\x80\x022o^[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}](?:[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Zl}\\p{Zp}]*[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}])?$Z\x01.Z\x02..R\aagentId\x12\x9f\x01\n" +
-	"\auser_id\x18\x02 \x01(\tB\x80\x01\xbaH}r{(\x80\x022o^[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}](?:[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Zl}\\p{Zp}]*[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}])?$Z\x01.Z\x02..H\x00R\x06userId\x88\x01\x01\x125\n" +
-	"\x06grants\x18\x03 \x03(\v2\x11.capvend.v1.GrantB\n" +
-	"\xbaH\a\x92\x01\x04\b\x01\x10@R\x06grants\x12H\n" +
+	"\auser_id\x18\x02 \x01(\tB\x80\x01\xbaH}r{(\x80\x022o^[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}](?:[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Zl}\\p{Zp}]*[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}])?$Z\x01.Z\x02..H\x00R\x06userId\x88\x01\x01\x12\x9d\x01\n" +
+	"\x06grants\x18\x03 \x03(\v2\x11.capvend.v1.GrantBr\xbaHo\xba\x01e\n" +
+	"\x1fcapvend.grants.unique_resources\x12 must hold one grant per resource\x1a this.map(g, g.resource).unique()\x92\x01\x04\b\x01\x10@R\x06grants\x12H\n" +
 	"\fmax_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\n" +
 	"\xbaH\a\xaa\x01\x042\x02\b\x01R\vmaxDuration\x12\xa3\x01\n" +
 	"\x06labels\x18\x05 \x03(\v2+.capvend.v1.StartSessionRequest.LabelsEntryB^\xbaH[\x9a\x01X\x10 \"!r\x1f2\x16^[A-Za-z0-9_.-]{1,64}$Z\x01.Z\x02..*1r/(\x80\x022*^[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Zl}\\p{Zp}]*$R\x06labels\x12*\n" +
@@ -1479,7 +1479,7 @@ const file_capvend_v1_vending_proto_rawDesc = "" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xba\x02\n" +
 	"\x11IssueTokenRequest\x12\xa1\x01\n" +
 	"\bresource\x18\x01 \x01(\tB\x84\x01\xbaH\x80\x01\xc8\x01\x01r{(\x80\x022o^[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}](?:[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Zl}\\p{Zp}]*[^\\p{Cc}\\p{Cf}\\p{Co}\\p{Cs}\\p{Z}])?$Z\x01.Z\x02..R\bresource\x12H\n" +
-	"\x06scopes\x18\x02 \x03(\tB0\xbaH-\x92\x01*\b\x01\x10@\x18\x01\"\"r \x18\x80\x012\x1b^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$R\x06scopes\x127\n" +
+	"\x06scopes\x18\x02 \x03(\tB0\xbaH-\x92\x01*\b\x01\x10@\x18\x01\"\"r (\x80\x012\x1b^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$R\x06scopes\x127\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\n" +
 	"\xbaH\a\xaa\x01\x042\x02\b\x01R\x03ttl\"=\n" +
 	"\x12IssueTokenResponse\x12'\n" +
@@ -1491,10 +1491,10 @@ const file_capvend_v1_vending_proto_rawDesc = "" +
 	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x127\n" +
 	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x8d\x01\n" +
-	"\x13WatchSessionRequest\x125\n" +
-	"\x06grants\x18\x01 \x03(\v2\x11.capvend.v1.GrantB\n" +
-	"\xbaH\a\x92\x01\x04\b\x01\x10@R\x06grants\x12+\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xf6\x01\n" +
+	"\x13WatchSessionRequest\x12\x9d\x01\n" +
+	"\x06grants\x18\x01 \x03(\v2\x11.capvend.v1.GrantBr\xbaHo\xba\x01e\n" +
+	"\x1fcapvend.grants.unique_resources\x12 must hold one grant per resource\x1a this.map(g, g.resource).unique()\x92\x01\x04\b\x01\x10@R\x06grants\x12+\n" +
 	"\fresume_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vresumeTokenJ\x04\b\x02\x10\x03R\fresume_after\"\x83\x03\n" +
 	"\x14WatchSessionResponse\x12!\n" +
 	"\fresume_token\x18\a \x01(\tR\vresumeToken\x12<\n" +

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x61pvend/v1/errors.proto\x12\ncapvend.v1*\xcb\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x16\n\x12MISSING_CREDENTIAL\x10\x02\x12\x16\n\x12UNKNOWN_CREDENTIAL\x10\x03\x12\x10\n\x0cWRONG_CALLER\x10\x04\x12\x15\n\x11SESSION_NOT_FOUND\x10\x05\x12\x11\n\rSESSION_ENDED\x10\x06\x12\x18\n\x14RESOURCE_NOT_GRANTED\x10\x07\x12\x15\n\x11SCOPE_NOT_GRANTED\x10\x08\x12\x10\n\x0cSCOPE_DENIED\x10\t\x12\x11\n\rACTION_DENIED\x10\n\x12\x11\n\rTOKEN_REVOKED\x10\x0b\x12\x15\n\x11\x41UDIT_UNAVAILABLE\x10\x0c\x12\x1a\n\x16REVOCATION_UNAVAILABLE\x10\r\x12\x1d\n\x19SESSION_STORE_UNAVAILABLE\x10\x0e\x12\x0f\n\x0bSLOW_READER\x10\x0f\x12\x0c\n\x08\x44RAINING\x10\x10\x12\x10\n\x0cRESUME_AHEAD\x10\x11\x12\x18\n\x14RESUME_TOKEN_EXPIRED\x10\x12\x12\x15\n\x11REQUEST_ID_REUSED\x10\x13\x12\x11\n\rGRANT_REVOKED\x10\x14\x12\x15\n\x11TTL_EXCEEDS_GRANT\x10\x15\x12\x10\n\x0cSTREAM_LIMIT\x10\x16\x12\x11\n\rSESSION_QUOTA\x10\x17\x12\x0e\n\nOVERLOADED\x10\x18\x12\x12\n\x0ePOLICY_CHANGED\x10\x19\x12\x0c\n\x08INTERNAL\x10\x1a\x42-Z+capvend.dev/client/gen/capvend/v1;capvendv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x61pvend/v1/errors.proto\x12\ncapvend.v1*\xe2\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x16\n\x12MISSING_CREDENTIAL\x10\x02\x12\x16\n\x12UNKNOWN_CREDENTIAL\x10\x03\x12\x10\n\x0cWRONG_CALLER\x10\x04\x12\x15\n\x11SESSION_NOT_FOUND\x10\x05\x12\x11\n\rSESSION_ENDED\x10\x06\x12\x18\n\x14RESOURCE_NOT_GRANTED\x10\x07\x12\x15\n\x11SCOPE_NOT_GRANTED\x10\x08\x12\x10\n\x0cSCOPE_DENIED\x10\t\x12\x11\n\rACTION_DENIED\x10\n\x12\x11\n\rTOKEN_REVOKED\x10\x0b\x12\x15\n\x11\x41UDIT_UNAVAILABLE\x10\x0c\x12\x1a\n\x16REVOCATION_UNAVAILABLE\x10\r\x12\x1d\n\x19SESSION_STORE_UNAVAILABLE\x10\x0e\x12\x0f\n\x0bSLOW_READER\x10\x0f\x12\x0c\n\x08\x44RAINING\x10\x10\x12\x10\n\x0cRESUME_AHEAD\x10\x11\x12\x18\n\x14RESUME_TOKEN_EXPIRED\x10\x12\x12\x15\n\x11REQUEST_ID_REUSED\x10\x13\x12\x11\n\rGRANT_REVOKED\x10\x14\x12\x15\n\x11TTL_EXCEEDS_GRANT\x10\x15\x12\x10\n\x0cSTREAM_LIMIT\x10\x16\x12\x11\n\rSESSION_QUOTA\x10\x17\x12\x0e\n\nOVERLOADED\x10\x18\x12\x12\n\x0ePOLICY_CHANGED\x10\x19\x12\x0c\n\x08INTERNAL\x10\x1a\x12\x15\n\x11MESSAGE_TOO_LARGE\x10\x1b\x42-Z+capvend.dev/client/gen/capvend/v1;capvendv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z+capvend.dev/client/gen/capvend/v1;capvendv1'
   _globals['_ERRORREASON']._serialized_start=40
-  _globals['_ERRORREASON']._serialized_end=627
+  _globals['_ERRORREASON']._serialized_end=650
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OVERLOADED: _ClassVar[ErrorReason]
     POLICY_CHANGED: _ClassVar[ErrorReason]
     INTERNAL: _ClassVar[ErrorReason]
+    MESSAGE_TOO_LARGE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 MISSING_CREDENTIAL: ErrorReason
@@ -60,3 +61,4 @@ SESSION_QUOTA: ErrorReason
 OVERLOADED: ErrorReason
 POLICY_CHANGED: ErrorReason
 INTERNAL: ErrorReason
+MESSAGE_TOO_LARGE: ErrorReason
