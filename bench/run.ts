@@ -16,6 +16,7 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   limits: () => import("./limits.js"),
   client: () => import("./client.js"),
   durability: () => import("./durability.js"),
+  python: () => import("./python.js"),
 };
 
 const wanted = process.argv.slice(2);
