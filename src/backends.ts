@@ -20,8 +20,11 @@ import { FileSessionStore } from "./sessions/file-session-store.js";
 export interface Backends {
   sessions: SessionStore;
   revocations: RevocationList;
-  /** The JWKS to serve and verify with: this replica's keys, or the union of every replica's. */
-  publicKeys: { jwks(): Jwks };
+  /**
+   * The JWKS to serve and verify with: this replica's keys, or the union of every
+   * replica's; and when each key stopped signing.
+   */
+  publicKeys: { jwks(): Jwks; retiredAt(kid: string): number | undefined };
   /**
    * Makes a new public key known to every replica before it signs anything (NATS: put in
    * the key bucket); absent when there is no one else to tell.

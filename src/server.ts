@@ -24,6 +24,7 @@ import { routes } from "./routes.js";
 import { createAdminService } from "./admin/admin-service.js";
 import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
 import type { ReplicaPolicyStatus } from "./nats/kv-policy.js";
+import { createIntrospection } from "./service/introspection.js";
 import { createIssuer } from "./service/issuer.js";
 import type { PolicyDecider } from "./service/policy-requests.js";
 import { createVendingService } from "./service/vending-service.js";
@@ -55,6 +56,8 @@ export type ServerSettings = Pick<
   | "resourceServerHashes"
   | "keyPublishDelayMs"
   | "replicaId"
+  | "resourceServerAudiences"
+  | "maxSessionsPerOrchestrator"
 > &
   Partial<Pick<Config, "limits">>;
 
@@ -72,8 +75,11 @@ export interface CapvendServerDeps {
    */
   policy: PolicyDecider | PolicyEngine;
   keyRing: KeyRing;
-  /** JWKS to serve and verify with; default this replica's key ring (with NATS: every replica's keys). */
-  publicKeys?: { jwks(): Jwks };
+  /**
+   * JWKS to serve and verify with, and when each key stopped signing; default this
+   * replica's key ring (with NATS: every replica's keys).
+   */
+  publicKeys?: { jwks(): Jwks; retiredAt?(kid: string): number | undefined };
   sessions: SessionStore;
   revocations: RevocationList;
   audit: AuditSink;
@@ -154,6 +160,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
       policy,
       minter,
       audit,
+      revocations: deps.revocations,
       defaultTtlMs: settings.tokenTtlMs,
       maxTtlMs: settings.maxTokenTtlMs,
     }),
@@ -179,15 +186,25 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
       else logger.warn(fields, e.type === "renewal_failed" ? "renewal failed; retrying" : "audit append failed");
     },
   });
+  const introspection = createIntrospection({
+    clock,
+    sessions: deps.sessions,
+    revocations: deps.revocations,
+    policy,
+    verifier,
+    keyRetiredAt: (kid) => (publicKeys.retiredAt ? publicKeys.retiredAt(kid) : keyRing.retiredAt(kid)),
+    maxTokenTtlMs: settings.maxTokenTtlMs,
+    resourceServerAudiences: settings.resourceServerAudiences ?? new Map(),
+  });
   const vending = createVendingService({
     clock,
     sessions: deps.sessions,
     revocations: deps.revocations,
     policy,
     issuer,
-    verifier,
+    introspection,
     audit,
-    limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs, tokenTtlMs: settings.tokenTtlMs },
+    limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs, tokenTtlMs: settings.tokenTtlMs, maxSessionsPerOrchestrator: settings.maxSessionsPerOrchestrator },
     watch: (session, req, ctx) => hub.watch(session, req, ctx, () => resetStream(ctx)),
     traceId: (ctx) => telemetry.traceId(ctx.values),
     tracePublish: (revocation, publish) => telemetry.tracePublish(revocation, publish),

@@ -24,6 +24,8 @@ export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
 export const DEFAULT_KEY_PUBLISH_DELAY_MS = 60 * 1000;
 /** CAPVEND_METRICS: where `/metrics` is served; "main" is the main port. */
 export const DEFAULT_METRICS = "main";
+/** CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR: live sessions one orchestrator may hold at once. */
+export const DEFAULT_MAX_SESSIONS_PER_ORCHESTRATOR = 1000;
 /** CAPVEND_MAX_CONNECTIONS: open connections at once, all clients together. */
 export const DEFAULT_MAX_CONNECTIONS = 4096;
 /** CAPVEND_MAX_CONNECTIONS_PER_ADDRESS: open connections at once from one client address. */
@@ -91,6 +93,10 @@ export interface Config {
   orchestratorHashes: Map<string, string>;
   /** Resource server id → sha256 hex of its bearer token. */
   resourceServerHashes: Map<string, string>;
+  /** CAPVEND_RESOURCE_SERVER_AUDIENCES: resource server id → the resources whose tokens it may introspect. */
+  resourceServerAudiences: Map<string, Set<string>>;
+  /** CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR: live sessions one orchestrator may hold at once. */
+  maxSessionsPerOrchestrator: number;
   oidc?: { issuer: string; audience: string; jwksUrl?: string; jwksFile?: string };
   tls?: { certFile: string; keyFile: string };
   natsUrl?: string;
@@ -152,7 +158,7 @@ const SETTINGS: ReadonlySet<string> = new Set([
   "CAPVEND_MAX_TOKEN_TTL", "CAPVEND_RENEW_LEAD", "CAPVEND_SESSION_MAX_DURATION", "CAPVEND_HEARTBEAT_INTERVAL",
   "CAPVEND_STREAM_STALL_TIMEOUT", "CAPVEND_SHUTDOWN_GRACE", "CAPVEND_MAX_MESSAGE_BYTES", "CAPVEND_SIGNING_ALG",
   "CAPVEND_SIGNING_KEY_FILES", "CAPVEND_ORCHESTRATOR_TOKEN", "CAPVEND_ORCHESTRATOR_HASHES",
-  "CAPVEND_RESOURCE_SERVER_HASHES", "CAPVEND_OIDC_ISSUER", "CAPVEND_OIDC_AUDIENCE", "CAPVEND_OIDC_JWKS_URL",
+  "CAPVEND_RESOURCE_SERVER_HASHES", "CAPVEND_RESOURCE_SERVER_AUDIENCES", "CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR", "CAPVEND_OIDC_ISSUER", "CAPVEND_OIDC_AUDIENCE", "CAPVEND_OIDC_JWKS_URL",
   "CAPVEND_OIDC_JWKS_FILE", "CAPVEND_TLS_CERT", "CAPVEND_TLS_KEY", "CAPVEND_REPLICA_ID", "CAPVEND_AUDIT_DURABILITY",
   "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS",
   "CAPVEND_MAX_CONNECTIONS", "CAPVEND_MAX_CONNECTIONS_PER_ADDRESS", "CAPVEND_IDLE_TIMEOUT", "CAPVEND_HANDSHAKE_TIMEOUT",
@@ -270,6 +276,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     throw new ConfigError("CAPVEND_ORCHESTRATOR_TOKEN", "must be at least 16 characters");
   }
 
+  const resourceServerHashes = parseHashes("CAPVEND_RESOURCE_SERVER_HASHES", str("CAPVEND_RESOURCE_SERVER_HASHES"));
   const nats = parseNatsSettings(str, duration("CAPVEND_NATS_TIMEOUT", DEFAULT_NATS_TIMEOUT_MS, 100));
 
   return {
@@ -289,7 +296,9 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     signingKeyFiles: (str("CAPVEND_SIGNING_KEY_FILES") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     orchestratorToken,
     orchestratorHashes: parseHashes("CAPVEND_ORCHESTRATOR_HASHES", str("CAPVEND_ORCHESTRATOR_HASHES")),
-    resourceServerHashes: parseHashes("CAPVEND_RESOURCE_SERVER_HASHES", str("CAPVEND_RESOURCE_SERVER_HASHES")),
+    resourceServerHashes,
+    resourceServerAudiences: parseAudiences(str("CAPVEND_RESOURCE_SERVER_AUDIENCES"), resourceServerHashes),
+    maxSessionsPerOrchestrator: positiveInt("CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR", DEFAULT_MAX_SESSIONS_PER_ORCHESTRATOR),
     oidc,
     tls: tlsCert && tlsKey ? { certFile: tlsCert, keyFile: tlsKey } : undefined,
     natsUrl: str("NATS_URL"),
@@ -349,6 +358,32 @@ function parseHashes(setting: string, raw: string | undefined): Map<string, stri
     if (!/^[0-9a-f]{64}$/.test(hash)) throw new ConfigError(setting, `the hash for "${id}" is not 64 hex digits (sha256)`);
     if (out.has(id)) throw new ConfigError(setting, `"${id}" appears twice`);
     out.set(id, hash);
+  }
+  return out;
+}
+
+/**
+ * `{"<resource server id>": ["<resource>", …], …}` → Map. Every id must be a configured
+ * resource server (CAPVEND_RESOURCE_SERVER_HASHES), so a typo cannot leave one without its
+ * audiences unnoticed; a resource server left out may not introspect at all.
+ */
+function parseAudiences(raw: string | undefined, resourceServers: ReadonlyMap<string, string>): Map<string, Set<string>> {
+  const setting = "CAPVEND_RESOURCE_SERVER_AUDIENCES";
+  const out = new Map<string, Set<string>>();
+  if (!raw) return out;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(setting, 'is not JSON (e.g. {"crm-gateway":["salesforce"],"calendar-api":["calendar"]})');
+  }
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new ConfigError(setting, "must be a JSON object of resource server id to a list of resources");
+  for (const [id, list] of Object.entries(doc)) {
+    if (!resourceServers.has(id)) throw new ConfigError(setting, `"${id}" is not a resource server of CAPVEND_RESOURCE_SERVER_HASHES`);
+    if (!Array.isArray(list) || list.length === 0 || !list.every((a) => typeof a === "string" && a.length > 0)) {
+      throw new ConfigError(setting, `the audiences of "${id}" must be a non-empty list of resource names`);
+    }
+    out.set(id, new Set(list as string[]));
   }
   return out;
 }

@@ -3,7 +3,7 @@ import { inspect, promisify } from "node:util";
 import type { Clock } from "../clock.js";
 import { loadKeyFiles } from "./key-files.js";
 import { openKeyStore, type KeyMeta, type KeyStore } from "./key-store.js";
-import { SIGNING_ALGS, toSigningKey, type SigningAlg, type SigningKey } from "./signing-key.js";
+import { SIGNING_ALGS, toSigningKey, toVerifyingKey, type SigningAlg, type SigningKey } from "./signing-key.js";
 
 const generateKeyPair = promisify(generateKeyPairCb);
 
@@ -21,7 +21,10 @@ export interface Jwks {
 
 /**
  * The process's signing keys. One key signs; keys retired by rotation stay published until
- * every token they signed has expired (`retiredAt + maxTokenTtlMs`).
+ * every token they signed has expired (`retiredAt + maxTokenTtlMs`). A retired key's private
+ * part is deleted from disk (and dropped from memory) when it stops signing: only its public
+ * part stays, as `<kid>.pub.pem`, so a copy of the data directory taken later cannot sign
+ * with it.
  */
 export interface KeyRing {
   /** The key that signs new tokens. */
@@ -34,6 +37,11 @@ export interface KeyRing {
   jwks(): Jwks;
   /** Public key by kid (for local verification), undefined when unknown, past its window or pruned. */
   publicKey(kid: string): KeyObject | undefined;
+  /**
+   * When the key stopped signing, ms since the epoch; undefined while it signs or when the
+   * ring does not hold it. A token it signed later was not signed by this ring.
+   */
+  retiredAt(kid: string): number | undefined;
   /**
    * Longest token lifetime the ring promises to keep verifying after a rotation, in ms.
    * Minters must not issue tokens that live longer.
@@ -151,6 +159,8 @@ class KeyRingImpl implements KeyRing {
         for (const k of extra) k.retiredAt = now;
       }
       if (this.#current === undefined || this.#current.alg !== this.#alg) await this.#rotateLocked();
+      // A crash between a rotation's index write and the deletion leaves a private part behind.
+      for (const k of this.#keys) if (k.retiredAt !== undefined && k.canSign) await this.#dropPrivateLocked(k);
       await this.#pruneLocked();
     });
   }
@@ -185,6 +195,10 @@ class KeyRingImpl implements KeyRing {
     if (this.#pending?.kid === kid) return this.#pending.publicKey;
     const key = this.#keys.find((k) => k.kid === kid);
     return key && this.#published(key, this.#clock.now()) ? key.publicKey : undefined;
+  }
+
+  retiredAt(kid: string): number | undefined {
+    return this.#keys.find((k) => k.kid === kid)?.retiredAt;
   }
 
   rotate(opts: RotateOptions = {}): Promise<SigningKey> {
@@ -276,7 +290,17 @@ class KeyRingImpl implements KeyRing {
     this.#version++;
     this.#emit({ type: "added", kid: fresh.kid, alg: fresh.alg });
     if (old) this.#emit({ type: "retired", kid: old.kid, alg: old.alg });
+    if (old) await this.#dropPrivateLocked(old).catch((err) => process.emitWarning(`could not delete the private part of retired key ${old.kid}: ${String(err)}; the next start retries`, "KeyRingWarning"));
     return fresh;
+  }
+
+  /** Replaces a retired key by its public part, on disk (public file first) and in memory. */
+  async #dropPrivateLocked(key: SigningKey): Promise<void> {
+    if (!this.#store) return;
+    await this.#store.retireKey(key.kid, key.publicKey);
+    const verifying = toVerifyingKey(key.publicKey, key.createdAt, key.retiredAt);
+    this.#keys = this.#keys.map((k) => (k === key ? verifying : k));
+    this.#version++;
   }
 
   async #pruneLocked(): Promise<string[]> {

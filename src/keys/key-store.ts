@@ -1,9 +1,10 @@
 import type { KeyObject } from "node:crypto";
-import { chmod, mkdir, readdir, readFile, unlink } from "node:fs/promises";
+import { access, chmod, mkdir, readdir, readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { TEMP_SUFFIX, fsyncDir, writeFileAtomic } from "./atomic-file.js";
 import { KeyFileError, readPrivateKeyPem } from "./pem-file.js";
-import { SIGNING_ALGS, toSigningKey, type SigningAlg, type SigningKey } from "./signing-key.js";
+import { createPublicKey } from "node:crypto";
+import { SIGNING_ALGS, toSigningKey, toVerifyingKey, type SigningAlg, type SigningKey } from "./signing-key.js";
 
 /** Mode of the key directory: owner only. */
 export const KEY_DIR_MODE = 0o700;
@@ -14,7 +15,7 @@ export const INDEX_FILE = "keyring.json";
 
 // A kid is a base64url SHA-256 thumbprint; checking the shape also keeps it a safe file name.
 const KID_PATTERN = /^[A-Za-z0-9_-]{43}$/;
-const KEY_FILE_PATTERN = /^([A-Za-z0-9_-]{43})\.pem$/;
+const KEY_FILE_PATTERN = /^([A-Za-z0-9_-]{43})(?:\.pub)?\.pem$/;
 
 /** What the index records about a key (everything but the key itself). */
 export interface KeyMeta {
@@ -40,7 +41,12 @@ export interface KeyStore {
   saveKey(kid: string, privateKey: KeyObject): Promise<void>;
   /** Rewrites the index atomically, oldest key first. */
   saveIndex(keys: readonly KeyMeta[]): Promise<void>;
-  /** Deletes key files (already dropped from the index). Missing files are not an error. */
+  /**
+   * Keeps only the public part of a retired key: writes `<kid>.pub.pem` (SPKI), then
+   * deletes the private `<kid>.pem`. Idempotent.
+   */
+  retireKey(kid: string, publicKey: KeyObject): Promise<void>;
+  /** Deletes key files, private and public (already dropped from the index). Missing files are not an error. */
   removeKeys(kids: readonly string[]): Promise<void>;
 }
 
@@ -61,6 +67,18 @@ class FileKeyStore implements KeyStore {
     const entries = await readIndex(indexPath);
     const keys: SigningKey[] = [];
     for (const entry of entries) {
+      const publicPath = this.#publicKeyPath(entry.kid);
+      if (entry.retiredAt !== undefined && (await exists(publicPath))) {
+        // A retired key whose private part is gone: verify only.
+        const key = toVerifyingKey(await readPublicKeyPem(publicPath), entry.createdAt, entry.retiredAt);
+        if (key.kid !== entry.kid || key.alg !== entry.alg) {
+          throw new KeyFileError(publicPath, `does not hold the ${entry.alg} public key ${entry.kid} that ${INDEX_FILE} lists`);
+        }
+        keys.push(key);
+        // A crash after the public file was written and before the private one was deleted.
+        await unlinkIfPresent(this.#keyPath(entry.kid));
+        continue;
+      }
       const path = this.#keyPath(entry.kid);
       const key = toSigningKey(await readPrivateKeyPem(path), entry.createdAt, entry.retiredAt);
       if (key.kid !== entry.kid || key.alg !== entry.alg) {
@@ -90,10 +108,26 @@ class FileKeyStore implements KeyStore {
     );
   }
 
+  async retireKey(kid: string, publicKey: KeyObject): Promise<void> {
+    const pem = publicKey.export({ type: "spki", format: "pem" });
+    // The public file first: a crash in between leaves both, and the next start deletes the private one.
+    await writeFileAtomic(this.#publicKeyPath(kid), pem, KEY_FILE_MODE);
+    await unlinkIfPresent(this.#keyPath(kid));
+    await fsyncDir(this.dir);
+  }
+
   async removeKeys(kids: readonly string[]): Promise<void> {
     if (kids.length === 0) return;
-    for (const kid of kids) await unlinkIfPresent(this.#keyPath(kid));
+    for (const kid of kids) {
+      await unlinkIfPresent(this.#keyPath(kid));
+      await unlinkIfPresent(this.#publicKeyPath(kid));
+    }
     await fsyncDir(this.dir);
+  }
+
+  #publicKeyPath(kid: string): string {
+    if (!KID_PATTERN.test(kid)) throw new TypeError(`not a key id: ${JSON.stringify(kid)}`);
+    return join(this.dir, `${kid}.pub.pem`);
   }
 
   #keyPath(kid: string): string {
@@ -149,6 +183,30 @@ async function readIndex(path: string): Promise<IndexEntry[]> {
     if (e.retiredAt !== undefined) entry.retiredAt = e.retiredAt as number;
     return entry;
   });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Reads an SPKI PEM public key; a KeyFileError names the file when it is not one. */
+async function readPublicKeyPem(path: string): Promise<KeyObject> {
+  let pem: string;
+  try {
+    pem = await readFile(path, "utf8");
+  } catch (err) {
+    throw new KeyFileError(path, `cannot be read (${(err as NodeJS.ErrnoException).code ?? "unknown error"})`);
+  }
+  try {
+    return createPublicKey(pem);
+  } catch {
+    throw new KeyFileError(path, "is not a PEM public key");
+  }
 }
 
 async function unlinkIfPresent(path: string): Promise<void> {

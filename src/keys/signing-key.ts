@@ -24,6 +24,8 @@ export interface SigningKey {
   readonly createdAt: number;
   /** When the key stopped signing, ms since the epoch; unset while it is current. */
   retiredAt?: number;
+  /** False for a retired key whose private part was deleted: `privateKey` then throws. */
+  readonly canSign: boolean;
 }
 
 /** The JWS alg a private or public key signs with; throws for any other key type or curve. */
@@ -40,6 +42,7 @@ export function algForKey(key: KeyObject): SigningAlg {
 }
 
 class SigningKeyImpl implements SigningKey {
+  readonly canSign = true;
   readonly kid: string;
   readonly alg: SigningAlg;
   readonly publicKey: KeyObject;
@@ -79,6 +82,51 @@ class SigningKeyImpl implements SigningKey {
   [inspect.custom](): string {
     return this.toString();
   }
+}
+
+/** A retired key kept for verification only: its private part is gone. */
+class VerifyingKeyImpl implements SigningKey {
+  readonly canSign = false;
+  readonly kid: string;
+  readonly alg: SigningAlg;
+  readonly publicJwk: JsonWebKey;
+  retiredAt?: number;
+
+  constructor(
+    readonly publicKey: KeyObject,
+    readonly createdAt: number,
+    retiredAt: number | undefined,
+  ) {
+    if (publicKey.type !== "public") throw new TypeError("a verifying key must be a public key");
+    this.alg = algForKey(publicKey);
+    const jwk = publicKey.export({ format: "jwk" });
+    this.kid = jwkThumbprint(jwk);
+    this.publicJwk = Object.freeze({ ...jwk, kid: this.kid, alg: this.alg, use: "sig" });
+    if (retiredAt !== undefined) this.retiredAt = retiredAt;
+  }
+
+  get privateKey(): KeyObject {
+    throw new Error(`key ${this.kid} is retired: its private part was deleted`);
+  }
+
+  toJSON(): { kid: string; alg: SigningAlg; createdAt: number; retiredAt?: number } {
+    return this.retiredAt === undefined
+      ? { kid: this.kid, alg: this.alg, createdAt: this.createdAt }
+      : { kid: this.kid, alg: this.alg, createdAt: this.createdAt, retiredAt: this.retiredAt };
+  }
+
+  toString(): string {
+    return `SigningKey(${this.alg} ${this.kid}, verify only)`;
+  }
+
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
+/** Wraps the public part of a retired key (Ed25519 or P-256): it verifies, it cannot sign. */
+export function toVerifyingKey(publicKey: KeyObject, createdAt: number, retiredAt?: number): SigningKey {
+  return new VerifyingKeyImpl(publicKey, createdAt, retiredAt);
 }
 
 /**

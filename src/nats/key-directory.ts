@@ -41,6 +41,8 @@ export interface KeyEntry {
   replica: string;
   /** When this put was made, ms since the epoch. */
   published_at_ms: number;
+  /** When the key stopped signing, ms since the epoch; absent while it signs. */
+  retired_at_ms?: number;
 }
 
 /** Options for `openKeyDirectory`. */
@@ -99,7 +101,7 @@ export class KeyDirectory {
   readonly #opts: KeyDirectoryOptions;
   readonly #bucket: string;
   /** Keys seen in the bucket, by kid, with when they lapse here unless put again. */
-  readonly #remote = new Map<string, { jwk: JsonWebKey; expiresAt: number; revision: number }>();
+  readonly #remote = new Map<string, { jwk: JsonWebKey; expiresAt: number; revision: number; retiredAt?: number }>();
   #version = 0;
   #cache: { local: Jwks; version: number; validUntil: number; value: Jwks; fingerprint: string } | undefined;
   #received = 0;
@@ -150,6 +152,11 @@ export class KeyDirectory {
     return value;
   }
 
+  /** When a key (this replica's or another's) stopped signing, ms since the epoch; undefined while it signs or when unknown. */
+  retiredAt(kid: string): number | undefined {
+    return this.#opts.keyRing.retiredAt(kid) ?? this.#remote.get(kid)?.retiredAt;
+  }
+
   /** Kids of keys published by other replicas and still live here. */
   remoteKids(): string[] {
     const now = this.#opts.clock.now();
@@ -171,6 +178,8 @@ export class KeyDirectory {
     const { kv, clock, timeoutMs, replica, link } = this.#opts;
     link.assertConnected("public key not published");
     const entry: KeyEntry = { v: KEY_ENTRY_VERSION, kid: jwk.kid as string, alg: jwk.alg as SigningAlg, jwk, replica, published_at_ms: clock.now() };
+    const retiredAt = this.#opts.keyRing.retiredAt(entry.kid);
+    if (retiredAt !== undefined) entry.retired_at_ms = retiredAt;
     // No kid in messages: a thumbprint looks like a secret to the log redactor.
     await withDeadline(kv.put(entry.kid, JSON.stringify(entry)), timeoutMs, clock, "public key put");
   }
@@ -243,7 +252,7 @@ export class KeyDirectory {
       this.#opts.logger.warn({ bucket: this.#bucket, key_prefix: e.key.slice(0, 8), revision: e.revision }, "ignoring a key bucket entry that is not a valid public key");
       return;
     }
-    this.#remote.set(e.key, { jwk, expiresAt: e.created.getTime() + this.#opts.ttlMs, revision: e.revision });
+    this.#remote.set(e.key, { jwk, expiresAt: e.created.getTime() + this.#opts.ttlMs, revision: e.revision, retiredAt: retiredAtOf(e.string()) });
     this.#version++;
   }
 
@@ -253,6 +262,16 @@ export class KeyDirectory {
       this.publishAll().catch((err) => this.#opts.logger.warn({ error: describeNatsError(err) }, "public key refresh failed; retrying at the next interval"));
       this.#scheduleRefresh();
     }, this.#opts.refreshIntervalMs ?? DEFAULT_KEY_REFRESH_INTERVAL_MS);
+  }
+}
+
+/** The entry's `retired_at_ms`, when it is a plausible time. */
+function retiredAtOf(text: string): number | undefined {
+  try {
+    const v = (JSON.parse(text) as Partial<KeyEntry>).retired_at_ms;
+    return typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -5,7 +5,7 @@ import type { QueuedIterator } from "@nats-io/transport-node";
 import type { Clock, TimerHandle } from "../clock.js";
 import type { Logger } from "../logging/logger.js";
 import { SESSION_SWEEP_INTERVAL_MS } from "../sessions/memory-session-store.js";
-import { MAX_RETRY_CREDENTIALS, SessionExistsError, type GrantSpec, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
+import { MAX_RETRY_CREDENTIALS, SessionExistsError, StartedByIndex, type GrantSpec, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
 import { withDeadline } from "./deadline.js";
 import { NatsBackendClosedError, NatsUnavailableError } from "./errors.js";
 import type { NatsLink } from "./link-state.js";
@@ -60,6 +60,7 @@ export class KvSessionStore implements SessionStore {
   readonly #opts: KvSessionStoreOptions;
   readonly #bucket: string;
   readonly #cache = new Map<string, { record: SessionRecord; revision: number }>();
+  readonly #byStarter = new StartedByIndex();
   #lastRevision = 0;
   #rejected = 0;
   #closed = false;
@@ -171,7 +172,17 @@ export class KvSessionStore implements SessionStore {
     if (!isValidKey(id)) return;
     this.#opts.link.assertConnected("session not deleted");
     await this.#bounded(this.#opts.kv.delete(id), "session delete");
-    this.#cache.delete(id);
+    this.#drop(id);
+  }
+
+  /**
+   * Counts from this replica's cache, which the bucket watch keeps current: a session
+   * created on another replica a moment ago may not be in it yet (see the quota in
+   * docs/configuration.md).
+   */
+  async countStartedBy(startedBy: string, live: (r: SessionRecord) => boolean): Promise<number> {
+    this.#assertOpen();
+    return this.#byStarter.count(startedBy, (id) => this.#cache.get(id)?.record, live);
   }
 
   async close(): Promise<void> {
@@ -221,11 +232,19 @@ export class KvSessionStore implements SessionStore {
     const cached = this.#cache.get(id);
     if (cached && cached.revision > revision) return;
     this.#cache.set(id, { record, revision });
+    this.#byStarter.add(record.startedBy, id);
   }
 
   #forget(id: string, revision: number): void {
     const cached = this.#cache.get(id);
-    if (cached && cached.revision < revision) this.#cache.delete(id);
+    if (cached && cached.revision < revision) this.#drop(id);
+  }
+
+  #drop(id: string): void {
+    const cached = this.#cache.get(id);
+    if (!cached) return;
+    this.#cache.delete(id);
+    this.#byStarter.remove(cached.record.startedBy, id);
   }
 
   #parse(entry: KvEntry): SessionRecord | undefined {
@@ -253,7 +272,7 @@ export class KvSessionStore implements SessionStore {
   #scheduleSweep(): void {
     this.#sweep = this.#opts.clock.setTimeout(() => {
       const now = this.#opts.clock.now();
-      for (const [id, c] of this.#cache) if (c.record.expiresAt <= now) this.#cache.delete(id);
+      for (const [id, c] of this.#cache) if (c.record.expiresAt <= now) this.#drop(id);
       if (!this.#closed) this.#scheduleSweep();
     }, SESSION_SWEEP_INTERVAL_MS);
   }

@@ -3,7 +3,7 @@ import type { Clock, TimerHandle } from "../clock.js";
 import type { Logger } from "../logging/logger.js";
 import { REVOCATION_PRUNE_INTERVAL_MS } from "../revocation/memory-revocation-list.js";
 import { RevocationIndex } from "../revocation/revocation-index.js";
-import { revocationsAfter, revokesSession, revokesToken, type Revocation, type RevocationList, type SessionSubject, type TokenSubject } from "../revocation/revocation.js";
+import { revocationsAfter, revokesSession, revokesToken, withdrawsGrant, type Revocation, type RevocationList, type SessionSubject, type TokenSubject } from "../revocation/revocation.js";
 import { withDeadline } from "./deadline.js";
 import { NatsBackendClosedError } from "./errors.js";
 import type { NatsLink } from "./link-state.js";
@@ -176,6 +176,15 @@ export class NatsRevocationList implements RevocationList {
     const hit = this.#index.session(session);
     if (hit || this.#pending.size === 0) return hit;
     for (const r of this.#pending.values()) if (revokesSession(r, session)) return r;
+    return undefined;
+  }
+
+  grantRevocation(session: SessionSubject, resource: string): Revocation | undefined {
+    const hit = this.#index.grant(session, resource);
+    if (hit || this.#pending.size === 0) return hit;
+    for (const r of this.#pending.values()) {
+      if ((r.kind === "token_id" || r.kind === "resource") && withdrawsGrant(r, session, resource)) return r;
+    }
     return undefined;
   }
 

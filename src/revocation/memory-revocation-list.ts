@@ -70,6 +70,10 @@ export class MemoryRevocationList implements RevocationList {
     return this.#index.session(session);
   }
 
+  grantRevocation(session: SessionSubject, resource: string): Revocation | undefined {
+    return this.#index.grant(session, resource);
+  }
+
   subscribe(listener: (revocation: Revocation) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);

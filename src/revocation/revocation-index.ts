@@ -1,5 +1,5 @@
 import type { Revocation, RevocationKind, SessionSubject, TokenSubject } from "./revocation.js";
-import { revokesSession, revokesToken } from "./revocation.js";
+import { grantKey, grantKeyOfJti, revokesSession, revokesToken, withdrawsGrant } from "./revocation.js";
 
 /**
  * The rules in force, indexed by kind and value. For each target only the latest
@@ -8,6 +8,8 @@ import { revokesSession, revokesToken } from "./revocation.js";
  */
 export class RevocationIndex {
   readonly #byKind = new Map<RevocationKind, Map<string, Revocation>>();
+  /** Token revocations by the grant they withdraw (session tag + grant tag), latest only. */
+  readonly #byGrant = new Map<string, Revocation>();
   #size = 0;
 
   get size(): number {
@@ -16,6 +18,7 @@ export class RevocationIndex {
 
   /** Adds a rule; returns false when it changes nothing (an equal or later rule was held). */
   add(r: Revocation): boolean {
+    if (r.kind === "token_id") this.#addGrant(r);
     let m = this.#byKind.get(r.kind);
     if (!m) this.#byKind.set(r.kind, (m = new Map()));
     const old = m.get(r.value);
@@ -48,6 +51,16 @@ export class RevocationIndex {
     );
   }
 
+  /** Resource and token rules that withdrew the session's grant on `resource` (see `withdrawsGrant`). */
+  grant(s: SessionSubject, resource: string): Revocation | undefined {
+    const test = (r: Revocation) => withdrawsGrant(r, s, resource);
+    const byResource = this.#match("resource", resource, test);
+    if (byResource) return byResource;
+    if (this.#byGrant.size === 0) return undefined;
+    const r = this.#byGrant.get(grantKey(s.sessionId, resource));
+    return r && test(r) ? r : undefined;
+  }
+
   /** Forgets rules that can no longer match anything alive. Returns how many were dropped. */
   prune(nowMs: number): number {
     let dropped = 0;
@@ -59,8 +72,22 @@ export class RevocationIndex {
         }
       }
     }
+    for (const [key, r] of this.#byGrant) if (r.expiresAt <= nowMs) this.#byGrant.delete(key);
     this.#size -= dropped;
     return dropped;
+  }
+
+  #addGrant(r: Revocation): void {
+    const key = grantKeyOfJti(r.value);
+    if (key === undefined) return;
+    const old = this.#byGrant.get(key);
+    if (!old) {
+      this.#byGrant.set(key, r);
+      return;
+    }
+    // Only the latest matters (it covers every session the earlier ones did), kept as long as any.
+    const latest = r.revokedAt > old.revokedAt ? r : old;
+    this.#byGrant.set(key, { ...latest, expiresAt: Math.max(r.expiresAt, old.expiresAt) });
   }
 
   #match(kind: RevocationKind, value: string, test: (r: Revocation) => boolean): Revocation | undefined {

@@ -1,3 +1,5 @@
+import { grantTag, grantTagOfJti, sessionTag, sessionTagOfJti } from "../tokens/jti.js";
+
 /** What a revocation targets; the names match RevokeRequest's oneof. */
 export type RevocationKind = "token_id" | "session_id" | "agent_id" | "user_id" | "resource";
 
@@ -87,6 +89,41 @@ export function revokesSession(r: Revocation, s: SessionSubject): boolean {
 }
 
 /**
+ * Does the rule withdraw the session's grant on `resource`? A revocation also takes back,
+ * from every session created at or before it, the grants its tokens were issued under, so
+ * no new token for them comes from IssueToken or a new stream (GRANT_REVOKED):
+ * - by resource: that resource's grant in every such session;
+ * - by token id: the grant the token was issued under, in its session (its id carries
+ *   both tags; ids minted before grant tags withdraw nothing beyond the token);
+ * - by session, agent or user: every grant, as the session itself is over.
+ * Sessions created after the revocation are not affected: they are granted afresh.
+ */
+export function withdrawsGrant(r: Revocation, s: SessionSubject, resource: string): boolean {
+  if (s.createdAt > r.revokedAt) return false;
+  switch (r.kind) {
+    case "resource":
+      return r.value === resource;
+    case "token_id":
+      // The grant tag first: it is cached, the session tag is a hash per call.
+      return grantTagOfJti(r.value) === grantTag(resource) && sessionTagOfJti(r.value) === sessionTag(s.sessionId);
+    default:
+      return revokesSession(r, s);
+  }
+}
+
+/** The key under which token revocations are indexed by the grant they withdraw. */
+export function grantKeyOfJti(jti: string): string | undefined {
+  const s = sessionTagOfJti(jti);
+  const g = grantTagOfJti(jti);
+  return s === undefined || g === undefined ? undefined : s + g;
+}
+
+/** The same key, from a session and a resource. */
+export function grantKey(sessionId: string, resource: string): string {
+  return sessionTag(sessionId) + grantTag(resource);
+}
+
+/**
  * The revocation list of one replica, fed by its own revocations and (with NATS) every
  * other replica's. Lookups are synchronous and O(1): they sit on the Introspect and
  * issuance paths.
@@ -105,6 +142,11 @@ export interface RevocationList {
   tokenRevocation(token: TokenSubject): Revocation | undefined;
   /** The revocation (by session, agent or user) that ended this session, if any. */
   sessionRevocation(session: SessionSubject): Revocation | undefined;
+  /**
+   * The revocation (by resource or token id) that withdrew the session's grant on
+   * `resource`, if any (see `withdrawsGrant`). Session-ending rules are `sessionRevocation`'s.
+   */
+  grantRevocation(session: SessionSubject, resource: string): Revocation | undefined;
   /** Called for every revocation applied, local or remote. Returns an unsubscribe function. */
   subscribe(listener: (revocation: Revocation) => void): () => void;
   /** The highest feed position applied so far (0 before any). */

@@ -5,6 +5,7 @@ import { markAudited } from "../audit/decision-log.js";
 import { AuditEventRefusedError } from "../audit/errors.js";
 import { capvendError } from "../errors.js";
 import type { Decision } from "../policy/engine.js";
+import type { RevocationList } from "../revocation/revocation.js";
 import type { SessionRecord } from "../sessions/session-store.js";
 import type { Minter, MintedToken } from "../tokens/mint.js";
 import { explainDenial, scopeRequest, type PolicyDecider } from "./policy-requests.js";
@@ -22,6 +23,8 @@ export interface IssuerOptions {
   policy: PolicyDecider;
   minter: Minter;
   audit: Pick<AuditSink, "append">;
+  /** Grants withdrawn by revocations are refused (GRANT_REVOKED). */
+  revocations: Pick<RevocationList, "grantRevocation">;
   defaultTtlMs: number;
   maxTtlMs: number;
 }
@@ -41,7 +44,11 @@ export type IssuedToken = MintedToken & { readonly policyIds: string[] };
  * then the audit record. Nothing is returned unless its audit record is written.
  */
 export interface Issuer {
-  /** Throws PERMISSION_DENIED naming the scope when the grant or policy refuses it. */
+  /**
+   * Throws PERMISSION_DENIED naming the scope when the grant, a revocation that withdrew it,
+   * or policy refuses it; INVALID_ARGUMENT (TTL_EXCEEDS_GRANT) when the TTL asked for is
+   * longer than the grant's.
+   */
   authorize(session: SessionRecord, req: TokenRequest): { ttlMs: number; policyIds: string[] };
   issue(session: SessionRecord, req: TokenRequest, ctx: IssueContext): Promise<IssuedToken>;
 }
@@ -58,6 +65,23 @@ export function createIssuer(opts: IssuerOptions): Issuer {
       if (!grant.scopes.includes(scope)) {
         throw capvendError("SCOPE_NOT_GRANTED", `scope "${scope}" on resource "${req.resource}" is not among the grants of session ${session.id}`, { resource: req.resource, scope });
       }
+    }
+    const withdrawn = opts.revocations.grantRevocation({ sessionId: session.id, agentId: session.agentId, userId: session.userId, createdAt: session.createdAt }, req.resource);
+    if (withdrawn) {
+      throw capvendError(
+        "GRANT_REVOKED",
+        `the grant of resource "${req.resource}" was withdrawn from session ${session.id} by revocation ${withdrawn.id} (${withdrawn.kind === "resource" ? "of the resource" : "of one of its tokens"}); a session started after it may be granted it again`,
+        { resource: req.resource, sessionId: session.id },
+      );
+    }
+    if (req.ttlMs !== undefined && grant.ttlMs !== undefined && req.ttlMs > grant.ttlMs) {
+      // Refused, not shortened: a caller that asked for an hour and silently got a minute
+      // would plan its refreshes on the wrong lifetime.
+      throw capvendError(
+        "TTL_EXCEEDS_GRANT",
+        `ttl: ${Math.ceil(req.ttlMs / 1000)}s is longer than the grant of resource "${req.resource}" allows (${Math.floor(grant.ttlMs / 1000)}s); ask for at most that, or leave ttl unset`,
+        { field: "ttl", resource: req.resource },
+      );
     }
     return grant;
   }

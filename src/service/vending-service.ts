@@ -22,9 +22,8 @@ import {
 import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
 import { SessionExistsError, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
 import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
-import { issuedAtMsOfJti } from "../tokens/jti.js";
-import type { Verifier } from "../tokens/verify.js";
 import { noteSubject } from "./audit-interceptor.js";
+import type { Introspection } from "./introspection.js";
 import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
 import { unallowableGrant } from "./grant-precheck.js";
@@ -41,10 +40,11 @@ export interface VendingServiceDeps {
   revocations: RevocationList;
   policy: PolicyDecider;
   issuer: Issuer;
-  verifier: Verifier;
+  /** Introspect's decision (shared with any RFC 7662 endpoint). */
+  introspection: Introspection;
   audit: Pick<AuditSink, "append">;
-  /** Token and session limits, ms; `tokenTtlMs` (CAPVEND_TOKEN_TTL) is what a grant without a ttl gets. */
-  limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number; tokenTtlMs?: number };
+  /** Token and session limits, ms; `tokenTtlMs` (CAPVEND_TOKEN_TTL) is what a grant without a ttl gets; `maxSessionsPerOrchestrator` is a count. */
+  limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number; tokenTtlMs?: number; maxSessionsPerOrchestrator?: number };
   /** Serves WatchSession for an authenticated session (see src/streams/). */
   watch(session: SessionRecord, req: WatchSessionRequest, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
   /** Trace id of the current call for audit records, when tracing is on. */
@@ -55,7 +55,7 @@ export interface VendingServiceDeps {
 
 /** capvend.v1.VendingService, independent of the transport. */
 export function createVendingService(deps: VendingServiceDeps): ServiceImpl<typeof VendingService> {
-  const { clock, sessions, revocations, policy, issuer, verifier, audit, limits } = deps;
+  const { clock, sessions, revocations, policy, issuer, audit, limits } = deps;
   // The contract's field rules (protovalidate), compiled once for the server's life.
   const contract = createContractValidator();
 
@@ -109,6 +109,44 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     }
     if (!updated) throw capvendError("SESSION_STORE_UNAVAILABLE", "the session was removed while retrying; retry", {});
     return updated;
+  }
+
+  /** StartSessions of each orchestrator between their quota check and their store write. */
+  const admitting = new Map<string, number>();
+
+  /**
+   * Admits one more session for the orchestrator, or throws SESSION_QUOTA. Live means not
+   * ended, not expired and not revoked; `sessionId` (a request_id retry's own session) is
+   * not counted. Returns the release to call once the session is stored (or not).
+   */
+  async function admitSession(orchestratorId: string, sessionId: string): Promise<() => void> {
+    const max = limits.maxSessionsPerOrchestrator;
+    if (max === undefined) return () => {};
+    const now = clock.now();
+    let live: number;
+    try {
+      live = await sessions.countStartedBy(orchestratorId, (r) =>
+        r.id !== sessionId && r.endedAt === undefined && r.expiresAt > now && !revocations.sessionRevocation({ sessionId: r.id, agentId: r.agentId, userId: r.userId, createdAt: r.createdAt }),
+      );
+    } catch (err) {
+      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
+    }
+    const inFlight = admitting.get(orchestratorId) ?? 0;
+    if (live + inFlight >= max) {
+      throw capvendError(
+        "SESSION_QUOTA",
+        `orchestrator "${orchestratorId}" holds ${live + inFlight} live sessions, the most CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR (${max}) allows; end one with EndSession, or wait for one to expire`,
+      );
+    }
+    admitting.set(orchestratorId, inFlight + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (admitting.get(orchestratorId) ?? 1) - 1;
+      if (n <= 0) admitting.delete(orchestratorId);
+      else admitting.set(orchestratorId, n);
+    };
   }
 
   async function publish(r: Revocation): Promise<void> {
@@ -175,15 +213,19 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       };
       if (requestId) record.requestFingerprint = requestFingerprint({ agentId, userId, grants, durationMs, labels });
       let retryOf: SessionRecord | undefined;
+      const release = await admitSession(caller.id, id);
       try {
         await sessions.create(record);
       } catch (err) {
+        release();
         if (!(err instanceof SessionExistsError) || !requestId) {
           throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
         }
         // An earlier attempt of this request opened the session (here or on another replica).
         retryOf = await retriedSession(caller.id, requestId, record, hash);
       }
+      // Stored: the session now counts itself.
+      release();
       const session = retryOf ?? record;
       try {
         await appendOrFail(audit, {
@@ -269,10 +311,10 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const decision = requireAllowed(ctx, caller, "revoke", entity, { userId: session?.userId });
 
       const now = clock.now();
-      // A rule must outlive everything it can match: tokens (max TTL) and, for rules that
-      // end sessions, the sessions themselves.
-      const endsSessions = kind === "session_id" || kind === "agent_id" || kind === "user_id";
-      const horizon = endsSessions ? Math.max(limits.maxTokenTtlMs, limits.sessionMaxDurationMs) : limits.maxTokenTtlMs;
+      // A rule must outlive everything it can match: tokens (max TTL) and the sessions
+      // created before it, which it ends (session, agent, user) or whose grants it
+      // withdraws (resource, token id) for the rest of their lives.
+      const horizon = Math.max(limits.maxTokenTtlMs, limits.sessionMaxDurationMs);
       const revocation: Revocation = {
         id: newRevocationId(),
         kind,
@@ -361,56 +403,33 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
     async introspect(req, ctx) {
       const caller = principal(ctx);
-      if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
-      contract.check(IntrospectRequestSchema, req);
-      const inactive = create(IntrospectResponseSchema, { active: false });
-      const answer = async (why: string, fields: Partial<AuditEvent> = {}) => {
-        await appendOrFail(audit, {
-          ...fields,
-          type: "token.introspected",
-          caller: describePrincipal(caller),
-          decision: "allow",
-          reason: why,
-          details: { active: why === "active" },
-          trace_id: deps.traceId?.(ctx),
-        }, "no introspection answer was given");
-      };
-
-      let claims;
-      try {
-        claims = await verifier.verify(req.token);
-      } catch {
-        // Malformed, forged, expired or signed by an unknown key: RFC 7662 says inactive.
-        await answer("invalid_token");
-        return inactive;
-      }
-      const agentId = claims.client_id;
-      const userId = claims.sub.startsWith(USER_SUBJECT_PREFIX) ? claims.sub.slice(USER_SUBJECT_PREFIX.length) : undefined;
-      const about = { agent_id: agentId, user_id: userId, session_id: claims.sid, resource: claims.aud, jti: claims.jti };
-      noteSubject(ctx, about);
-      const decision = requireAllowed(ctx, caller, "introspect", { type: "Agent", id: agentId }, { userId, audience: claims.aud });
-      const known = { ...about, policy_ids: decision.policyIds, exp: claims.exp };
-
-      if (revocations.tokenRevocation({ jti: claims.jti, sessionId: claims.sid, agentId, userId, resource: claims.aud, issuedAtSec: claims.iat, issuedAtMs: issuedAtMsOfJti(claims.jti) })) {
-        await answer("token_revoked", known);
-        return inactive;
-      }
-      let session: SessionRecord | undefined;
-      try {
-        session = await sessions.get(claims.sid);
-      } catch (err) {
-        throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
-      }
-      // A token whose session is unknown here cannot be shown not to be ended: inactive.
-      if (!session || session.endedAt !== undefined || session.expiresAt <= clock.now()) {
-        await answer(!session ? "session_unknown" : "session_ended", known);
-        return inactive;
-      }
-      if (revocations.sessionRevocation({ sessionId: session.id, agentId: session.agentId, userId: session.userId, createdAt: session.createdAt })) {
-        await answer("session_revoked", known);
-        return inactive;
-      }
-      await answer("active", known);
+      // The contract's rules on the request are checked only once the caller may introspect.
+      const outcome = await deps.introspection.introspect(caller, req.token, () => contract.check(IntrospectRequestSchema, req));
+      const seen = outcome.claims;
+      const about = seen
+        ? {
+            agent_id: seen.client_id,
+            user_id: seen.sub.startsWith(USER_SUBJECT_PREFIX) ? seen.sub.slice(USER_SUBJECT_PREFIX.length) : undefined,
+            session_id: seen.sid,
+            resource: seen.aud,
+            jti: seen.jti,
+          }
+        : {};
+      if (seen) noteSubject(ctx, about);
+      // Every answer is a decision on record, with why it was inactive (never told the caller).
+      await appendOrFail(audit, {
+        ...about,
+        policy_ids: outcome.policyIds,
+        exp: seen?.exp,
+        type: "token.introspected",
+        caller: describePrincipal(caller),
+        decision: "allow",
+        reason: outcome.active ? "active" : outcome.why,
+        details: { active: outcome.active },
+        trace_id: deps.traceId?.(ctx),
+      }, "no introspection answer was given");
+      if (!outcome.active) return create(IntrospectResponseSchema, { active: false });
+      const claims = outcome.claims;
       return create(IntrospectResponseSchema, {
         active: true,
         scope: claims.scope,
@@ -424,7 +443,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         iat: timestampFromMs(claims.iat * 1000),
         nbf: timestampFromMs(claims.nbf * 1000),
         sid: claims.sid,
-        actSub: claims.act?.sub ?? `${AGENT_SUBJECT_PREFIX}${agentId}`,
+        actSub: claims.act?.sub ?? `${AGENT_SUBJECT_PREFIX}${claims.client_id}`,
       });
     },
   };

@@ -136,6 +136,13 @@ export class FileSessionStore implements SessionStore {
     return r && structuredClone(r);
   }
 
+  /** Walks the sessions held (every live one is in memory): one orchestrator's count for its quota. */
+  async countStartedBy(startedBy: string, live: (r: SessionRecord) => boolean): Promise<number> {
+    let n = 0;
+    for (const r of this.#sessions.values()) if (r.startedBy === startedBy && live(r)) n++;
+    return n;
+  }
+
   async delete(id: string): Promise<void> {
     this.#open();
     if (!this.#sessions.has(id)) return;

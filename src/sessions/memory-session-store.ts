@@ -1,6 +1,6 @@
 import type { Clock, TimerHandle } from "../clock.js";
 import { clonePlain } from "./clone-record.js";
-import { MAX_RETRY_CREDENTIALS, pageOf, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "./session-store.js";
+import { MAX_RETRY_CREDENTIALS, pageOf, SessionExistsError, StartedByIndex, type SessionListQuery, type SessionRecord, type SessionStore } from "./session-store.js";
 
 /** How often expired sessions are swept from memory. */
 export const SESSION_SWEEP_INTERVAL_MS = 60 * 1000;
@@ -11,6 +11,7 @@ export const SESSION_SWEEP_INTERVAL_MS = 60 * 1000;
  */
 export class MemorySessionStore implements SessionStore {
   readonly #sessions = new Map<string, SessionRecord>();
+  readonly #byStarter = new StartedByIndex();
   readonly #clock: Clock;
   #sweep: TimerHandle | undefined;
   #closed = false;
@@ -27,6 +28,7 @@ export class MemorySessionStore implements SessionStore {
   async create(record: SessionRecord): Promise<void> {
     if (this.#sessions.has(record.id)) throw new SessionExistsError(record.id);
     this.#sessions.set(record.id, clonePlain(record));
+    this.#byStarter.add(record.startedBy, record.id);
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
@@ -52,7 +54,18 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async delete(id: string): Promise<void> {
+    this.#forget(id);
+  }
+
+  async countStartedBy(startedBy: string, live: (r: SessionRecord) => boolean): Promise<number> {
+    return this.#byStarter.count(startedBy, (id) => this.#sessions.get(id), live);
+  }
+
+  #forget(id: string): void {
+    const r = this.#sessions.get(id);
+    if (!r) return;
     this.#sessions.delete(id);
+    this.#byStarter.remove(r.startedBy, id);
   }
 
   async list(query: SessionListQuery): Promise<SessionRecord[]> {
@@ -68,7 +81,7 @@ export class MemorySessionStore implements SessionStore {
   #scheduleSweep(): void {
     this.#sweep = this.#clock.setTimeout(() => {
       const now = this.#clock.now();
-      for (const [id, r] of this.#sessions) if (r.expiresAt <= now) this.#sessions.delete(id);
+      for (const [id, r] of this.#sessions) if (r.expiresAt <= now) this.#forget(id);
       if (!this.#closed) this.#scheduleSweep();
     }, SESSION_SWEEP_INTERVAL_MS);
   }

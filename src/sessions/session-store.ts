@@ -36,14 +36,6 @@ export interface SessionRecord {
   endReason?: string;
 }
 
-/** What `SessionStore.list` returns: a page of sessions in id order. */
-export interface SessionListQuery {
-  /** Only ids greater than this one (the last id of the previous page). */
-  afterId?: string;
-  limit: number;
-  match(record: SessionRecord): boolean;
-}
-
 /** Credentials a session keeps from StartSession retries; one more retires the oldest. */
 export const MAX_RETRY_CREDENTIALS = 8;
 
@@ -78,12 +70,26 @@ export interface SessionStore {
   /** Removes a session whose creation could not be completed (its audit record failed). */
   delete(id: string): Promise<void>;
   /**
+   * How many sessions started by orchestrator `startedBy` pass `live` (the caller judges
+   * ended, expired and revoked). For the per-orchestrator quota: it reads what this replica
+   * holds (with NATS, its cache of the shared bucket), without a round trip.
+   */
+  countStartedBy(startedBy: string, live: (r: SessionRecord) => boolean): Promise<number>;
+  /**
    * Sessions in id order after `afterId`, that `match` accepts, at most `limit` of them
    * (AdminService.ListSessions pages through them). Optional: a store without it makes
-   * ListSessions answer UNIMPLEMENTED.
+   * ListSessions answer INTERNAL.
    */
   list?(query: SessionListQuery): Promise<SessionRecord[]>;
   close(): Promise<void>;
+}
+
+/** What `SessionStore.list` returns: a page of sessions in id order. */
+export interface SessionListQuery {
+  /** Only ids greater than this one (the last id of the previous page). */
+  afterId?: string;
+  limit: number;
+  match(record: SessionRecord): boolean;
 }
 
 /** The page `list` answers, from every record a store holds (sorted here by id). */
@@ -93,4 +99,34 @@ export function pageOf(records: Iterable<SessionRecord>, query: SessionListQuery
     .filter((r) => (after === undefined || r.id > after) && query.match(r))
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     .slice(0, query.limit);
+}
+
+/**
+ * Session ids by the orchestrator that started them: lets a store count one orchestrator's
+ * sessions without walking every session it holds.
+ */
+export class StartedByIndex {
+  readonly #ids = new Map<string, Set<string>>();
+
+  add(startedBy: string, id: string): void {
+    let set = this.#ids.get(startedBy);
+    if (!set) this.#ids.set(startedBy, (set = new Set()));
+    set.add(id);
+  }
+
+  remove(startedBy: string, id: string): void {
+    const set = this.#ids.get(startedBy);
+    if (!set?.delete(id)) return;
+    if (set.size === 0) this.#ids.delete(startedBy);
+  }
+
+  /** Counts the ids of `startedBy` whose record (looked up by `get`) passes `live`. */
+  count(startedBy: string, get: (id: string) => SessionRecord | undefined, live: (r: SessionRecord) => boolean): number {
+    let n = 0;
+    for (const id of this.#ids.get(startedBy) ?? []) {
+      const r = get(id);
+      if (r && live(r)) n++;
+    }
+    return n;
+  }
 }

@@ -149,19 +149,23 @@ export class StreamHub implements StreamHubInternals {
   async *watch(session: SessionRecord, req: WatchSessionRequest, ctx: Pick<HandlerContext, "signal">, kill: () => void): AsyncGenerator<WatchSessionResponse> {
     if (this.#draining) throw capvendError("DRAINING", "the server is shutting down; reconnect to another replica with the resume_token");
     const grants = validateGrants("grants", req.grants, this.#opts.maxTokenTtlMs);
+    const resumePosition = await this.#resumePosition(session, req.resumeToken);
     // Every grant is checked up front, exactly as IssueToken checks it: a refused grant
-    // fails the call naming it, it is never silently dropped.
+    // fails the call naming it, it is never silently dropped. A resuming stream is the
+    // exception for grants a revocation withdrew: the lost stream had stopped them, so the
+    // resumed one opens with them stopped and says so (WatchStream.open).
     grants.forEach((g, i) => {
       try {
         this.issuer.authorize(session, { resource: g.resource, scopes: g.scopes, ttlMs: g.ttlMs });
       } catch (err) {
+        if (resumePosition !== undefined && err instanceof CapvendError && err.reason === "GRANT_REVOKED") return;
         if (err instanceof CapvendError) {
-          throw capvendError(err.reason, `grants[${i}]: ${err.rawMessage}`, { ...err.subject, grantIndex: String(i) }, err.cause);
+          const field = err.subject.field === undefined ? undefined : `grants[${i}].${err.subject.field}`;
+          throw capvendError(err.reason, `grants[${i}]: ${err.rawMessage}`, { ...err.subject, field, grantIndex: String(i) }, err.cause);
         }
         throw err;
       }
     });
-    const resumePosition = await this.#resumePosition(session, req.resumeToken);
 
     // The caps count streams open and streams still opening, so a burst cannot slip past them.
     const held = (this.#bySession.get(session.id)?.size ?? 0) + (this.#openingBySession.get(session.id) ?? 0);

@@ -4,7 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { AuditEvent } from "../audit/event.js";
 import { capvendError, reasonOf } from "../errors.js";
 import { WatchSessionResponseSchema, type WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
-import { revokesSession, revokesToken, type Revocation } from "../revocation/revocation.js";
+import { revokesSession, revokesToken, withdrawsGrant, type Revocation } from "../revocation/revocation.js";
 import type { IssuedToken, TokenRequest } from "../service/issuer.js";
 import { tokenMessage } from "../service/token-message.js";
 import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
@@ -115,6 +115,7 @@ export class WatchStream {
   async open(replay: Revocation[]): Promise<void> {
     for (const r of replay) this.applyRevocation(r);
     if (this.#state !== "opening") return; // the replay ended the session
+    this.#stopWithdrawnGrants();
     const q = this.#hub.queue;
     const now = this.#hub.clock.now();
     this.#expiry = q.schedule(this.session.expiresAt, () => this.#end({ kind: "session_ended", reason: "expired" }));
@@ -124,6 +125,22 @@ export class WatchStream {
     if (this.#state !== "opening") return;
     live.forEach((g, i) => this.#accept(g, minted[i]!, now));
     this.#state = "open";
+  }
+
+  /**
+   * Stops the grants a revocation withdrew before this stream's replay (a resuming runtime
+   * was told on the stream it lost; it hears it again rather than wait for tokens).
+   */
+  #stopWithdrawnGrants(): void {
+    const s = this.session;
+    const subject = { sessionId: s.id, agentId: s.agentId, userId: s.userId, createdAt: s.createdAt };
+    for (const g of this.#grants) {
+      if (g.stopped) continue;
+      const r = this.#hub.revocations.grantRevocation(subject, g.grant.resource);
+      if (!r) continue;
+      this.#stopGrant(g);
+      this.#control({ kind: "revoked", tokenIds: [], grantIndexes: [g.index], reason: r.reason, seq: r.seq, revokedAt: r.revokedAt });
+    }
   }
 
   /** Applies a revocation routed here by the hub (it may not concern this stream after all). */
@@ -136,24 +153,23 @@ export class WatchStream {
     }
     const tokenIds: string[] = [];
     const grantIndexes: number[] = [];
+    const subject = { sessionId: s.id, agentId: s.agentId, userId: s.userId, createdAt: s.createdAt };
     for (const g of this.#grants) {
       const pending = this.#outbox.pendingToken(g.index);
       const hits = (t: TokenRef | undefined) => t !== undefined && revokesToken(r, this.#subject(g, t));
       const pendingRef = pending && this.#ref(pending.token);
       const hitCurrent = hits(g.current) || hits(pendingRef);
       const hitPrevious = hits(g.previous);
-      if (hitCurrent) {
+      // A rule that withdraws the grant stops it too, whichever of its tokens it named (and
+      // when replayed on resume before this stream minted anything, as on the stream the
+      // runtime lost): IssueToken and new streams refuse it from now on as well.
+      if (hitCurrent || withdrawsGrant(r, subject, g.grant.resource)) {
         for (const t of [g.previous, g.current, pendingRef]) if (t && hits(t)) tokenIds.push(t.jti);
         if (!g.stopped) grantIndexes.push(g.index);
         this.#stopGrant(g);
         if (pending) this.#outbox.dropToken(g.index);
       } else if (hitPrevious) {
         tokenIds.push(g.previous!.jti);
-      } else if (r.kind === "resource" && r.value === g.grant.resource && !g.current && !g.stopped) {
-        // Replayed on resume, before this stream minted anything: the grant stays stopped
-        // as it was on the stream the runtime lost.
-        grantIndexes.push(g.index);
-        this.#stopGrant(g);
       }
     }
     if (r.kind === "token_id" && tokenIds.length === 0 && this.#state === "opening") {
@@ -351,6 +367,13 @@ export class WatchStream {
         const delay = Math.min(RENEW_RETRY_MAX_MS, RENEW_RETRY_MIN_MS * 2 ** g.failures++);
         this.#hub.logRenewalFailure(this, g.grant, err, delay);
         g.renewal = this.#hub.queue.schedule(this.#hub.clock.now() + delay, () => void this.#renew(g));
+        return;
+      }
+      if (reasonOf(err) === "GRANT_REVOKED") {
+        // Withdrawn by a revocation this stream has not been routed yet (it is in force for
+        // lookups first): stop the grant alone, as the revocation itself would.
+        this.#stopGrant(g);
+        this.#control({ kind: "revoked", tokenIds: [], grantIndexes: [g.index], reason: "grant revoked" });
         return;
       }
       // Policy or grants now refuse the grant: the runtime must hear it, not find out at expiry.

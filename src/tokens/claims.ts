@@ -17,7 +17,7 @@ export interface AccessTokenClaims {
   aud: string;
   /** Space-separated scopes. */
   scope: string;
-  /** `tok_` and 22 base64url chars; the only name a token goes by in logs and audit records. */
+  /** `tok_` and 44 base64url chars (38 in ids minted before grant tags); the only name a token goes by in logs and audit records. */
   jti: string;
   iat: number;
   nbf: number;
@@ -47,8 +47,11 @@ export const USER_SUBJECT_PREFIX = "user:";
 /** Prefix of an agent subject (and of every actor). */
 export const AGENT_SUBJECT_PREFIX = "agent:";
 
-/** Shape of a token id: `tok_` + base64url of 16 random bytes. */
-export const JTI_PATTERN = /^tok_[A-Za-z0-9_-]{38}$/;
+/**
+ * Shape of a token id: `tok_` + session tag (16) + grant tag (6) + 16 bytes of time and
+ * randomness (22), all base64url; ids from before grant tags lack the 6 and stay accepted.
+ */
+export const JTI_PATTERN = /^tok_[A-Za-z0-9_-]{38}(?:[A-Za-z0-9_-]{6})?$/;
 
 /** `sub` for a token: the user when there is one, else the agent. */
 export function subjectFor(agentId: string, userId?: string): string {

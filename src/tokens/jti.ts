@@ -5,6 +5,12 @@ const JTI_RANDOM_BYTES = 10;
 const JTI_TIME_BYTES = 6;
 /** Characters of the session tag inside a jti (96 bits of the session id's sha256). */
 export const SESSION_TAG_CHARS = 16;
+/** Characters of the grant tag inside a jti (36 bits of the resource's sha256). */
+export const GRANT_TAG_CHARS = 6;
+/** Characters of the time-and-random body that ends every jti (16 bytes in base64url). */
+const BODY_CHARS = 22;
+/** A capvend jti: `tok_`, session tag, optional grant tag (absent in ids minted before it existed), body. */
+const JTI_SHAPE = /^tok_[A-Za-z0-9_-]{38}(?:[A-Za-z0-9_-]{6})?$/;
 // One getrandom call per 256 ids: crypto.randomBytes(16) per token costs about 3 µs, 7% of
 // an Ed25519 signature; slicing a refilled pool costs 0.15 µs (the same trick as randomUUID).
 const POOL_BYTES = 16 * 256;
@@ -21,15 +27,34 @@ export function sessionTag(sessionId: string): string {
   return createHash("sha256").update(sessionId).digest("base64url").slice(0, SESSION_TAG_CHARS);
 }
 
+/**
+ * The tag of a grant (a resource) inside its tokens' ids: 6 base64url characters of
+ * sha256(resource). With the session tag it lets any replica tell, from a revoked token's
+ * id alone, which grant of which session the revocation withdraws; the resource itself is
+ * in the token's `aud` anyway. 36 bits keep the grants of one session (at most 64) apart.
+ */
+export function grantTag(resource: string): string {
+  let tag = grantTags.get(resource);
+  if (tag === undefined) {
+    tag = createHash("sha256").update(resource).digest("base64url").slice(0, GRANT_TAG_CHARS);
+    if (grantTags.size >= GRANT_TAG_CACHE) grantTags.clear();
+    grantTags.set(resource, tag);
+  }
+  return tag;
+}
+// Resources are few and named again and again: hashing each once keeps minting cheap.
+const GRANT_TAG_CACHE = 1024;
+const grantTags = new Map<string, string>();
+
 const body = Buffer.alloc(JTI_TIME_BYTES + JTI_RANDOM_BYTES);
 
 /**
- * A new token id: `tok_` + the session tag (16 chars) + 22 base64url chars of 16 bytes:
- * the mint time in ms (6 bytes, big-endian, like a UUIDv7) and 80 random bits. The time
- * lets a revocation "everything issued up to T" be judged to the millisecond, where the
- * token's iat only has whole seconds.
+ * A new token id: `tok_` + the session tag (16 chars) + the grant tag (6 chars) + 22
+ * base64url chars of 16 bytes: the mint time in ms (6 bytes, big-endian, like a UUIDv7)
+ * and 80 random bits. The time lets a revocation "everything issued up to T" be judged to
+ * the millisecond, where the token's iat only has whole seconds.
  */
-export function newJti(sessionId: string, nowMs: number): string {
+export function newJti(sessionId: string, resource: string, nowMs: number): string {
   if (offset + JTI_RANDOM_BYTES > POOL_BYTES) {
     randomFillSync(pool);
     offset = 0;
@@ -37,16 +62,22 @@ export function newJti(sessionId: string, nowMs: number): string {
   body.writeUIntBE(Math.max(0, Math.floor(nowMs)), 0, JTI_TIME_BYTES);
   pool.copy(body, JTI_TIME_BYTES, offset, offset + JTI_RANDOM_BYTES);
   offset += JTI_RANDOM_BYTES;
-  return `tok_${sessionTag(sessionId)}${body.toString("base64url")}`;
+  return `tok_${sessionTag(sessionId)}${grantTag(resource)}${body.toString("base64url")}`;
 }
 
 /** The mint time (ms since epoch) a capvend jti carries, or undefined for anything else. */
 export function issuedAtMsOfJti(jti: string): number | undefined {
   if (sessionTagOfJti(jti) === undefined) return undefined;
-  return Buffer.from(jti.slice(4 + SESSION_TAG_CHARS), "base64url").readUIntBE(0, JTI_TIME_BYTES);
+  return Buffer.from(jti.slice(-BODY_CHARS), "base64url").readUIntBE(0, JTI_TIME_BYTES);
 }
 
 /** The session tag a jti carries, or undefined when the string is not a capvend jti. */
 export function sessionTagOfJti(jti: string): string | undefined {
-  return /^tok_[A-Za-z0-9_-]{38}$/.test(jti) ? jti.slice(4, 4 + SESSION_TAG_CHARS) : undefined;
+  return JTI_SHAPE.test(jti) ? jti.slice(4, 4 + SESSION_TAG_CHARS) : undefined;
+}
+
+/** The grant tag a jti carries, or undefined when it has none (not a capvend jti, or an older one). */
+export function grantTagOfJti(jti: string): string | undefined {
+  if (!JTI_SHAPE.test(jti) || jti.length !== 4 + SESSION_TAG_CHARS + GRANT_TAG_CHARS + BODY_CHARS) return undefined;
+  return jti.slice(4 + SESSION_TAG_CHARS, 4 + SESSION_TAG_CHARS + GRANT_TAG_CHARS);
 }

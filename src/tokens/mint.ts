@@ -102,7 +102,7 @@ export function createMinter(opts: MinterOptions): Minter {
         throw new RangeError(`expiresAtMs is more than the maximum token TTL (${keyRing.maxTokenTtlMs} ms) away`);
       }
       const signer = signerFor(keyRing.current());
-      const jti = newJti(input.sessionId, now);
+      const jti = newJti(input.sessionId, input.resource, now);
       const claims: AccessTokenClaims = {
         iss: issuer,
         sub: subjectFor(input.agentId, input.userId),

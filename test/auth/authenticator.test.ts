@@ -236,6 +236,7 @@ describe("session credentials", () => {
       },
       end: async () => undefined,
       delete: async () => {},
+      countStartedBy: async () => 0,
       close: async () => {},
     };
     const revocations = new MemoryRevocationList(clock);

@@ -92,8 +92,16 @@ describe("loadConfig reads each environment variable", () => {
     ["CAPVEND_ORCHESTRATOR_HASHES", `ci=${HASH_A}, ops=${HASH_B.toUpperCase()}`, (c) => [...c.orchestratorHashes], [["ci", HASH_A], ["ops", HASH_B]]],
     ["CAPVEND_RESOURCE_SERVER_HASHES", `gw=${HASH_B}`, (c) => [...c.resourceServerHashes], [["gw", HASH_B]]],
     ["CAPVEND_SIGNING_KEY_FILES", "a.pem, b.pem,,", (c) => c.signingKeyFiles, ["a.pem", "b.pem"]],
+    ["CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR", "25", (c) => c.maxSessionsPerOrchestrator, 25],
   ])("%s=%s", (name, value, get, expected) => {
     expect(get(loadConfig({ [name]: value }))).toEqual(expected);
+  });
+
+  it("reads each resource server's audiences; the quota has a default", () => {
+    const c = loadConfig({ CAPVEND_RESOURCE_SERVER_HASHES: `gw=${HASH_B},cal=${HASH_A}`, CAPVEND_RESOURCE_SERVER_AUDIENCES: '{"gw":["salesforce","crm eu"],"cal":["calendar"]}' });
+    expect([...c.resourceServerAudiences].map(([id, a]) => [id, [...a]])).toEqual([["gw", ["salesforce", "crm eu"]], ["cal", ["calendar"]]]);
+    expect(loadConfig({}).resourceServerAudiences.size).toBe(0);
+    expect(loadConfig({}).maxSessionsPerOrchestrator).toBe(1000);
   });
 
   it("TLS needs both cert and key", () => {
@@ -176,6 +184,11 @@ describe("bad values throw a ConfigError naming the setting", () => {
     ["a short orchestrator token", { CAPVEND_ORCHESTRATOR_TOKEN: "short" }, "CAPVEND_ORCHESTRATOR_TOKEN", /at least 16 characters/],
     ["a non-integer message size", { CAPVEND_MAX_MESSAGE_BYTES: "64KiB" }, "CAPVEND_MAX_MESSAGE_BYTES", /not a positive integer/],
     ["a zero message size", { CAPVEND_MAX_MESSAGE_BYTES: "0" }, "CAPVEND_MAX_MESSAGE_BYTES", /not a positive integer/],
+    ["a zero session quota", { CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR: "0" }, "CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR", /not a positive integer/],
+    ["audiences that are not JSON", { CAPVEND_RESOURCE_SERVER_HASHES: `gw=${HASH_B}`, CAPVEND_RESOURCE_SERVER_AUDIENCES: "gw=salesforce" }, "CAPVEND_RESOURCE_SERVER_AUDIENCES", /is not JSON/],
+    ["audiences of an unknown resource server", { CAPVEND_RESOURCE_SERVER_HASHES: `gw=${HASH_B}`, CAPVEND_RESOURCE_SERVER_AUDIENCES: '{"gateway":["salesforce"]}' }, "CAPVEND_RESOURCE_SERVER_AUDIENCES", /"gateway" is not a resource server/],
+    ["an empty audience list", { CAPVEND_RESOURCE_SERVER_HASHES: `gw=${HASH_B}`, CAPVEND_RESOURCE_SERVER_AUDIENCES: '{"gw":[]}' }, "CAPVEND_RESOURCE_SERVER_AUDIENCES", /non-empty list/],
+    ["audiences that are not a map", { CAPVEND_RESOURCE_SERVER_HASHES: `gw=${HASH_B}`, CAPVEND_RESOURCE_SERVER_AUDIENCES: '["salesforce"]' }, "CAPVEND_RESOURCE_SERVER_AUDIENCES", /JSON object/],
     ["an unknown signing alg", { CAPVEND_SIGNING_ALG: "RS256" }, "CAPVEND_SIGNING_ALG", /not one of EdDSA, ES256/],
     ["an unknown log level", { CAPVEND_LOG_LEVEL: "loud" }, "CAPVEND_LOG_LEVEL", /not one of/],
   ])("%s", (_what, env, setting, rule) => {

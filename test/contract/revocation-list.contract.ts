@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Revocation, RevocationKind, RevocationList } from "../../src/revocation/revocation.js";
+import { newJti } from "../../src/tokens/jti.js";
 
 /** A fresh, empty list and how to dispose of it (and whatever backs it). */
 export interface RevocationListFixture {
@@ -64,6 +65,28 @@ export function defineRevocationListContract(label: string, open: () => Promise<
       // Token and resource rules never end sessions.
       await list.publish(revocation("resource", "crm"));
       expect(list.sessionRevocation({ sessionId: "ses_4", agentId: "bot-c", createdAt: 0 })).toBeUndefined();
+    });
+
+    it("withdraws grants from sessions created before a resource or token rule, and from no session created after it", async () => {
+      const list = await fresh();
+      const byResource = revocation("resource", "crm");
+      await list.publish(byResource);
+      const old = { sessionId: "ses_old", agentId: "bot", createdAt: byResource.revokedAt - 1 };
+      expect(list.grantRevocation(old, "crm")?.id).toBe(byResource.id);
+      expect(list.grantRevocation(old, "mail")).toBeUndefined();
+      expect(list.grantRevocation({ ...old, createdAt: byResource.revokedAt + 1 }, "crm")).toBeUndefined();
+
+      // By token id: the grant the token was issued under, in its own session only.
+      const jti = newJti("ses_tok", "mail", Date.now() - 10);
+      const byToken = revocation("token_id", jti);
+      await list.publish(byToken);
+      const holder = { sessionId: "ses_tok", agentId: "bot", createdAt: byToken.revokedAt - 1000 };
+      expect(list.grantRevocation(holder, "mail")?.id).toBe(byToken.id);
+      expect(list.grantRevocation(holder, "calendar")).toBeUndefined();
+      expect(list.grantRevocation({ ...holder, sessionId: "ses_other" }, "mail")).toBeUndefined();
+      // A token id without the grant tag (or not capvend's) withdraws nothing beyond the token.
+      await list.publish(revocation("token_id", "tok_not-a-capvend-id"));
+      expect(list.grantRevocation({ ...holder, sessionId: "ses_x" }, "mail")).toBeUndefined();
     });
 
     it("gives every applied revocation a growing feed position and calls listeners once each, in order, before publish resolves", async () => {

@@ -62,11 +62,13 @@ const salesGrants = [{ resource: "salesforce", scopes: ["read"] }];
 describe("restart of a single replica (embedded durable state)", () => {
   it("walkthrough: a session, a stream, a revoked token, a restart, and the stream resumes with the revocation in force", async () => {
     const a = await replica();
-    const s = await a.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants: salesGrants });
+    // Two grants: revoking the salesforce token also withdraws the salesforce grant.
+    const grants = [...salesGrants, { resource: "calendar", scopes: ["read"] }];
+    const s = await a.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants });
     const runtime = a.client(s.sessionCredential);
     const ac = new AbortController();
-    const w = watch(runtime.watchSession({ grants: salesGrants }, { signal: ac.signal }));
-    const first = await w.until((m) => m.event.case === "tokenIssued");
+    const w = watch(runtime.watchSession({ grants }, { signal: ac.signal }));
+    const first = await w.until((m) => m.event.case === "tokenIssued" && m.event.value.grantIndex === 0);
     const revokedJti = first.event.case === "tokenIssued" ? first.event.value.token!.tokenId : "";
     const revokedJwt = first.event.case === "tokenIssued" ? first.event.value.token!.accessToken : "";
     await a.orchestrator.revoke({ target: { case: "tokenId", value: revokedJti }, reason: "leaked" });
@@ -82,9 +84,13 @@ describe("restart of a single replica (embedded durable state)", () => {
 
     const b = await replica(a.dataDir);
     // The runtime's credential still works, and its stream resumes where it was.
-    const resumed = watch(b.client(s.sessionCredential).watchSession({ grants: salesGrants, resumeToken }));
+    const resumed = watch(b.client(s.sessionCredential).watchSession({ grants, resumeToken }));
     const fresh = await resumed.until((m) => m.event.case === "tokenIssued");
     expect(fresh.event.case === "tokenIssued" && fresh.event.value.token!.tokenId).not.toBe(revokedJti);
+    // The withdrawn grant stays withdrawn across the restart: the resumed stream serves the other one.
+    expect(fresh.event.case === "tokenIssued" && fresh.event.value.grantIndex).toBe(1);
+    const again = await b.client(s.sessionCredential).issueToken({ resource: "salesforce", scopes: ["read"] }).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(again?.code).toBe(Code.PermissionDenied);
     // Revoked stays revoked.
     expect((await b.orchestrator.introspect({ token: revokedJwt })).active).toBe(false);
     const newJwt = fresh.event.case === "tokenIssued" ? fresh.event.value.token!.accessToken : "";
@@ -140,6 +146,7 @@ describe("restart of a single replica (embedded durable state)", () => {
 
     const b = await replica(a.dataDir);
     const revokedIds = new Set(revokedSessions.map((s) => s.id));
+    const withdrawnIds = new Set(revokedTokens.map((t) => tokens.find((x) => x.jti === t.jti)?.sessionId));
     // Every acknowledged session is there: live ones authenticate, revoked ones are refused as ended.
     for (const s of sessions) {
       try {
@@ -147,7 +154,9 @@ describe("restart of a single replica (embedded durable state)", () => {
         expect(revokedIds.has(s.id)).toBe(false);
       } catch (err) {
         const e = ConnectError.from(err);
-        expect(e.code, `${s.id}: ${e.rawMessage}`).toBe(Code.Unauthenticated);
+        // Revoked sessions are ended; sessions whose token was revoked lost that grant.
+        const withdrawn = withdrawnIds.has(s.id) && e.code === Code.PermissionDenied && e.rawMessage.includes("withdrawn");
+        if (!withdrawn) expect(e.code, `${s.id}: ${e.rawMessage}`).toBe(Code.Unauthenticated);
         expect(e.rawMessage).not.toContain("unknown");
       }
     }

@@ -21,6 +21,8 @@ import type { MetricsSource } from "../../src/http/metrics-endpoint.js";
 
 export const ORCHESTRATOR_TOKEN = "test-orchestrator-token-0123456789";
 export const GATEWAY_TOKEN = "test-gateway-token-0123456789abcdef";
+/** The resources whose tokens the demo gateway may introspect. */
+export const GATEWAY_AUDIENCES = ["salesforce", "calendar"];
 
 export interface Harness {
   server: CapvendServer;
@@ -51,7 +53,7 @@ export interface HarnessOptions {
   random?: () => number;
   /** Spans and metrics for the server; the test that built it shuts it down. */
   telemetry?: Telemetry;
-  /** More orchestrators besides "dev": id → bearer token. */
+  /** More orchestrators, id → bearer token, beside "dev" (ORCHESTRATOR_TOKEN). */
   orchestrators?: Record<string, string>;
   /** Serves GET /metrics (a PrometheusExporter registered in `telemetry`). */
   metrics?: MetricsSource;
@@ -66,6 +68,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const config = loadConfig({ CAPVEND_DATA_DIR: dataDir, CAPVEND_LISTEN: "127.0.0.1:0", ...opts.env });
   const settings: ServerSettings = { ...config, ...opts.settings };
   settings.resourceServerHashes = new Map([["demo-gateway", sha256Hex(GATEWAY_TOKEN)], ...settings.resourceServerHashes]);
+  settings.resourceServerAudiences = new Map([["demo-gateway", new Set(GATEWAY_AUDIENCES)], ...settings.resourceServerAudiences]);
   const clock = opts.clock ?? systemClock;
   const { destination, lines: logLines } = memoryLogDestination();
   const logger = createLogger({ level: "debug", replica: "test", destination: destination as never });
@@ -78,7 +81,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     settings,
     clock,
     logger,
-    orchestratorHashes: new Map([["dev", sha256Hex(ORCHESTRATOR_TOKEN)], ...Object.entries(opts.orchestrators ?? {}).map(([id, t]) => [id, sha256Hex(t)] as [string, string])]),
+    orchestratorHashes: new Map([["dev", sha256Hex(ORCHESTRATOR_TOKEN)], ...Object.entries(opts.orchestrators ?? {}).map(([id, token]) => [id, sha256Hex(token)] as [string, string])]),
     policy,
     keyRing,
     sessions,

@@ -203,13 +203,58 @@ describe("rotation", () => {
     // Out of the JWKS by time alone, before any prune.
     expect(ring.jwks().keys.map((k) => k.kid)).toEqual([ring.current().kid]);
     expect(ring.publicKey(old.kid)).toBeUndefined();
-    expect(await readdir(join(dataDir, "keys"))).toContain(`${old.kid}.pem`);
+    // Only its public part was left on disk when it stopped signing.
+    expect(await readdir(join(dataDir, "keys"))).toContain(`${old.kid}.pub.pem`);
+    expect(await readdir(join(dataDir, "keys"))).not.toContain(`${old.kid}.pem`);
 
     expect(await ring.prune()).toEqual([old.kid]);
     expect(removed).toEqual([{ type: "removed", kid: old.kid, alg: "EdDSA" }]);
     expect(await readdir(join(dataDir, "keys"))).not.toContain(`${old.kid}.pem`);
+    expect(await readdir(join(dataDir, "keys"))).not.toContain(`${old.kid}.pub.pem`);
     expect((await readIndex(dataDir)).keys.map((k) => k.kid)).toEqual([ring.current().kid]);
     expect(await ring.prune()).toEqual([]);
+  });
+
+  it("deletes a retired key's private file when it stops signing; the public part verifies on, after a restart too", async () => {
+    const dataDir = await temp.make();
+    const clock = new ManualClock();
+    const ring = await open(dataDir, clock);
+    const old = ring.current();
+    const oldJwk = old.publicJwk;
+    expect(await readdir(join(dataDir, "keys"))).toContain(`${old.kid}.pem`);
+    clock.advance(5000);
+    await ring.rotate();
+    const files = await readdir(join(dataDir, "keys"));
+    expect(files).not.toContain(`${old.kid}.pem`);
+    expect(files).toContain(`${old.kid}.pub.pem`);
+    expect(files).toContain(`${ring.current().kid}.pem`);
+    expect(ring.retiredAt(old.kid)).toBe(clock.now());
+    expect(ring.retiredAt(ring.current().kid)).toBeUndefined();
+    expect(ring.jwks().keys).toContainEqual(oldJwk);
+
+    const again = await open(dataDir, clock);
+    expect(again.current().kid).toBe(ring.current().kid);
+    expect(again.jwks().keys).toContainEqual(oldJwk);
+    expect(again.publicKey(old.kid)).toBeDefined();
+    expect(again.retiredAt(old.kid)).toBe(clock.now());
+  });
+
+  it("finishes a deletion a crash interrupted: a retired key's private file left beside the index goes at the next open", async () => {
+    const dataDir = await temp.make();
+    const clock = new ManualClock();
+    const ring = await open(dataDir, clock);
+    const old = ring.current();
+    const pem = old.privateKey.export({ type: "pkcs8", format: "pem" }) as string;
+    await ring.rotate();
+    // As if the process died after the index write, before the private file was deleted.
+    await writeFile(join(dataDir, "keys", `${old.kid}.pem`), pem, { mode: 0o600 });
+    await open(dataDir, clock);
+    expect(await readdir(join(dataDir, "keys"))).not.toContain(`${old.kid}.pem`);
+    await rm(join(dataDir, "keys", `${old.kid}.pub.pem`));
+    await writeFile(join(dataDir, "keys", `${old.kid}.pem`), pem, { mode: 0o600 });
+    const reopened = await open(dataDir, clock);
+    expect(await readdir(join(dataDir, "keys"))).not.toContain(`${old.kid}.pem`);
+    expect(reopened.publicKey(old.kid)).toBeDefined();
   });
 
   it("returns the same JWKS object until the key set changes", async () => {

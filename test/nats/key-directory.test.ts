@@ -27,6 +27,14 @@ class FakeRing {
     this.#refresh();
     this.#listeners.forEach((l) => l({ type: "removed", kid, alg: "EdDSA" }));
   }
+  retire(kid: string, at: number): void {
+    const key = this.keys.find((k) => k.kid === kid)!;
+    key.retiredAt = at;
+    this.#listeners.forEach((l) => l({ type: "retired", kid, alg: "EdDSA" }));
+  }
+  retiredAt(kid: string): number | undefined {
+    return this.keys.find((k) => k.kid === kid)?.retiredAt;
+  }
   jwks(): Jwks {
     return this.#jwks;
   }
@@ -120,6 +128,21 @@ describe("KeyDirectory", () => {
     ringA.remove(old.kid);
     await waitFor(() => !dirB.jwks().keys.some((k) => k.kid === old.kid), 5000, "B to drop the removed key");
     expect((await kv.get(old.kid))?.operation).toBe("DEL");
+  });
+
+  it("carries a key's retirement time to the other replicas with the key", async () => {
+    const { kv } = await bucket();
+    const ringA = new FakeRing();
+    const old = ringA.add();
+    ringA.add();
+    await directory(kv, ringA, "a");
+    const dirB = await directory(kv, new FakeRing(), "b");
+    expect(dirB.retiredAt(old.kid)).toBeUndefined();
+    const at = Date.now();
+    ringA.retire(old.kid, at);
+    await waitFor(() => dirB.retiredAt(old.kid) !== undefined, 5000, "B to learn the retirement");
+    expect(dirB.retiredAt(old.kid)).toBe(at);
+    expect(kids(dirB.jwks())).toContain(old.kid);
   });
 
   it("lets another replica's key lapse once its last put is older than the bucket's max age (a dead replica)", async () => {

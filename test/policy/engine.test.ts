@@ -29,9 +29,17 @@ function issue(agentId: string, scope: string, res: string, ctx: { user?: string
 }
 
 describe("example policies: orchestrating", () => {
-  it.each(["start_session", "end_session", "introspect"])("lets Orchestrator dev %s any agent", (action) => {
+  it.each(["start_session", "end_session"])("lets Orchestrator dev %s any agent", (action) => {
     const d = engine.authorize({ principal: { type: "Orchestrator", id: "dev" }, action, resource: agent("sales-bot") });
     expect(d).toEqual({ allowed: true, policyIds: ["orchestrator-dev"], errors: [] });
+  });
+
+  it("lets Orchestrator dev introspect: the gate asked before the token is read, and any agent's tokens", () => {
+    for (const resource of [{ type: "Introspection", id: "tokens" }, agent("sales-bot")]) {
+      const d = engine.authorize({ principal: { type: "Orchestrator", id: "dev" }, action: "introspect", resource });
+      expect(d).toEqual({ allowed: true, policyIds: ["orchestrator-dev-introspect"], errors: [] });
+    }
+    expect(engine.authorize({ principal: { type: "Orchestrator", id: "prod" }, action: "introspect", resource: { type: "Introspection", id: "tokens" } }).allowed).toBe(false);
   });
 
   it.each([

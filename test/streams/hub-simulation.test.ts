@@ -53,7 +53,7 @@ describe("a held stream over 24 hours of fake time", () => {
     const rnd = mulberry32(99);
     const revocations = new MemoryRevocationList(clock);
     const audit = createMemoryAuditSink({ clock });
-    const issuer = createIssuer({ clock, policy, minter: createMinter({ keyRing, issuer: "https://capvend.local", clock }), audit, defaultTtlMs: 15 * 60 * S, maxTtlMs: H });
+    const issuer = createIssuer({ clock, policy, minter: createMinter({ keyRing, issuer: "https://capvend.local", clock }), audit, revocations, defaultTtlMs: 15 * 60 * S, maxTtlMs: H });
     const hub = new StreamHub({ clock, issuer, revocations, audit, maxTokenTtlMs: H, renewLeadMs: 2 * 60 * S, heartbeatIntervalMs: 15 * S, stallTimeoutMs: 30 * S, random: rnd });
 
     const ttls = [3 * S, 10 * S, ...Array.from({ length: 6 }, () => Math.round((3 * S + rnd() * (H - 3 * S)) / S) * S)];
