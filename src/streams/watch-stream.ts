@@ -172,9 +172,10 @@ export class WatchStream {
         tokenIds.push(g.previous!.jti);
       }
     }
-    if (r.kind === "token_id" && tokenIds.length === 0 && this.#state === "opening") {
-      // A token of this session revoked while the runtime was away: tell it, so it drops
-      // the token if it still holds it.
+    if (r.kind === "token_id" && tokenIds.length === 0) {
+      // A token of this session that this stream did not mint (revoked while the runtime
+      // was away, or held from the stream it lost, or from IssueToken): tell it, so it
+      // drops the token if it still holds it. The hub routes here only this session's ids.
       tokenIds.push(r.value);
     }
     if (tokenIds.length > 0 || grantIndexes.length > 0) {

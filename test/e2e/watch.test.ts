@@ -120,6 +120,21 @@ describe("WatchSession over a real HTTP/2 server", () => {
     await c.done;
   });
 
+  it("tells an open stream of a revoked token of its session that it did not mint, naming it", async () => {
+    const s = await startSalesSession(h);
+    const ac = new AbortController();
+    const c = collect(s.runtime.watchSession({ grants: grants() }, { signal: ac.signal }));
+    await c.until(() => c.of("tokenIssued").length >= 2);
+    // A token the runtime holds from elsewhere (IssueToken here; a lost stream after a resume).
+    const { token } = await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] });
+    expect(c.of("tokenIssued").map((t) => t.token!.tokenId)).not.toContain(token!.tokenId);
+    await h.orchestrator.revoke({ target: { case: "tokenId", value: token!.tokenId }, reason: "leaked" });
+    await c.until(() => c.of("tokensRevoked").length > 0, 10_000, "revocation");
+    expect(c.of("tokensRevoked")[0]!.tokenIds).toContain(token!.tokenId);
+    ac.abort();
+    await c.done;
+  });
+
   it("EndSession pushes session-ended and closes the stream cleanly", async () => {
     const s = await startSalesSession(h);
     const c = collect(s.runtime.watchSession({ grants: grants() }));
