@@ -7,7 +7,7 @@ export interface PolicyDecider {
   authorize(req: AuthorizationRequest): Decision;
 }
 
-/** Cedar request for one scope of one token (DESIGN.md, "Policy model"). */
+/** Cedar request for one scope of one token (docs/architecture.md, "Policy model"). */
 export function scopeRequest(session: SessionRecord, resource: string, scope: string, ttlSeconds: number): AuthorizationRequest {
   const context: Record<string, ContextValue> = {
     session_id: session.id,
