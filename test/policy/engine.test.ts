@@ -142,7 +142,7 @@ describe("example policies: issuing", () => {
   });
 
   it("reports its state", () => {
-    expect(engine.state).toMatchObject({ version: 1, policyCount: 8 });
+    expect(engine.state).toMatchObject({ version: 1, policyCount: 9 });
     expect(engine.state.lastError).toBeUndefined();
     expect(engine.state.loadedAt).toBeGreaterThan(0);
   });
