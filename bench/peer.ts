@@ -22,7 +22,6 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as http from "node:http";
-import * as net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -38,6 +37,7 @@ import {
   type IssueTokenRequest,
   type IssueTokenResponse,
 } from "../src/gen/capvend/v1/vending_pb.js";
+import { freePort } from "../test/helpers/nats-server.js";
 
 /** Imported by name at run time: it is a devDependency without type declarations. */
 const OIDC_PROVIDER = "oidc-provider";
@@ -73,17 +73,6 @@ function cpuSeconds(pid: number): number {
   // Fields after the command name (which may hold spaces) start at field 3.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Resolves with the first line of `proc`'s stdout that `match` accepts. */

@@ -10,11 +10,11 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import * as net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../test/helpers/nats-server.js";
 
 const PROFILE_MS = Number(process.env.CAPVEND_BENCH_MS ?? 6000);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -119,17 +119,6 @@ export function inclusive(profile: Profile, window: [number, number] = [0, Infin
     for (const c of stackOf(id)) time.set(c, (time.get(c) ?? 0) + dt);
   });
   return [...time.entries()].map(([c, t]) => [c, t / total] as [string, number]).sort((a, b) => b[1] - a[1]);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** The monotonic clock of V8's profile timestamps, in µs. */

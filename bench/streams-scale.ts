@@ -30,6 +30,7 @@ import { systemClock } from "../src/clock.js";
 import { VendingService } from "../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing } from "../src/keys/key-ring.js";
 import { createMinter } from "../src/tokens/mint.js";
+import { freePort } from "../test/helpers/nats-server.js";
 
 const ORCHESTRATOR_TOKEN = "bench-orchestrator-token-0123456789";
 const SCALE_STREAMS = Number(process.env.CAPVEND_BENCH_STREAMS ?? 10_000);
@@ -50,17 +51,6 @@ function cpuSeconds(pid: number): number {
 
 function pinned(core: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
   return hasTaskset ? spawn("taskset", ["-c", core, cmd, ...args], { env, stdio: ["pipe", "pipe", "inherit"] }) : spawn(cmd, args, { env, stdio: ["pipe", "pipe", "inherit"] });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Raw signing on one core: tokens per CPU-second of `minter.mint` alone. */

@@ -9,6 +9,7 @@ import { loadPolicyEngine, PolicyLoadError } from "./engine.js";
 import { parsePolicySet } from "./policy-directory.js";
 import { readPolicyFiles } from "./policy-set.js";
 import { remotePolicyCommand } from "../cli/admin-commands.js";
+import { parseFlags, UsageError } from "../cli/remote.js";
 
 export const POLICY_USAGE = `usage:
   capvend policy check DIR
@@ -64,35 +65,6 @@ export async function policyCommand(argv: string[], io: PolicyCommandIo): Promis
   }
 }
 
-class UsageError extends Error {}
-
-/** Parses `--name value` flags (and `--name=value`); `multi` names may repeat. */
-export function parseFlags(argv: readonly string[], known: readonly string[], multi: readonly string[] = []): { flags: Map<string, string[]>; positional: string[] } {
-  const flags = new Map<string, string[]>();
-  const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (!arg.startsWith("--")) {
-      positional.push(arg);
-      continue;
-    }
-    let name = arg.slice(2);
-    let value: string | undefined;
-    const eq = name.indexOf("=");
-    if (eq >= 0) {
-      value = name.slice(eq + 1);
-      name = name.slice(0, eq);
-    } else value = argv[++i];
-    if (!known.includes(name)) throw new UsageError(`unknown flag --${name}`);
-    if (value === undefined) throw new UsageError(`--${name} needs a value`);
-    const list = flags.get(name) ?? [];
-    if (list.length > 0 && !multi.includes(name)) throw new UsageError(`--${name} given twice`);
-    list.push(value);
-    flags.set(name, list);
-  }
-  return { flags, positional };
-}
-
 async function readChecked(dir: string | undefined) {
   if (!dir) throw new UsageError("name the policy directory");
   const abs = path.resolve(dir);
@@ -113,7 +85,7 @@ async function check(argv: string[], io: PolicyCommandIo): Promise<number> {
 }
 
 async function explain(argv: string[], io: PolicyCommandIo): Promise<number> {
-  const { flags, positional } = parseFlags(argv, ["agent", "user", "resource", "scope", "ttl", "label", "dir"], ["label"]);
+  const { flags, positional } = parseFlags(argv, ["agent", "user", "resource", "scope", "ttl", "label", "dir"], { multi: ["label"] });
   if (positional.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positional[0])}`);
   const one = (name: string, required: boolean) => {
     const v = flags.get(name)?.[0];
