@@ -17,7 +17,7 @@ import {
 import type { KeyRotation } from "../keys/rotate.js";
 import type { ReplicaPolicyStatus } from "../nats/kv-policy.js";
 import type { PolicyEngine } from "../policy/engine.js";
-import { callerRequest, explainDenial, type AdminAction, type PolicyDecider } from "../service/policy-requests.js";
+import { callerRequest, explainDenial, type AdminAction, type PolicyDecider } from "../policy/requests.js";
 import { validateId } from "../service/validate.js";
 import type { SessionRecord, SessionStore } from "../sessions/session-store.js";
 import type { WatchStream } from "../streams/watch-stream.js";

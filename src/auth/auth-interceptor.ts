@@ -1,7 +1,8 @@
-import type { HandlerContext, Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import type { DecisionLog } from "../audit/decision-log.js";
 import { markAudited } from "../audit/decision-log.js";
 import { capvendError } from "../errors.js";
+import { callTraceId } from "../logging/call-trace.js";
 import { VendingService } from "../gen/capvend/v1/vending_pb.js";
 import { AdminService } from "../gen/capvend/admin/v1/admin_pb.js";
 import type { Authenticator } from "./authenticator.js";
@@ -40,7 +41,7 @@ const CALLER_NAMES: Record<PrincipalKind, string> = {
  * `decisions`, a failed authentication is recorded (rate-limited `auth.failed`) and so is a
  * wrong caller (the method's `*.denied` record, reason `wrong_caller`).
  */
-export function authInterceptor(authenticator: Authenticator, decisions?: DecisionLog, traceId?: (values: HandlerContext["values"]) => string | undefined): Interceptor {
+export function authInterceptor(authenticator: Authenticator, decisions?: DecisionLog): Interceptor {
   return (next) => async (req) => {
     if (!AUTHENTICATED_SERVICES.has(req.service.typeName)) return next(req);
     const authorization = req.header.get("authorization");
@@ -48,7 +49,7 @@ export function authInterceptor(authenticator: Authenticator, decisions?: Decisi
     try {
       principal = await authenticator.authenticate(authorization);
     } catch (err) {
-      await decisions?.authFailed({ method: req.method.name, authorization, error: err, traceId: traceId?.(req.contextValues) });
+      await decisions?.authFailed({ method: req.method.name, authorization, error: err, traceId: callTraceId(req.contextValues) });
       throw markAudited(err);
     }
     const allowed = METHOD_CALLERS[req.method.name] ?? [];
@@ -57,7 +58,7 @@ export function authInterceptor(authenticator: Authenticator, decisions?: Decisi
         "WRONG_CALLER",
         `${req.method.name} cannot be called with ${CALLER_NAMES[principal.kind]}; it needs ${allowed.map((k) => CALLER_NAMES[k]).join(" or ")}`,
       );
-      await decisions?.refused({ method: req.method.name, caller: describePrincipal(principal), error: err, traceId: traceId?.(req.contextValues) });
+      await decisions?.refused({ method: req.method.name, caller: describePrincipal(principal), error: err, traceId: callTraceId(req.contextValues) });
       throw markAudited(err);
     }
     req.contextValues.set(principalKey, principal);

@@ -1,7 +1,12 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { DEFAULT_AUDIT_TIMEOUT_MS } from "../audit/sink.js";
+import type { AuditDurability } from "../audit/file-sink.js";
 import { parseDuration } from "./duration.js";
+
+// Defined beside the audit sinks that use them; named here with the other defaults.
+export { DEFAULT_AUDIT_TIMEOUT_MS, type AuditDurability };
 
 /** Defaults, with units. Environment variables and flags override them (see docs/configuration.md). */
 export const DEFAULT_LISTEN = "127.0.0.1:8080";
@@ -14,7 +19,6 @@ export const DEFAULT_SESSION_MAX_DURATION_MS = 8 * 60 * 60 * 1000;
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 15 * 1000;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10 * 1000;
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
-export const DEFAULT_AUDIT_TIMEOUT_MS = 2000;
 export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
 /**
  * CAPVEND_KEY_PUBLISH_DELAY: after a rotation, how long the new key is published in the JWKS
@@ -68,7 +72,6 @@ function packageRoot(): string {
 }
 
 export type SigningAlg = "EdDSA" | "ES256";
-export type AuditDurability = "fsync" | "write";
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
 /** The whole validated configuration of one replica. Durations in milliseconds. */

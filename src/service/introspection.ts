@@ -7,7 +7,7 @@ import type { SessionRecord, SessionStore } from "../sessions/session-store.js";
 import { subjectFor, USER_SUBJECT_PREFIX, type AccessTokenClaims } from "../tokens/claims.js";
 import { issuedAtMsOfJti, sessionTag, sessionTagOfJti } from "../tokens/jti.js";
 import { DEFAULT_MAX_TOKEN_BYTES, type Verifier } from "../tokens/verify.js";
-import { callerRequest, explainDenial, type PolicyDecider } from "./policy-requests.js";
+import { callerRequest, explainDenial, type PolicyDecider } from "../policy/requests.js";
 
 /**
  * The entity Introspect's first policy question is asked on, before any token is read:

@@ -8,7 +8,7 @@ import type { Decision } from "../policy/engine.js";
 import type { RevocationList } from "../revocation/revocation.js";
 import type { SessionRecord } from "../sessions/session-store.js";
 import type { Minter, MintedToken } from "../tokens/mint.js";
-import { explainDenial, scopeRequest, type PolicyDecider } from "./policy-requests.js";
+import { explainDenial, scopeRequest, type PolicyDecider } from "../policy/requests.js";
 
 /** A token wanted for one resource; the caller has validated the shape already. */
 export interface TokenRequest {

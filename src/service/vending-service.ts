@@ -7,6 +7,7 @@ import { newRevocationId, newSessionCredential, newSessionId, sessionIdForReques
 import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import { capvendError, invalidArgument } from "../errors.js";
+import { callTraceId } from "../logging/call-trace.js";
 import {
   EndSessionRequestSchema,
   IntrospectRequestSchema,
@@ -16,7 +17,6 @@ import {
   StartSessionRequestSchema,
   WatchSessionRequestSchema,
   type VendingService,
-  type WatchSessionRequest,
   type WatchSessionResponse,
 } from "../gen/capvend/v1/vending_pb.js";
 import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
@@ -28,9 +28,11 @@ import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
 import { unallowableGrant } from "./grant-precheck.js";
 import { markAudited } from "../audit/decision-log.js";
-import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
+import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "../policy/requests.js";
 import { normalizeRequestId, validateDuration, validateGrants, validateId, validateLabels, validateReason } from "./validate.js";
 import { createContractValidator } from "./contract-validator.js";
+import { admitWatch } from "./watch-session.js";
+import type { StreamOpening } from "../streams/stream-hub.js";
 import { requestFingerprint } from "./request-fingerprint.js";
 
 /** What the vending service needs; each piece is an interface with a memory and a NATS form. */
@@ -45,12 +47,18 @@ export interface VendingServiceDeps {
   audit: Pick<AuditSink, "append">;
   /** Token and session limits, ms; `tokenTtlMs` (CAPVEND_TOKEN_TTL) is what a grant without a ttl gets; `maxSessionsPerOrchestrator` is a count. */
   limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number; tokenTtlMs?: number; maxSessionsPerOrchestrator?: number };
-  /** Serves WatchSession for an authenticated session (see src/streams/). */
-  watch(session: SessionRecord, req: WatchSessionRequest, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
-  /** Trace id of the current call for audit records, when tracing is on. */
-  traceId?(ctx: HandlerContext): string | undefined;
-  /** Wraps each revocation's publish (tracing hooks in here, as the hub's traceRenewal). */
-  tracePublish?(revocation: Revocation, publish: () => Promise<void>): Promise<void>;
+  /** Serves WatchSession calls once they are validated and authorized (the stream hub, src/streams/). */
+  streams: WatchStreams;
+  /** Where Revoke and EndSession store revocations; default `revocations` (telemetry decorates it). */
+  publisher?: Pick<RevocationList, "publish">;
+}
+
+/** What WatchSession needs of the stream hub. */
+export interface WatchStreams {
+  /** Throws DRAINING when no stream may open (the server is shutting down). */
+  assertOpen(): void;
+  /** Serves a validated, authorized call until it ends. */
+  open(opening: StreamOpening, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
 }
 
 /** capvend.v1.VendingService, independent of the transport. */
@@ -149,15 +157,13 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     };
   }
 
+  const publisher = deps.publisher ?? revocations;
   async function publish(r: Revocation): Promise<void> {
-    const store = async () => {
-      try {
-        await revocations.publish(r);
-      } catch (err) {
-        throw capvendError("REVOCATION_UNAVAILABLE", "the revocation could not be stored, so it did not take effect; retry", {}, err);
-      }
-    };
-    await (deps.tracePublish ? deps.tracePublish(r, store) : store());
+    try {
+      await publisher.publish(r);
+    } catch (err) {
+      throw capvendError("REVOCATION_UNAVAILABLE", "the revocation could not be stored, so it did not take effect; retry", {}, err);
+    }
   }
 
   return {
@@ -193,7 +199,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
             decision: "deny",
             policy_ids: refused.decision.policyIds,
             reason: refused.message,
-            trace_id: deps.traceId?.(ctx),
+            trace_id: callTraceId(ctx.values),
           })
           .catch(() => undefined);
         // Recorded above with the deciding policies: the decision log must not record it again.
@@ -238,7 +244,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
           policy_ids: decision.policyIds,
           scopes: grants.flatMap((g) => g.scopes.map((s) => `${g.resource}:${s}`)),
           details: requestId ? { request_id: requestId, retry: retryOf !== undefined } : undefined,
-          trace_id: deps.traceId?.(ctx),
+          trace_id: callTraceId(ctx.values),
         }, "no session was started");
       } catch (err) {
         // No credential without its audit record: the session must not exist half-made
@@ -262,7 +268,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const token = await issuer.issue(
         caller.session,
         { resource, scopes, ttlMs },
-        { event: "token.issued", caller: describePrincipal(caller), traceId: deps.traceId?.(ctx) },
+        { event: "token.issued", caller: describePrincipal(caller), traceId: callTraceId(ctx.values) },
       );
       return { token: tokenMessage(token) };
     },
@@ -272,7 +278,12 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
       contract.check(WatchSessionRequestSchema, req);
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
-      return deps.watch(caller.session, req, ctx);
+      const session = caller.session;
+      return (async function* () {
+        deps.streams.assertOpen();
+        const opening = await admitWatch({ clock, issuer, revocations, maxTokenTtlMs: limits.maxTokenTtlMs }, session, req);
+        yield* deps.streams.open(opening, ctx);
+      })();
     },
 
     async revoke(req, ctx) {
@@ -339,7 +350,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         decision: "allow",
         policy_ids: decision.policyIds,
         details: { revocation_id: revocation.id },
-        trace_id: deps.traceId?.(ctx),
+        trace_id: callTraceId(ctx.values),
       }, "the revocation took effect but is not yet in the audit log; retrying is safe");
       return { revocationId: revocation.id, revokedAt: timestampFromMs(now) };
     },
@@ -369,7 +380,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
           decision: "allow",
           policy_ids: decision?.policyIds,
           details: { already_ended: true },
-          trace_id: deps.traceId?.(ctx),
+          trace_id: callTraceId(ctx.values),
         }, "the session had ended already but this call is not in the audit log");
         return { endedAt: timestampFromMs(session.endedAt) };
       }
@@ -396,7 +407,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         reason,
         decision: "allow",
         policy_ids: decision?.policyIds,
-        trace_id: deps.traceId?.(ctx),
+        trace_id: callTraceId(ctx.values),
       }, "the session ended but that is not yet in the audit log; retrying is safe");
       return { endedAt: timestampFromMs(now) };
     },
@@ -426,7 +437,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         decision: "allow",
         reason: outcome.active ? "active" : outcome.why,
         details: { active: outcome.active },
-        trace_id: deps.traceId?.(ctx),
+        trace_id: callTraceId(ctx.values),
       }, "no introspection answer was given");
       if (!outcome.active) return create(IntrospectResponseSchema, { active: false });
       const claims = outcome.claims;

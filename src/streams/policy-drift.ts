@@ -4,7 +4,7 @@ import { newRevocationId } from "../auth/credentials.js";
 import type { Clock } from "../clock.js";
 import type { Decision } from "../policy/engine.js";
 import type { Revocation } from "../revocation/revocation.js";
-import { explainDenial, scopeRequest, type PolicyDecider } from "../service/policy-requests.js";
+import { explainDenial, scopeRequest, type PolicyDecider } from "../policy/requests.js";
 import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
 import type { WatchStream } from "./watch-stream.js";
 
