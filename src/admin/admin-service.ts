@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuditSink } from "../audit/sink.js";
-import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
+import { callerOf, describePrincipal, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import { capvendError } from "../errors.js";
 import {
@@ -54,9 +54,7 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
 
   /** Orchestrators only, and only for the admin actions their policy permits. */
   function authorize(ctx: HandlerContext, action: AdminAction, context: { userId?: string } = {}): { caller: Principal; policyIds: string[] } {
-    const caller = ctx.values.get(principalKey);
-    if (!caller) throw capvendError("INTERNAL", "no authenticated caller");
-    if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "AdminService needs an orchestrator credential");
+    const caller = callerOf(ctx, "orchestrator");
     const d = deps.policy.authorize(callerRequest(caller, action, { type: "Capvend", id: "admin" }, context));
     if (!d.allowed) throw capvendError("ACTION_DENIED", `orchestrator "${caller.id}" may not ${action}: ${explainDenial(d)}`);
     return { caller, policyIds: d.policyIds };

@@ -1,12 +1,7 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { DEFAULT_AUDIT_TIMEOUT_MS } from "../audit/sink.js";
-import type { AuditDurability } from "../audit/file-sink.js";
 import { parseDuration } from "./duration.js";
-
-// Defined beside the audit sinks that use them; named here with the other defaults.
-export { DEFAULT_AUDIT_TIMEOUT_MS, type AuditDurability };
 
 /** Defaults, with units. Environment variables and flags override them (see docs/configuration.md). */
 export const DEFAULT_LISTEN = "127.0.0.1:8080";
@@ -19,6 +14,8 @@ export const DEFAULT_SESSION_MAX_DURATION_MS = 8 * 60 * 60 * 1000;
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 15 * 1000;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10 * 1000;
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
+/** CAPVEND_AUDIT_TIMEOUT: how long an audit append may take before the caller gets AUDIT_UNAVAILABLE: 2 s. */
+export const DEFAULT_AUDIT_TIMEOUT_MS = 2000;
 export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
 /**
  * CAPVEND_KEY_PUBLISH_DELAY: after a rotation, how long the new key is published in the JWKS
@@ -72,6 +69,8 @@ function packageRoot(): string {
 }
 
 export type SigningAlg = "EdDSA" | "ES256";
+/** CAPVEND_AUDIT_DURABILITY: "fsync" (each batch reaches the disk before callers hear of it) or "write". */
+export type AuditDurability = "fsync" | "write";
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
 /** The whole validated configuration of one replica. Durations in milliseconds. */

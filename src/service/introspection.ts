@@ -65,7 +65,7 @@ export interface Introspection {
    * retirement, or that is revoked, expired or of an ended session. `checkRequest` (the
    * contract's field rules) runs once the caller is authorized, before the token is read.
    */
-  introspect(caller: Principal, token: string, checkRequest?: () => void): Promise<IntrospectionOutcome>;
+  introspect(caller: Exclude<Principal, { kind: "session" }>, token: string, checkRequest?: () => void): Promise<IntrospectionOutcome>;
 }
 
 export function createIntrospection(deps: IntrospectionDeps): Introspection {
@@ -97,7 +97,6 @@ export function createIntrospection(deps: IntrospectionDeps): Introspection {
 
   return {
     async introspect(caller, token, checkRequest) {
-      if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
       gate(caller);
       checkRequest?.();
       if (token.length === 0) throw invalidArgument("token", "must not be empty");

@@ -4,7 +4,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import { newRevocationId, newSessionCredential, newSessionId, sessionIdForRequest } from "../auth/credentials.js";
-import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
+import { callerOf, describePrincipal, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import { capvendError, invalidArgument } from "../errors.js";
 import { callTraceId } from "../logging/call-trace.js";
@@ -66,13 +66,6 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
   const { clock, sessions, revocations, policy, issuer, audit, limits } = deps;
   // The contract's field rules (protovalidate), compiled once for the server's life.
   const contract = createContractValidator();
-
-  function principal(ctx: HandlerContext): Principal {
-    const p = ctx.values.get(principalKey);
-    // The auth interceptor always sets it; reaching here without one is a wiring bug.
-    if (!p) throw capvendError("INTERNAL", "no authenticated caller");
-    return p;
-  }
 
   function requireAllowed(ctx: HandlerContext, caller: Exclude<Principal, { kind: "session" }>, action: OrchestratorAction, resource: { type: string; id: string }, context: Parameters<typeof callerRequest>[3] = {}) {
     const d = policy.authorize(callerRequest(caller, action, resource, context));
@@ -168,8 +161,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
 
   return {
     async startSession(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "StartSession needs an orchestrator credential");
+      const caller = callerOf(ctx, "orchestrator");
       contract.check(StartSessionRequestSchema, req);
       const agentId = validateId("agent_id", req.agentId);
       noteSubject(ctx, { agent_id: agentId });
@@ -256,8 +248,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     },
 
     async issueToken(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "IssueToken needs a session credential");
+      const caller = callerOf(ctx, "session");
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
       contract.check(IssueTokenRequestSchema, req);
       const resource = validateId("resource", req.resource);
@@ -274,8 +265,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     },
 
     watchSession(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
+      const caller = callerOf(ctx, "session");
       contract.check(WatchSessionRequestSchema, req);
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
       const session = caller.session;
@@ -287,8 +277,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     },
 
     async revoke(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "Revoke needs an orchestrator credential");
+      const caller = callerOf(ctx, "orchestrator");
       contract.check(RevokeRequestSchema, req);
       const target = req.target;
       if (target.case === undefined) {
@@ -356,7 +345,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     },
 
     async endSession(req, ctx) {
-      const caller = principal(ctx);
+      const caller = callerOf(ctx, "orchestrator", "session");
       contract.check(EndSessionRequestSchema, req);
       const sessionId = validateId("session_id", req.sessionId);
       noteSubject(ctx, { session_id: sessionId });
@@ -364,7 +353,6 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       if (caller.kind === "session" && caller.id !== sessionId) {
         throw capvendError("WRONG_CALLER", "a session credential can only end its own session");
       }
-      if (caller.kind === "resource_server") throw capvendError("WRONG_CALLER", "EndSession needs an orchestrator or session credential");
       const session = await loadSession(sessionId);
       noteSubject(ctx, { agent_id: session.agentId, user_id: session.userId });
       const decision = caller.kind === "orchestrator" ? requireAllowed(ctx, caller, "end_session", { type: "Agent", id: session.agentId }, { userId: session.userId }) : undefined;
@@ -413,7 +401,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     },
 
     async introspect(req, ctx) {
-      const caller = principal(ctx);
+      const caller = callerOf(ctx, "orchestrator", "resource_server");
       // The contract's rules on the request are checked only once the caller may introspect.
       const outcome = await deps.introspection.introspect(caller, req.token, () => contract.check(IntrospectRequestSchema, req));
       const seen = outcome.claims;
