@@ -1,9 +1,9 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import type { Backends, BackendOptions } from "../backends.js";
-import type { NatsSettings } from "../config/config.js";
+import type { Backends, BackendOptions } from "../types.js";
+import type { NatsSettings } from "../../config/config.js";
 import { natsConnectionOptions } from "./connection-options.js";
-import { checkpointSubject, encodeCheckpoint } from "../audit/nats-anchor.js";
+import { checkpointSubject, encodeCheckpoint } from "../../audit/nats-anchor.js";
 import { describeNatsError } from "./deadline.js";
 import { ensureBucket, ensureStream } from "./jetstream-setup.js";
 import { createJetStreamAuditSink, type JetStreamAuditSink } from "./jetstream-audit-sink.js";
