@@ -11,6 +11,7 @@ import { MemorySessionStore } from "./sessions/memory-session-store.js";
 import type { SessionStore } from "./sessions/session-store.js";
 import { openNatsBackends } from "./nats/open-nats-backends.js";
 import type { ReplicaPolicyStatus } from "./nats/kv-policy.js";
+import type { ReplicaQueries } from "./nats/replica-queries.js";
 import type { PolicyEngine } from "./policy/engine.js";
 import type { PolicySource } from "./policy/policy-source.js";
 import { FileRevocationList } from "./revocation/file-revocation-list.js";
@@ -52,6 +53,11 @@ export interface Backends {
   policySource?(fallback: PolicySource): Promise<PolicySource>;
   /** Reports the engine's policy version where every replica can read it; returns a stop function. */
   reportPolicy?(engine: PolicyEngine): () => void;
+  /**
+   * Questions to every other replica about state only its memory holds, such as a session's
+   * open streams (NATS request/reply); absent with one replica.
+   */
+  replicaQueries?: ReplicaQueries;
   /** Every replica's last policy report (NATS); absent in memory mode. */
   policyStatuses?(): Promise<ReplicaPolicyStatus[]>;
   /** Closes connections and timers. Idempotent. */

@@ -22,8 +22,10 @@ import type { RevocationList } from "./revocation/revocation.js";
 import { cacheDecisions, type VersionedDecider } from "./policy/decision-cache.js";
 import { routes } from "./routes.js";
 import { createAdminService } from "./admin/admin-service.js";
+import { shareStreams } from "./admin/remote-streams.js";
 import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
 import type { ReplicaPolicyStatus } from "./nats/kv-policy.js";
+import type { ReplicaQueries } from "./nats/replica-queries.js";
 import { createIntrospection } from "./service/introspection.js";
 import { createIssuer } from "./service/issuer.js";
 import type { PolicyDecider } from "./service/policy-requests.js";
@@ -86,6 +88,8 @@ export interface CapvendServerDeps {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Rotates this replica's signing key with the publish delay (AdminService.RotateKeys); absent: RotateKeys fails. */
   rotateKey?: () => Promise<KeyRotation>;
+  /** Questions to the other replicas (NATS), for AdminService.GetSession's remote streams; absent: this replica's streams alone. */
+  replicaQueries?: ReplicaQueries;
   /** Every replica's policy report (NATS), for AdminService.PolicyStatus; absent: this replica's alone. */
   policyStatuses?: () => Promise<ReplicaPolicyStatus[]>;
   /** Serves `GET /metrics` on the main port (the OpenTelemetry PrometheusExporter); absent: no endpoint. */
@@ -255,6 +259,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     });
   }
   reportAuditHealth = (healthy) => health.setStatus(AUDIT_HEALTH_SERVICE, healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  const sharedStreams =
+    deps.replicaQueries && shareStreams({ queries: deps.replicaQueries, replica: settings.replicaId ?? "capvend", streamsOf: (id) => hub.streamsOf(id), clock, logger });
   const transport = createTransportServer({
     routes: routes(
       vending,
@@ -266,6 +272,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
         sessions: deps.sessions,
         audit,
         streamsOf: (id) => hub.streamsOf(id),
+        remoteStreams: sharedStreams?.remoteStreams,
         engine,
         policyStatuses: deps.policyStatuses,
         rotateKey: deps.rotateKey ?? (() => rotateWithPublishDelay(keyRing, { clock, publishDelayMs: settings.keyPublishDelayMs ?? DEFAULT_KEY_PUBLISH_DELAY_MS })),
@@ -320,6 +327,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     close(graceMs = settings.shutdownGraceMs) {
       closing ??= (async () => {
         unsubscribePolicy();
+        sharedStreams?.stop();
         health.shutdown();
         hub.drain("server shutting down");
         await transport.close(graceMs);
