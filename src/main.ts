@@ -180,6 +180,7 @@ export async function startCapvend(
     metrics: options.metrics,
     rotateKey: config.signingKeyFiles.length > 0 ? undefined : () => rotateKey(),
     policyStatuses: backends.policyStatuses,
+    replicaQueries: backends.replicaQueries,
   });
   backends.watchHealth?.((service, serving) => server.setHealth(service, serving));
   const address = await server.listen(config.listen.host, config.listen.port);

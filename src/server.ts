@@ -17,10 +17,11 @@ import { metricsRoute, type MetricsSource } from "./http/metrics-endpoint.js";
 import type { Jwks, KeyRing } from "./keys/key-ring.js";
 import { errorInterceptor } from "./logging/error-interceptor.js";
 import type { Logger } from "./logging/logger.js";
-import type { ReplicaPolicyStatus, RevocationList, SessionStore } from "./backends/types.js";
+import type { ReplicaPolicyStatus, ReplicaQueries, RevocationList, SessionStore } from "./backends/types.js";
 import { cacheDecisions, type VersionedDecider } from "./policy/decision-cache.js";
 import { routes } from "./routes.js";
 import { createAdminService } from "./admin/admin-service.js";
+import { shareStreams } from "./admin/remote-streams.js";
 import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
 import { createIntrospection } from "./service/introspection.js";
 import { createIssuer } from "./service/issuer.js";
@@ -83,6 +84,8 @@ export interface CapvendServerDeps {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Rotates this replica's signing key with the publish delay (AdminService.RotateKeys); absent: RotateKeys fails. */
   rotateKey?: () => Promise<KeyRotation>;
+  /** Questions to the other replicas (NATS), for AdminService.GetSession's remote streams; absent: this replica's streams alone. */
+  replicaQueries?: ReplicaQueries;
   /** Every replica's policy report (NATS), for AdminService.PolicyStatus; absent: this replica's alone. */
   policyStatuses?: () => Promise<ReplicaPolicyStatus[]>;
   /** Serves `GET /metrics` on the main port (the OpenTelemetry PrometheusExporter); absent: no endpoint. */
@@ -252,6 +255,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     });
   }
   reportAuditHealth = (healthy) => health.setStatus(AUDIT_HEALTH_SERVICE, healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  const sharedStreams =
+    deps.replicaQueries && shareStreams({ queries: deps.replicaQueries, replica: settings.replicaId ?? "capvend", streamsOf: (id) => hub.streamsOf(id), clock, logger });
   const transport = createTransportServer({
     routes: routes(
       vending,
@@ -263,6 +268,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
         sessions: deps.sessions,
         audit,
         streamsOf: (id) => hub.streamsOf(id),
+        remoteStreams: sharedStreams?.remoteStreams,
         engine,
         policyStatuses: deps.policyStatuses,
         rotateKey: deps.rotateKey ?? (() => rotateWithPublishDelay(keyRing, { clock, publishDelayMs: settings.keyPublishDelayMs ?? DEFAULT_KEY_PUBLISH_DELAY_MS })),
@@ -317,6 +323,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     close(graceMs = settings.shutdownGraceMs) {
       closing ??= (async () => {
         unsubscribePolicy();
+        sharedStreams?.stop();
         health.shutdown();
         hub.drain("server shutting down");
         await transport.close(graceMs);

@@ -50,6 +50,11 @@ export interface Backends {
   policySource?(fallback: PolicySource): Promise<PolicySource>;
   /** Reports the engine's policy version where every replica can read it; returns a stop function. */
   reportPolicy?(engine: PolicyEngine): () => void;
+  /**
+   * Questions to every other replica about state only its memory holds, such as a session's
+   * open streams (NATS request/reply); absent with one replica.
+   */
+  replicaQueries?: ReplicaQueries;
   /** Every replica's last policy report (NATS); absent in memory mode. */
   policyStatuses?(): Promise<ReplicaPolicyStatus[]>;
   /** Closes connections and timers. Idempotent. */
@@ -251,6 +256,32 @@ export interface RevocationList {
   close(): Promise<void>;
 }
 
+
+/** One replica's answer. */
+export interface ReplicaAnswer {
+  replica: string;
+  body: Uint8Array;
+}
+
+/** What came back from asking every other replica. */
+export interface ReplicaQueryResult {
+  answers: ReplicaAnswer[];
+  /** Replicas known to be alive (they reported recently) that did not answer in time. */
+  unanswered: string[];
+}
+
+/**
+ * Questions one replica asks all the others over core NATS request/reply, on
+ * `capvend.replicas.<topic>`: every replica answers (no queue group), and the asker gathers
+ * answers until every replica it knows of answered or the timeout passed. Used for state that
+ * lives only in a replica's memory, such as its open streams.
+ */
+export interface ReplicaQueries {
+  /** Answers `topic` questions from other replicas; returns a stop function. */
+  answer(topic: string, respond: (question: Uint8Array) => Uint8Array | Promise<Uint8Array>): () => void;
+  /** Asks every other replica; never rejects (a replica that cannot be reached is unanswered). */
+  ask(topic: string, question: Uint8Array): Promise<ReplicaQueryResult>;
+}
 
 /** What a replica reports about the policy it runs. */
 export interface ReplicaPolicyStatus {
