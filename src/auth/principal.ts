@@ -1,6 +1,6 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { capvendError } from "../errors.js";
-import type { SessionRecord } from "../sessions/session-store.js";
+import type { SessionRecord } from "../backends/types.js";
 
 /** Who is calling, as established by the auth interceptor. */
 export type Principal =

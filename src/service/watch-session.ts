@@ -1,8 +1,7 @@
 import type { Clock } from "../clock.js";
 import { CapvendError, capvendError, invalidArgument } from "../errors.js";
 import type { WatchSessionRequest } from "../gen/capvend/v1/vending_pb.js";
-import type { RevocationList } from "../revocation/revocation.js";
-import type { SessionRecord } from "../sessions/session-store.js";
+import type { RevocationList, SessionRecord } from "../backends/types.js";
 import { decodeResumeToken } from "../streams/resume-token.js";
 import type { StreamOpening } from "../streams/stream-hub.js";
 import type { StreamTokens } from "../streams/stream-tokens.js";

@@ -1,5 +1,5 @@
 import type { Token } from "../gen/capvend/v1/vending_pb.js";
-import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
+import type { GrantSpec, SessionRecord } from "../backends/types.js";
 
 /** Which stream a token is minted for: enough to name it in audit records and spans. */
 export interface StreamRef {

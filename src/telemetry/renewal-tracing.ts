@@ -4,7 +4,7 @@
  * renewal is instead a root span linked to the stream's span, so either leads to the other.
  */
 import { ROOT_CONTEXT, SpanKind, type SpanContext, type Tracer } from "@opentelemetry/api";
-import type { SessionRecord } from "../sessions/session-store.js";
+import type { SessionRecord } from "../backends/types.js";
 import type { StreamTokens } from "../streams/stream-tokens.js";
 import { ATTR_RESOURCE, ATTR_STREAM_ID, ATTR_TOKEN_SCOPES, SPAN_RENEW } from "./attributes.js";
 import { recordError } from "./span-errors.js";
