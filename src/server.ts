@@ -28,6 +28,7 @@ import { createIssuer } from "./service/issuer.js";
 import type { PolicyDecider } from "./policy/requests.js";
 import { createVendingService } from "./service/vending-service.js";
 import { streamTokens } from "./service/watch-session.js";
+import { publishOrFail } from "./service/revocation-publisher.js";
 import { nodeRequestKey, resetStream } from "./transport/reset-stream.js";
 import { StreamHub, type StreamHubView } from "./streams/stream-hub.js";
 import { AUDIT_HEALTH_SERVICE, POLICY_HEALTH_SERVICE } from "./telemetry/attributes.js";
@@ -138,7 +139,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     ? { authorize: (req) => cached.authorize(req), ...(engine ? { get state() { return engine.state; } } : {}) }
     : deps.policy;
   const policy = telemetry.wrapPolicy(decider);
-  const publisher = telemetry.wrapPublisher(deps.revocations);
+  // Policy drift stores its revocations as they are: a failure is logged, nobody is answered.
+  const driftPublisher = telemetry.wrapPublisher(deps.revocations);
   const drift = engine
     ? new PolicyDrift({
         clock,
@@ -147,7 +149,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
         defaultTtlMs: settings.tokenTtlMs,
         maxTtlMs: settings.maxTokenTtlMs,
         async revoke(revocation, event) {
-          await publisher.publish(revocation);
+          await driftPublisher.publish(revocation);
           // The revocation is in force; a missing audit record is reported, not undone.
           await audit.append(event).catch((err) => logger.error({ err, revocation_id: revocation.id }, "audit append failed for a policy revocation"));
         },
@@ -207,7 +209,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     audit,
     limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs, tokenTtlMs: settings.tokenTtlMs, maxSessionsPerOrchestrator: settings.maxSessionsPerOrchestrator },
     streams: { assertOpen: () => hub.assertOpen(), open: (opening, ctx) => hub.open(opening, ctx, () => resetStream(ctx)) },
-    publisher,
+    publisher: telemetry.wrapPublisher(publishOrFail(deps.revocations)),
   });
   const authenticator = await createAuthenticator({
     clock,

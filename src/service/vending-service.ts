@@ -31,6 +31,7 @@ import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecid
 import { normalizeRequestId, validateDuration, validateGrants, validateId, validateLabels, validateReason } from "./validate.js";
 import { createContractValidator } from "./contract-validator.js";
 import { admitWatch } from "./watch-session.js";
+import { publishOrFail, type RevocationPublisher } from "./revocation-publisher.js";
 import type { StreamOpening } from "../streams/stream-hub.js";
 import { requestFingerprint } from "./request-fingerprint.js";
 
@@ -48,8 +49,11 @@ export interface VendingServiceDeps {
   limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number; tokenTtlMs?: number; maxSessionsPerOrchestrator?: number };
   /** Serves WatchSession calls once they are validated and authorized (the stream hub, src/streams/). */
   streams: WatchStreams;
-  /** Where Revoke and EndSession store revocations; default `revocations` (telemetry decorates it). */
-  publisher?: Pick<RevocationList, "publish">;
+  /**
+   * Where Revoke and EndSession store revocations, failing with REVOCATION_UNAVAILABLE;
+   * default `publishOrFail(revocations)` (server.ts has telemetry decorate it).
+   */
+  publisher?: RevocationPublisher;
 }
 
 /** What WatchSession needs of the stream hub. */
@@ -149,14 +153,8 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     };
   }
 
-  const publisher = deps.publisher ?? revocations;
-  async function publish(r: Revocation): Promise<void> {
-    try {
-      await publisher.publish(r);
-    } catch (err) {
-      throw capvendError("REVOCATION_UNAVAILABLE", "the revocation could not be stored, so it did not take effect; retry", {}, err);
-    }
-  }
+  const publisher = deps.publisher ?? publishOrFail(revocations);
+  const publish = (r: Revocation) => publisher.publish(r);
 
   return {
     async startSession(req, ctx) {

@@ -10,7 +10,7 @@ import { MeterProvider, type IMetricReader } from "@opentelemetry/sdk-metrics";
 import { AlwaysOffSampler, BasicTracerProvider, type Sampler, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import type { AuditSink, AuditSinkState } from "../audit/sink.js";
-import type { RevocationList } from "../backends/types.js";
+import type { RevocationPublisher } from "../service/revocation-publisher.js";
 import type { Issuer } from "../service/issuer.js";
 import type { PolicyDecider } from "../policy/requests.js";
 import type { StreamHubEvents } from "../streams/stream-hub.js";
@@ -30,9 +30,6 @@ import { tracePolicy } from "./traced-policy.js";
 
 /** Default `service.name`. */
 export const DEFAULT_SERVICE_NAME = "capvend";
-
-/** The write side of the revocation list. */
-export type RevocationPublisher = Pick<RevocationList, "publish">;
 
 /**
  * Everything instrumented in capvend goes through one of these, and always the same way:
