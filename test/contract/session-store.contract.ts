@@ -112,8 +112,19 @@ export function defineSessionStoreContract(label: string, open: () => Promise<Se
       const store = await fresh();
       const first = sessionRecord();
       const attempts = [first, { ...first, credentialHash: randomBytes(32).toString("hex") }, { ...first, credentialHash: randomBytes(32).toString("hex") }];
-      const results = await Promise.allSettled(attempts.map((r) => store.create(r)));
+      // A loser reads the winner at once (StartSession retries with one request_id rely on it).
+      const seenByLosers: (SessionRecord | undefined)[] = [];
+      const results = await Promise.allSettled(
+        attempts.map((r) =>
+          store.create(r).catch(async (err: unknown) => {
+            seenByLosers.push(await store.get(first.id));
+            throw err;
+          }),
+        ),
+      );
       expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+      expect(seenByLosers).toHaveLength(attempts.length - 1);
+      for (const seen of seenByLosers) expect(seen?.id).toBe(first.id);
       for (const r of results) if (r.status === "rejected") expect(r.reason).toBeInstanceOf(SessionExistsError);
       const winner = attempts[results.findIndex((r) => r.status === "fulfilled")]!;
       expect((await store.get(first.id))?.credentialHash).toBe(winner.credentialHash);
