@@ -25,7 +25,8 @@ export const BACKEND_INDEPENDENT_E2E = [
 export default defineConfig({
   test: {
     ...(backend ? { name: `e2e-${backend}`, include: ["test/e2e/**/*.test.ts"], exclude: BACKEND_INDEPENDENT_E2E } : { include: ["test/**/*.test.ts"] }),
-    globalSetup: ["test/global-setup.ts"],
+    // Builds dist/ for the tests that run replicas as processes; the per-backend e2e runs have none.
+    globalSetup: backend ? [] : ["test/global-setup.ts"],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Real servers and nats-server processes bind loopback ports; two cores are all we have.
