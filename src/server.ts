@@ -207,6 +207,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     issuer,
     introspection,
     audit,
+    logger,
     limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs, tokenTtlMs: settings.tokenTtlMs, maxSessionsPerOrchestrator: settings.maxSessionsPerOrchestrator },
     streams: { assertOpen: () => hub.assertOpen(), open: (opening, ctx) => hub.open(opening, ctx, () => resetStream(ctx)) },
     publisher: telemetry.wrapPublisher(publishOrFail(deps.revocations)),
