@@ -4,7 +4,8 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuditSink } from "../audit/sink.js";
 import { callerOf, describePrincipal, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
-import { capvendError } from "../errors.js";
+import { capvendError, rethrowAs } from "../errors.js";
+import { appendOrFail } from "../audit/append-or-fail.js";
 import {
   GetSessionResponseSchema,
   ListSessionsResponseSchema,
@@ -60,20 +61,15 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
   }
 
   async function audited(ctx: HandlerContext, action: AdminAction, auth: { caller: Principal; policyIds: string[] }, details: Record<string, string | number | boolean> = {}, extra: { session_id?: string } = {}): Promise<void> {
-    try {
-      await deps.audit.append({ type: "admin.called", caller: describePrincipal(auth.caller), decision: "allow", policy_ids: auth.policyIds, ...extra, details: { action, replica: deps.replica, ...details } });
-    } catch (err) {
-      throw capvendError("AUDIT_UNAVAILABLE", "the audit log is unavailable, so the call was not made; retry later", {}, err);
-    }
+    await appendOrFail(
+      deps.audit,
+      { type: "admin.called", caller: describePrincipal(auth.caller), decision: "allow", policy_ids: auth.policyIds, ...extra, details: { action, replica: deps.replica, ...details } },
+      "the call was not made",
+    );
   }
 
   async function loadSession(id: string): Promise<SessionRecord> {
-    let s: SessionRecord | undefined;
-    try {
-      s = await sessions.get(id);
-    } catch (err) {
-      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
-    }
+    const s = await sessions.get(id).catch(rethrowAs("session_store_unavailable"));
     if (!s) throw capvendError("SESSION_NOT_FOUND", `session_id: no session "${id}"`, { field: "session_id", sessionId: id });
     return s;
   }
@@ -94,9 +90,8 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
       if (!sessions.list) throw capvendError("INTERNAL", "this session store cannot list sessions");
       const now = clock.now();
       const size = req.pageSize || DEFAULT_PAGE_SIZE;
-      let page: SessionRecord[];
-      try {
-        page = await sessions.list({
+      const page = await sessions
+        .list({
           afterId,
           // One more than the page: tells whether there is a next page.
           limit: size + 1,
@@ -105,10 +100,8 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
             (filter.userId === undefined || r.userId === filter.userId) &&
             (filter.resource === undefined || r.grants.some((g) => g.resource === filter.resource)) &&
             (filter.includeEnded || (r.endedAt === undefined && r.expiresAt > now)),
-        });
-      } catch (err) {
-        throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
-      }
+        })
+        .catch(rethrowAs("session_store_unavailable"));
       const more = page.length > size;
       const shown = page.slice(0, size);
       await audited(ctx, "admin.list_sessions", auth, { returned: shown.length });

@@ -2,7 +2,7 @@
  * Fan-out to several sinks (the local file log plus, later, JetStream): a record counts as
  * written only when every sink has written it.
  */
-import { AuditUnavailableError } from "./errors.js";
+import { fault } from "../errors.js";
 import type { AuditSink, AuditSinkState } from "./sink.js";
 
 /**
@@ -40,7 +40,7 @@ export function combineAuditSinks(primary: AuditSink, ...others: AuditSink[]): A
       closing ??= Promise.allSettled(sinks.map((s) => s.close())).then((results) => {
         const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
         if (failed) {
-          throw failed.reason instanceof Error ? failed.reason : new AuditUnavailableError(String(failed.reason));
+          throw failed.reason instanceof Error ? failed.reason : fault("audit_unavailable", String(failed.reason));
         }
       });
       return closing;

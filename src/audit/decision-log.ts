@@ -13,7 +13,7 @@
 import { createHash } from "node:crypto";
 import { ConnectError, Code } from "@connectrpc/connect";
 import type { Clock, TimerHandle } from "../clock.js";
-import { reasonOf } from "../errors.js";
+import { reasonOf, toWireError } from "../errors.js";
 import type { AuditEvent, AuditEventType } from "./event.js";
 import type { AuditSink } from "./sink.js";
 
@@ -111,7 +111,8 @@ function reasonCode(err: unknown): string {
 }
 
 function messageOf(err: unknown): string {
-  const m = err instanceof ConnectError ? err.rawMessage : "internal error";
+  // The caller-facing message: a fault's own text is for the log, not for the audit record.
+  const m = err instanceof ConnectError ? toWireError(err).rawMessage : "internal error";
   return m.length > MAX_MESSAGE_CHARS ? `${m.slice(0, MAX_MESSAGE_CHARS)}…` : m;
 }
 

@@ -1,6 +1,6 @@
 /** The audit event model and the checks every sink applies before accepting an event. */
 import { looksSecret } from "../security/redact.js";
-import { AuditEventRefusedError } from "./errors.js";
+import { fault } from "../errors.js";
 
 /**
  * Every decision capvend records (docs/observability.md has the table of when each is
@@ -116,18 +116,18 @@ export function prepareAuditEvent(
   stamp: { replica: string; now: number },
 ): Record<string, JsonValue> {
   if (typeof event !== "object" || event === null || Array.isArray(event)) {
-    throw new AuditEventRefusedError("audit event refused: not an object");
+    throw fault("audit_event_refused", "audit event refused: not an object");
   }
   if (typeof event.type !== "string" || !EVENT_TYPES.has(event.type)) {
-    throw new AuditEventRefusedError(
+    throw fault("audit_event_refused", 
       `audit event refused: unknown type ${typeof event.type === "string" && !looksSecret(event.type) ? JSON.stringify(event.type.slice(0, 40)) : "(not shown)"}`,
     );
   }
   for (const f of CHAIN_FIELDS) {
-    if (f in event) throw new AuditEventRefusedError(`audit event refused: "${f}" is set by the sink`);
+    if (f in event) throw fault("audit_event_refused", `audit event refused: "${f}" is set by the sink`);
   }
   if (event.time !== undefined && (typeof event.time !== "string" || Number.isNaN(Date.parse(event.time)))) {
-    throw new AuditEventRefusedError('audit event refused: "time" is not an ISO 8601 string');
+    throw fault("audit_event_refused", 'audit event refused: "time" is not an ISO 8601 string');
   }
   const body = copyJson(event, "") as Record<string, JsonValue>;
   if (body.time === undefined) body.time = new Date(stamp.now).toISOString();
@@ -139,7 +139,7 @@ function copyJson(value: unknown, path: string): JsonValue | undefined {
   switch (typeof value) {
     case "string":
       if (looksSecret(value, true)) {
-        throw new AuditEventRefusedError(
+        throw fault("audit_event_refused", 
           `audit event refused: field "${path}" looks like a token, credential or key; audit records name tokens by jti only`,
         );
       }
@@ -147,7 +147,7 @@ function copyJson(value: unknown, path: string): JsonValue | undefined {
     case "boolean":
       return value;
     case "number":
-      if (!Number.isFinite(value)) throw new AuditEventRefusedError(`audit event refused: field "${path}" is not a finite number`);
+      if (!Number.isFinite(value)) throw fault("audit_event_refused", `audit event refused: field "${path}" is not a finite number`);
       return value;
     case "undefined":
       return undefined;
@@ -156,24 +156,24 @@ function copyJson(value: unknown, path: string): JsonValue | undefined {
       if (Array.isArray(value)) {
         return value.map((item, i) => {
           const v = copyJson(item, `${path}[${i}]`);
-          if (v === undefined) throw new AuditEventRefusedError(`audit event refused: field "${path}[${i}]" is undefined`);
+          if (v === undefined) throw fault("audit_event_refused", `audit event refused: field "${path}[${i}]" is undefined`);
           return v;
         });
       }
       const proto: unknown = Object.getPrototypeOf(value);
       if (proto !== Object.prototype && proto !== null) {
-        throw new AuditEventRefusedError(`audit event refused: field "${path || "(event)"}" is not a plain object`);
+        throw fault("audit_event_refused", `audit event refused: field "${path || "(event)"}" is not a plain object`);
       }
       const out: Record<string, JsonValue> = {};
       for (const key of Object.keys(value)) {
         const child = path === "" ? key : `${path}.${key}`;
-        if (looksSecret(key, true)) throw new AuditEventRefusedError(`audit event refused: a key under "${path || "(event)"}" looks like a secret`);
+        if (looksSecret(key, true)) throw fault("audit_event_refused", `audit event refused: a key under "${path || "(event)"}" looks like a secret`);
         const v = copyJson((value as Record<string, unknown>)[key], child);
         if (v !== undefined) out[key] = v;
       }
       return out;
     }
     default:
-      throw new AuditEventRefusedError(`audit event refused: field "${path}" has unsupported type ${typeof value}`);
+      throw fault("audit_event_refused", `audit event refused: field "${path}" has unsupported type ${typeof value}`);
   }
 }

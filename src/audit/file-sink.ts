@@ -36,7 +36,7 @@ import { join, resolve } from "node:path";
 import type { Clock } from "../clock.js";
 import { systemClock } from "../clock.js";
 import { GENESIS_PREV, openRecord, sealRecord } from "./chain.js";
-import { AuditGapError, AuditLogCorruptError, AuditUnavailableError } from "./errors.js";
+import { fault } from "../errors.js";
 import type { Checkpoint } from "./checkpoint.js";
 import { checkCheckpoint, headFileOf, readHead, signCheckpoint, writeHead } from "./checkpoint.js";
 import type { AuditEvent, JsonValue } from "./event.js";
@@ -231,13 +231,13 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
       if (headBefore) {
         const bad = checkCheckpoint(headBefore, signer.kid === headBefore.kid ? signer.publicX : undefined);
         if (bad || headBefore.kid !== signer.kid) {
-          throw new AuditGapError(`${headFileOf(options.dir)}: ${bad ?? "signed by another audit key than " + signer.kid}; refusing to continue the log (run "capvend audit verify")`);
+          throw fault("audit_gap", `${headFileOf(options.dir)}: ${bad ?? "signed by another audit key than " + signer.kid}; refusing to continue the log (run "capvend audit verify")`);
         }
         lastCheckpoint = headBefore;
       }
       gap = await findGap(segmentsBefore, opened.head, headBefore, Boolean(options.expectRecords) && !key.created);
       if (gap && !options.acceptGap) {
-        throw new AuditGapError(
+        throw fault("audit_gap", 
           `${gap.description}; refusing to start. If the loss is understood, start once with --accept-audit-gap (CAPVEND_ACCEPT_AUDIT_GAP=true): the gap is then recorded in the log`,
         );
       }
@@ -396,7 +396,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
     } catch (err) {
       const why = `audit write failed: ${describe(err)}`;
       unhealthy(why);
-      const rejection = new AuditUnavailableError(`audit record not written: ${why}`);
+      const rejection = fault("audit_unavailable", `audit record not written: ${why}`);
       for (const e of batch) e.waiter.reject(rejection);
     }
   };
@@ -463,7 +463,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
     auditDir,
     checkpoint,
     append(event: AuditEvent): Promise<void> {
-      if (closeStarted) return Promise.reject(new AuditUnavailableError("audit record not written: the audit sink is closed"));
+      if (closeStarted) return Promise.reject(fault("audit_unavailable", "audit record not written: the audit sink is closed"));
       let body: { [key: string]: JsonValue };
       try {
         body = prepareAuditEvent(event, { replica, now: clock.now() });
@@ -472,7 +472,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
       }
       if (stalled) {
         return Promise.reject(
-          new AuditUnavailableError(`audit record not written: a write has been pending for over ${timeoutMs} ms`),
+          fault("audit_unavailable", `audit record not written: a write has been pending for over ${timeoutMs} ms`),
         );
       }
       const waiter = createWaiter(
@@ -482,7 +482,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
           // Only a write in progress can hold a record past its deadline.
           if (inFlight) stalled = true;
           unhealthy(`audit write did not complete within ${timeoutMs} ms`);
-          return new AuditUnavailableError(`audit record not written: timed out after ${timeoutMs} ms`);
+          return fault("audit_unavailable", `audit record not written: timed out after ${timeoutMs} ms`);
         },
         () => {
           pending--;
@@ -520,7 +520,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
             void handle.close().catch(() => {});
             openDirs.delete(dirKey);
           });
-          throw new AuditUnavailableError(`audit sink closed with a write still pending after ${timeoutMs} ms`);
+          throw fault("audit_unavailable", `audit sink closed with a write still pending after ${timeoutMs} ms`);
         }
         if (cpTimer) clock.clearTimeout(cpTimer);
         cpTimer = undefined;
@@ -641,7 +641,7 @@ async function openLog(
         const cut = (await lastNewlineBefore(fs, newest.path, size)) + 1;
         const torn = size - cut;
         if (tornTailPolicy === "refuse") {
-          throw new AuditLogCorruptError(
+          throw fault("audit_log_corrupt", 
             `${newest.path}: ${torn} bytes after the last complete record at offset ${cut} (a torn write, e.g. from a crash); refusing to continue the log`,
           );
         }
@@ -666,7 +666,7 @@ async function openLog(
       const line = await readLastLine(fs, seg.path, segSize);
       const opened = openRecord(line.bytes);
       if (opened.ok === false) {
-        throw new AuditLogCorruptError(
+        throw fault("audit_log_corrupt", 
           `${seg.path}: the last record (byte offset ${line.offset}) is invalid: ${opened.reason}; refusing to continue the log (run "capvend audit verify")`,
         );
       }
@@ -709,7 +709,7 @@ async function lastNewlineBefore(fs: AuditFs, path: string, end: number): Promis
 async function readLastLine(fs: AuditFs, path: string, size: number): Promise<{ bytes: Buffer; offset: number }> {
   const last = await fs.read(path, size - 1, 1);
   if (last[0] !== 0x0a) {
-    throw new AuditLogCorruptError(`${path}: does not end with a complete record; refusing to continue the log (run "capvend audit verify")`);
+    throw fault("audit_log_corrupt", `${path}: does not end with a complete record; refusing to continue the log (run "capvend audit verify")`);
   }
   const start = (await lastNewlineBefore(fs, path, size - 1)) + 1;
   return { bytes: await fs.read(path, start, size - 1 - start), offset: start };

@@ -6,7 +6,7 @@
 import type { Clock } from "../clock.js";
 import { systemClock } from "../clock.js";
 import { GENESIS_PREV, sealRecord } from "./chain.js";
-import { AuditUnavailableError } from "./errors.js";
+import { fault } from "../errors.js";
 import type { AuditEvent, AuditRecord, JsonValue } from "./event.js";
 import { prepareAuditEvent } from "./event.js";
 import type { AuditSink, AuditSinkState } from "./sink.js";
@@ -80,7 +80,7 @@ export function createMemoryAuditSink(options: MemoryAuditSinkOptions = {}): Mem
       return mode;
     },
     append(event) {
-      if (closed) return Promise.reject(new AuditUnavailableError("audit record not written: the audit sink is closed"));
+      if (closed) return Promise.reject(fault("audit_unavailable", "audit record not written: the audit sink is closed"));
       let body: { [key: string]: JsonValue };
       try {
         body = prepareAuditEvent(event, { replica, now: clock.now() });
@@ -90,7 +90,7 @@ export function createMemoryAuditSink(options: MemoryAuditSinkOptions = {}): Mem
       if (mode === "fail") {
         healthy = false;
         lastError = `audit write failed: ${failure}`;
-        return Promise.reject(new AuditUnavailableError(`audit record not written: ${lastError}`));
+        return Promise.reject(fault("audit_unavailable", `audit record not written: ${lastError}`));
       }
       if (mode === "ok") {
         write(body);
@@ -102,7 +102,7 @@ export function createMemoryAuditSink(options: MemoryAuditSinkOptions = {}): Mem
         () => {
           healthy = false;
           lastError = `audit write did not complete within ${timeoutMs} ms`;
-          return new AuditUnavailableError(`audit record not written: timed out after ${timeoutMs} ms`);
+          return fault("audit_unavailable", `audit record not written: timed out after ${timeoutMs} ms`);
         },
         () => {
           pending--;

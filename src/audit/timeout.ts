@@ -4,7 +4,7 @@
  */
 import type { Clock } from "../clock.js";
 import { systemClock } from "../clock.js";
-import { AuditUnavailableError } from "./errors.js";
+import { fault } from "../errors.js";
 import type { AuditSink, AuditSinkState } from "./sink.js";
 import { DEFAULT_AUDIT_TIMEOUT_MS } from "./sink.js";
 import { createWaiter } from "./waiter.js";
@@ -37,7 +37,7 @@ export function withAuditTimeout(sink: AuditSink, options: AuditTimeoutOptions =
         timeoutMs,
         () => {
           timedOut = `${label} did not answer within ${timeoutMs} ms`;
-          return new AuditUnavailableError(`audit record not written: ${label} timed out after ${timeoutMs} ms`);
+          return fault("audit_unavailable", `audit record not written: ${label} timed out after ${timeoutMs} ms`);
         },
         () => {
           pending--;
@@ -49,7 +49,7 @@ export function withAuditTimeout(sink: AuditSink, options: AuditTimeoutOptions =
           if (!waiter.settled) timedOut = undefined;
           waiter.resolve();
         },
-        (err: unknown) => waiter.reject(err instanceof Error ? err : new AuditUnavailableError(String(err))),
+        (err: unknown) => waiter.reject(err instanceof Error ? err : fault("audit_unavailable", String(err))),
       );
       return waiter.promise;
     },

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import * as jose from "jose";
 import type { Clock } from "../clock.js";
-import { capvendError } from "../errors.js";
+import { capvendError, rethrowAs } from "../errors.js";
 import type { RevocationList, SessionStore } from "../backends/types.js";
 import { digestsEqual, parseSessionCredential, sha256Hex } from "./credentials.js";
 import type { Principal } from "./principal.js";
@@ -48,12 +48,7 @@ export async function createAuthenticator(opts: AuthenticatorOptions): Promise<A
   }
 
   async function authenticateSession(sessionId: string, secretHash: string): Promise<Principal> {
-    let session;
-    try {
-      session = await opts.sessions.get(sessionId);
-    } catch (err) {
-      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
-    }
+    const session = await opts.sessions.get(sessionId).catch(rethrowAs("session_store_unavailable"));
     if (!session || !(digestsEqual(session.credentialHash, secretHash) || session.retryCredentialHashes?.some((h) => digestsEqual(h, secretHash)))) {
       throw capvendError("UNKNOWN_CREDENTIAL", "unknown session credential");
     }

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createContextValues, createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Authenticator } from "../auth/authenticator.js";
+import { toWireError } from "../errors.js";
 import { principalKey, type Principal } from "../auth/principal.js";
 import { IntrospectRequestSchema, VendingService } from "../gen/capvend/v1/vending_pb.js";
 import type { HttpRequest, HttpResponse, HttpRoute } from "../transport/http-routes.js";
@@ -40,7 +41,7 @@ export function introspectRoute(opts: {
       try {
         principal = await authenticate(opts.authenticator, header(req, "authorization"));
       } catch (err) {
-        return oauthError(res, 401, "invalid_client", err instanceof ConnectError ? err.rawMessage : "client authentication failed");
+        return oauthError(res, 401, "invalid_client", err instanceof ConnectError ? toWireError(err).rawMessage : "client authentication failed");
       }
       if (principal.kind === "session") {
         return oauthError(res, 403, "unauthorized_client", "introspection needs an orchestrator or resource-server credential");
@@ -70,7 +71,7 @@ export function introspectRoute(opts: {
       try {
         answer = await opts.introspect(create(IntrospectRequestSchema, { token: tokens[0]!, tokenTypeHint: form.get("token_type_hint") ?? "" }), ctx);
       } catch (err) {
-        const e = ConnectError.from(err);
+        const e = toWireError(err);
         if (e.code === Code.PermissionDenied) return oauthError(res, 403, "access_denied", e.rawMessage);
         if (e.code === Code.InvalidArgument) return oauthError(res, 400, "invalid_request", e.rawMessage);
         if (e.code === Code.Unavailable) return oauthError(res, 503, "temporarily_unavailable", e.rawMessage);

@@ -1,24 +1,23 @@
 import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
-import { capvendError, withErrorInfo } from "../errors.js";
+import { CapvendError, toWireError } from "../errors.js";
 import { callTraceKey } from "./call-trace.js";
 import type { Logger } from "./logger.js";
 
 /**
- * The last line of defence for what callers see: a ConnectError passes with its message
- * (written for the caller), given an ErrorInfo when it has none (see withErrorInfo);
- * anything else becomes INTERNAL with a fixed message, and its detail goes to the log only,
- * redacted.
+ * The single place errors leave the service: every error passes through toWireError (a
+ * refusal keeps its caller-facing message; a server fault becomes its wire reason with a
+ * fixed message; anything else INTERNAL with a fixed message). Failures of the server
+ * (INTERNAL, UNAVAILABLE, UNKNOWN) are logged with their cause; an error that is not a
+ * ConnectError at all is logged as unexpected.
  */
 export function errorInterceptor(logger: Logger): Interceptor {
   const wrap = (err: unknown, procedure: string, values: ContextValues): ConnectError => {
-    if (err instanceof ConnectError) {
-      if (err.code === Code.Internal || err.code === Code.Unavailable || err.code === Code.Unknown) {
-        logger.warn({ procedure, code: Code[err.code], msg_detail: err.rawMessage, cause: describe(err.cause), ...callTraceFields(values) }, "rpc failed");
-      }
-      return withErrorInfo(err);
+    if (!(err instanceof ConnectError)) logger.error({ procedure, err, ...callTraceFields(values) }, "unexpected error in handler");
+    const wire = toWireError(err);
+    if (err instanceof ConnectError && (wire.code === Code.Internal || wire.code === Code.Unavailable || wire.code === Code.Unknown)) {
+      logger.warn({ procedure, code: Code[wire.code], msg_detail: wire.rawMessage, cause: describe(wire === err ? err.cause : err), ...callTraceFields(values) }, "rpc failed");
     }
-    logger.error({ procedure, err, ...callTraceFields(values) }, "unexpected error in handler");
-    return capvendError("INTERNAL", "internal error; the server log has the details", {}, err);
+    return wire;
   };
   return (next) => async (req) => {
     const procedure = `${req.service.typeName}/${req.method.name}`;
@@ -43,6 +42,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
 
 function describe(cause: unknown): string | undefined {
   if (cause === undefined) return undefined;
+  if (cause instanceof CapvendError) return `${cause.errorCode}: ${cause.rawMessage}`;
   return cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
 }
 

@@ -1,7 +1,7 @@
 import { decodeProtectedHeader } from "jose";
 import type { Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
-import { capvendError, invalidArgument } from "../errors.js";
+import { capvendError, invalidArgument, rethrowAs } from "../errors.js";
 import type { RevocationList, SessionRecord, SessionStore } from "../backends/types.js";
 import { subjectFor, USER_SUBJECT_PREFIX, type AccessTokenClaims } from "../tokens/claims.js";
 import { issuedAtMsOfJti, sessionTag, sessionTagOfJti } from "../tokens/jti.js";
@@ -128,12 +128,7 @@ export function createIntrospection(deps: IntrospectionDeps): Introspection {
       const tokenSubject = { jti: claims.jti, sessionId: claims.sid, agentId, userId, resource: claims.aud, issuedAtSec: claims.iat, issuedAtMs: mintedAtMs };
       if (revocations.tokenRevocation(tokenSubject)) return { active: false, why: "token_revoked", ...seen };
 
-      let session: SessionRecord | undefined;
-      try {
-        session = await sessions.get(claims.sid);
-      } catch (err) {
-        throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
-      }
+      const session = await sessions.get(claims.sid).catch(rethrowAs("session_store_unavailable"));
       // A token whose session is unknown here cannot be shown not to be ended: inactive.
       if (!session) return { active: false, why: "session_unknown", ...seen };
       if (session.endedAt !== undefined || session.expiresAt <= clock.now()) return { active: false, why: "session_ended", ...seen };

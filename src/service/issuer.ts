@@ -2,7 +2,7 @@ import type { Clock } from "../clock.js";
 import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import { markAudited } from "../audit/decision-log.js";
-import { AuditEventRefusedError } from "../audit/errors.js";
+import { appendOrFail } from "../audit/append-or-fail.js";
 import { capvendError } from "../errors.js";
 import type { Decision } from "../policy/engine.js";
 import type { RevocationList, SessionRecord } from "../backends/types.js";
@@ -163,18 +163,4 @@ export function createIssuer(opts: IssuerOptions): Issuer {
       return Object.assign(minted, { policyIds: r.policyIds });
     },
   };
-}
-
-/**
- * Appends an audit record, turning any sink failure into UNAVAILABLE (fail closed).
- * `outcome` tells the caller what the failure means for the call, e.g. "nothing was issued".
- */
-export async function appendOrFail(audit: Pick<AuditSink, "append">, event: AuditEvent, outcome = "nothing was issued"): Promise<void> {
-  try {
-    await audit.append(event);
-  } catch (err) {
-    // A refused event is a bug here (inputs are validated first): retrying cannot help.
-    if (err instanceof AuditEventRefusedError) throw capvendError("INTERNAL", `the audit record was refused, so ${outcome}`, {}, err);
-    throw capvendError("AUDIT_UNAVAILABLE", `the audit log is unavailable, so ${outcome}; retry later`, {}, err);
-  }
 }

@@ -6,7 +6,7 @@ import type { AuditSink } from "../audit/sink.js";
 import { newRevocationId, newSessionCredential, newSessionId, sessionIdForRequest } from "../auth/credentials.js";
 import { callerOf, describePrincipal, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
-import { capvendError, invalidArgument } from "../errors.js";
+import { asFault, capvendError, invalidArgument, rethrowAs } from "../errors.js";
 import { callTraceId } from "../logging/call-trace.js";
 import {
   EndSessionRequestSchema,
@@ -23,7 +23,8 @@ import { type Revocation, type RevocationKind, type RevocationList, SessionExist
 import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
 import { noteSubject } from "./audit-interceptor.js";
 import type { Introspection } from "./introspection.js";
-import { appendOrFail, type Issuer } from "./issuer.js";
+import type { Issuer } from "./issuer.js";
+import { appendOrFail } from "../audit/append-or-fail.js";
 import { tokenMessage } from "./token-message.js";
 import { unallowableGrant } from "./grant-precheck.js";
 import { markAudited } from "../audit/decision-log.js";
@@ -91,12 +92,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
   }
 
   async function loadSession(id: string): Promise<SessionRecord> {
-    let s: SessionRecord | undefined;
-    try {
-      s = await sessions.get(id);
-    } catch (err) {
-      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
-    }
+    const s = await sessions.get(id).catch(rethrowAs("session_store_unavailable"));
     if (!s) throw capvendError("SESSION_NOT_FOUND", `session_id: no session "${id}"`, { field: "session_id", sessionId: id });
     return s;
   }
@@ -116,12 +112,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     if (existing.endedAt !== undefined || existing.expiresAt <= now || revoked) {
       throw capvendError("SESSION_ENDED", `session ${existing.id}, opened for request_id ${requestId}, is over; start a new session with a new request_id`, { sessionId: existing.id });
     }
-    let updated: SessionRecord | undefined;
-    try {
-      updated = await sessions.addCredential(existing.id, credentialHash);
-    } catch (err) {
-      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
-    }
+    const updated = await sessions.addCredential(existing.id, credentialHash).catch(rethrowAs("session_store_unavailable"));
     if (!updated) throw capvendError("SESSION_STORE_UNAVAILABLE", "the session was removed while retrying; retry", {});
     return updated;
   }
@@ -138,14 +129,11 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     const max = limits.maxSessionsPerOrchestrator;
     if (max === undefined) return () => {};
     const now = clock.now();
-    let live: number;
-    try {
-      live = await sessions.countStartedBy(orchestratorId, (r) =>
+    const live = await sessions
+      .countStartedBy(orchestratorId, (r) =>
         r.id !== sessionId && r.endedAt === undefined && r.expiresAt > now && !revocations.sessionRevocation({ sessionId: r.id, agentId: r.agentId, userId: r.userId, createdAt: r.createdAt }),
-      );
-    } catch (err) {
-      throw capvendError("SESSION_STORE_UNAVAILABLE", "the session store is unavailable; retry", {}, err);
-    }
+      )
+      .catch(rethrowAs("session_store_unavailable"));
     const inFlight = admitting.get(orchestratorId) ?? 0;
     if (live + inFlight >= max) {
       throw capvendError(
@@ -224,9 +212,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         await sessions.create(record);
       } catch (err) {
         release();
-        if (!(err instanceof SessionExistsError) || !requestId) {
-          throw capvendError("SESSION_STORE_UNAVAILABLE", "the session could not be stored; retry", {}, err);
-        }
+        if (!(err instanceof SessionExistsError) || !requestId) throw asFault("session_store_unavailable", err);
         // An earlier attempt of this request opened the session (here or on another replica).
         retryOf = await retriedSession(caller.id, requestId, record, hash);
       }

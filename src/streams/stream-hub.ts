@@ -3,6 +3,7 @@ import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import type { Clock } from "../clock.js";
 import { capvendError } from "../errors.js";
+import { appendOrFail } from "../audit/append-or-fail.js";
 import type { WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
 import type { GrantSpec, Revocation, RevocationList, SessionRecord } from "../backends/types.js";
 import { sessionTag, sessionTagOfJti } from "../tokens/jti.js";
@@ -337,11 +338,7 @@ export class StreamHub {
     const event: AuditEvent = { ...stream.auditBase(), type, details: { stream_id: stream.id, ...details } };
     if (type !== "stream.closed") {
       // Opening is a decision: fail closed like issuance.
-      try {
-        await this.#opts.audit.append(event);
-      } catch (err) {
-        throw capvendError("AUDIT_UNAVAILABLE", "the audit log is unavailable; retry later", {}, err);
-      }
+      await appendOrFail(this.#opts.audit, event, "no stream was opened");
       return;
     }
     await this.#opts.audit.append(event).catch((error) => {

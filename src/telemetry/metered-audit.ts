@@ -7,6 +7,7 @@ import type { AuditSink, AuditSinkState } from "../audit/sink.js";
 import { ATTR_AUDIT_EVENT, ATTR_AUDIT_OUTCOME, ATTR_ERROR_TYPE, ATTR_TOKEN_ID, SPAN_AUDIT } from "./attributes.js";
 import type { Instruments } from "./instruments.js";
 import { recordError } from "./span-errors.js";
+import { errorTypeOf } from "../errors.js";
 
 /** Options for `meterAudit`. */
 export interface MeteredAuditOptions {
@@ -46,7 +47,7 @@ export function meterAudit(sink: AuditSink, opts: MeteredAuditOptions): AuditSin
         instruments.auditDuration.record((performance.now() - started) / 1000, { [ATTR_AUDIT_OUTCOME]: failed ? "failed" : "ok" });
         span?.setAttribute(ATTR_AUDIT_OUTCOME, failed ? "failed" : "ok");
         if (failed) {
-          instruments.auditFailures.add(1, { [ATTR_ERROR_TYPE]: err instanceof Error ? err.name : "unknown", [ATTR_AUDIT_EVENT]: event.type });
+          instruments.auditFailures.add(1, { [ATTR_ERROR_TYPE]: errorTypeOf(err), [ATTR_AUDIT_EVENT]: event.type });
           if (span) recordError(span, err);
         }
         span?.end();

@@ -1,6 +1,7 @@
 import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import type { JsonWebKey } from "node:crypto";
 import type { Clock } from "../clock.js";
+import { type CapvendError, fault, isFaultError, type Fault } from "../errors.js";
 import type { KeyRing } from "../keys/key-ring.js";
 import { SIGNING_ALGS } from "../keys/signing-key.js";
 import {
@@ -12,31 +13,20 @@ import {
   type AccessTokenClaims,
 } from "./claims.js";
 
-/** Why a token was refused. A closed union: callers may switch on it exhaustively. */
-export type VerifyErrorCode =
-  | "malformed"
-  | "bad_signature"
-  | "unknown_key"
-  | "expired"
-  | "not_yet_valid"
-  | "wrong_issuer"
-  | "wrong_type"
-  | "wrong_claims";
+/**
+ * Why a token was refused: the `token_*` faults of `CapvendError` (src/errors.ts), a closed
+ * union callers may switch on exhaustively.
+ */
+export type VerifyErrorCode = Extract<Fault, `token_${string}`>;
 
-/** A refused token. The message says why, never quotes the token or its claims. */
-export class TokenVerifyError extends Error {
-  override readonly name = "TokenVerifyError";
-  readonly code: VerifyErrorCode;
-
-  constructor(code: VerifyErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-  }
+/** A refused token: a `CapvendError` whose message says why, never quoting the token or its claims. */
+function refused(code: VerifyErrorCode, message: string, options: { cause?: unknown } = {}): CapvendError {
+  return fault(code, message, options);
 }
 
 /** Verifies capvend access tokens. */
 export interface Verifier {
-  /** Resolves the token's claims, or rejects with `TokenVerifyError` (and nothing else). */
+  /** Resolves the token's claims, or rejects with a `CapvendError` carrying a `VerifyErrorCode` (and nothing else). */
   verify(jwt: string): Promise<AccessTokenClaims>;
 }
 
@@ -94,9 +84,9 @@ export function createVerifier(opts: VerifierOptions): Verifier {
       return await keySet()(header, token);
     } catch (err) {
       if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) {
-        throw new TokenVerifyError("unknown_key", "token key is not in the JWKS");
+        throw refused("token_unknown_key", "token key is not in the JWKS");
       }
-      throw new TokenVerifyError("unknown_key", "token key is in the JWKS but unusable", { cause: err });
+      throw refused("token_unknown_key", "token key is in the JWKS but unusable", { cause: err });
     }
   };
 
@@ -122,68 +112,68 @@ export function createVerifier(opts: VerifierOptions): Verifier {
 
 /** Cheap structural checks before jose, so hostile input is refused without decoding much. */
 function precheck(jwt: unknown, maxTokenBytes: number): void {
-  if (typeof jwt !== "string") throw new TokenVerifyError("malformed", "token is not a string");
+  if (typeof jwt !== "string") throw refused("token_malformed", "token is not a string");
   // Valid tokens are ASCII (checked below), so length in chars is length in bytes.
   if (jwt.length > maxTokenBytes) {
-    throw new TokenVerifyError("malformed", `token is longer than ${maxTokenBytes} bytes`);
+    throw refused("token_malformed", `token is longer than ${maxTokenBytes} bytes`);
   }
   const parts = jwt.split(".");
   if (parts.length !== 3 || !parts.every((p) => B64URL.test(p))) {
-    throw new TokenVerifyError("malformed", "token is not three base64url parts (a compact JWS)");
+    throw refused("token_malformed", "token is not three base64url parts (a compact JWS)");
   }
   let header: unknown;
   try {
     header = JSON.parse(Buffer.from(parts[0]!, "base64url").toString("utf8"));
   } catch {
-    throw new TokenVerifyError("malformed", "token header is not base64url JSON");
+    throw refused("token_malformed", "token header is not base64url JSON");
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
-    throw new TokenVerifyError("malformed", "token header is not a JSON object");
+    throw refused("token_malformed", "token header is not a JSON object");
   }
   const { kid } = header as { kid?: unknown };
   // Every capvend token names its key; without a kid the JWKS lookup would be a guess.
   if (typeof kid !== "string" || kid === "") {
-    throw new TokenVerifyError("malformed", 'token header has no "kid"');
+    throw refused("token_malformed", 'token header has no "kid"');
   }
 }
 
-function toVerifyError(err: unknown): TokenVerifyError {
-  if (err instanceof TokenVerifyError) return err;
-  if (err instanceof errors.JWTExpired) return new TokenVerifyError("expired", "token has expired");
+function toVerifyError(err: unknown): CapvendError {
+  if (isFaultError(err) && err.errorCode.startsWith("token_")) return err;
+  if (err instanceof errors.JWTExpired) return refused("token_expired", "token has expired");
   if (err instanceof errors.JWTClaimValidationFailed) {
-    if (err.claim === "typ") return new TokenVerifyError("wrong_type", `token type is not ${ACCESS_TOKEN_TYPE}`);
+    if (err.claim === "typ") return refused("token_wrong_type", `token type is not ${ACCESS_TOKEN_TYPE}`);
     if (err.reason === "check_failed" && err.claim === "iss") {
-      return new TokenVerifyError("wrong_issuer", "token was issued by another issuer");
+      return refused("token_wrong_issuer", "token was issued by another issuer");
     }
     if (err.reason === "check_failed" && err.claim === "nbf") {
-      return new TokenVerifyError("not_yet_valid", "token is not valid yet (nbf)");
+      return refused("token_not_yet_valid", "token is not valid yet (nbf)");
     }
-    return new TokenVerifyError(
-      "wrong_claims",
+    return refused(
+      "token_wrong_claims",
       err.reason === "missing" ? `token lacks the "${err.claim}" claim` : `token claim "${err.claim}" is invalid`,
     );
   }
   if (err instanceof errors.JWSSignatureVerificationFailed) {
-    return new TokenVerifyError("bad_signature", "token signature does not verify");
+    return refused("token_bad_signature", "token signature does not verify");
   }
   if (err instanceof errors.JOSEAlgNotAllowed) {
-    return new TokenVerifyError("bad_signature", `token is not signed with ${SIGNING_ALGS.join(" or ")}`);
+    return refused("token_bad_signature", `token is not signed with ${SIGNING_ALGS.join(" or ")}`);
   }
   // With algorithms pinned above, what is left unsupported is a "crit" extension we don't know.
   if (err instanceof errors.JOSENotSupported) {
-    return new TokenVerifyError("malformed", "token uses an unsupported JWS extension");
+    return refused("token_malformed", "token uses an unsupported JWS extension");
   }
   if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid) {
-    return new TokenVerifyError("malformed", "token is not a well-formed JWT");
+    return refused("token_malformed", "token is not a well-formed JWT");
   }
   // Anything else is a surprise from the library; the input gets the blame, the cause is kept
   // for debugging (jose's messages do not quote tokens).
-  return new TokenVerifyError("malformed", "token could not be verified", { cause: err });
+  return refused("token_malformed", "token could not be verified", { cause: err });
 }
 
 /** jose checked presence and times; this checks types and capvend's own invariants. */
 function checkClaims(p: Record<string, unknown>): AccessTokenClaims {
-  const bad = (claim: string) => new TokenVerifyError("wrong_claims", `token claim "${claim}" is invalid`);
+  const bad = (claim: string) => refused("token_wrong_claims", `token claim "${claim}" is invalid`);
   for (const claim of ["sub", "client_id", "sid", "aud", "scope"] as const) {
     if (typeof p[claim] !== "string" || p[claim] === "") throw bad(claim);
   }

@@ -14,7 +14,7 @@ import { decodeRequestMessage } from "./decode-message.js";
 import { Code, ConnectError, type ContextValues, type MethodImplSpec } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
-import { withErrorInfo } from "../errors.js";
+import { toWireError, withErrorInfo } from "../errors.js";
 import type { HttpRequest } from "./http-routes.js";
 import { LazyAbort, type CallInit, type MethodTable, type RpcInvoker } from "./rpc-invoker.js";
 
@@ -244,7 +244,7 @@ function toMetadata(h: Headers): grpc.Metadata {
  */
 function toStatus(err: unknown): Partial<grpc.StatusObject> {
   // Errors raised before the interceptors (decoding, size limit) get their ErrorInfo here.
-  const e = withErrorInfo(ConnectError.from(err));
+  const e = toWireError(err);
   const md = toMetadata(e.metadata);
   if (e.details.length > 0) {
     const h = new Headers();

@@ -37,7 +37,7 @@ describe("a failing audit sink, seen from outside", () => {
     expect(await status()).toBe(ServingStatus.NOT_SERVING);
 
     const metrics = await mt.reader.metrics();
-    expect(sumOf(metrics.get("capvend.audit.failures"), { "error.type": "AuditUnavailableError", "capvend.audit.event": "token.issued" })).toBe(1);
+    expect(sumOf(metrics.get("capvend.audit.failures"), { "error.type": "audit_unavailable", "capvend.audit.event": "token.issued" })).toBe(1);
     expect(countOf(metrics.get("capvend.audit.append.duration"), { "capvend.audit.outcome": "failed" })).toBe(1);
     expect(countOf(metrics.get("capvend.issuance.duration"), { "capvend.issue.outcome": "error" })).toBe(1);
 

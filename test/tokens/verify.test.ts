@@ -3,7 +3,8 @@ import { inspect } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/clock.js";
 import type { SigningKey } from "../../src/keys/signing-key.js";
-import { createVerifier, TokenVerifyError, type VerifyErrorCode } from "../../src/tokens/verify.js";
+import { createVerifier, type VerifyErrorCode } from "../../src/tokens/verify.js";
+import { CapvendError } from "../../src/errors.js";
 import { ISSUER, MAX_TTL_MS, input, tokenRig } from "./fixtures.js";
 
 const rig = tokenRig();
@@ -21,15 +22,15 @@ function signRaw(key: SigningKey, header: unknown, payload: unknown): string {
   return `${input}.${sig.toString("base64url")}`;
 }
 
-/** Asserts a TokenVerifyError with `code` whose message and rendering never quote the token. */
-async function expectRefused(promise: Promise<unknown>, code: VerifyErrorCode, jwt?: string): Promise<TokenVerifyError> {
+/** Asserts a CapvendError with `code` whose message and rendering never quote the token. */
+async function expectRefused(promise: Promise<unknown>, code: VerifyErrorCode, jwt?: string): Promise<CapvendError> {
   const err = await promise.then(
     () => expect.fail(`expected ${code}, the token was accepted`),
     (e: unknown) => e,
   );
-  expect(err).toBeInstanceOf(TokenVerifyError);
-  const e = err as TokenVerifyError;
-  expect(e.code).toBe(code);
+  expect(err).toBeInstanceOf(CapvendError);
+  const e = err as CapvendError;
+  expect(e.errorCode).toBe(code);
   if (typeof jwt === "string") {
     const parts = jwt.split(".").filter((p) => p.length >= 12);
     for (const text of [e.message, String(e), JSON.stringify(e), inspect(e, { depth: 5 })]) {
@@ -56,11 +57,11 @@ describe.each(["EdDSA", "ES256"] as const)("verify %s tokens", (alg) => {
     const { jwt, claims } = minter.mint(input(clock));
     const [h, , s] = jwt.split(".");
     const widened = `${h}.${b64({ ...claims, scope: "read write admin" })}.${s}`;
-    await expectRefused(verifier.verify(widened), "bad_signature", widened);
+    await expectRefused(verifier.verify(widened), "token_bad_signature", widened);
     // Flip a character in the middle of the signature (the last one may carry padding bits).
     const mid = Math.floor(s!.length / 2);
     const flipped = `${h}.${jwt.split(".")[1]}.${s!.slice(0, mid)}${s![mid] === "A" ? "B" : "A"}${s!.slice(mid + 1)}`;
-    await expectRefused(verifier.verify(flipped), "bad_signature", flipped);
+    await expectRefused(verifier.verify(flipped), "token_bad_signature", flipped);
   });
 
   it("refuses a token signed by another key under this ring's kid as bad_signature", async () => {
@@ -70,8 +71,8 @@ describe.each(["EdDSA", "ES256"] as const)("verify %s tokens", (alg) => {
     const [, p, s] = forged.split(".");
     const relabelled = `${b64({ alg, typ: "at+jwt", kid: ring.current().kid })}.${p}.${s}`;
     const verifier = createVerifier({ keyRing: ring, issuer: ISSUER, clock });
-    await expectRefused(verifier.verify(relabelled), "bad_signature", relabelled);
-    await expectRefused(verifier.verify(forged), "unknown_key", forged);
+    await expectRefused(verifier.verify(relabelled), "token_bad_signature", relabelled);
+    await expectRefused(verifier.verify(forged), "token_unknown_key", forged);
   });
 
   it("times: not_yet_valid before nbf, valid until exp, expired at exp", async () => {
@@ -79,14 +80,14 @@ describe.each(["EdDSA", "ES256"] as const)("verify %s tokens", (alg) => {
     const verifierClock = new ManualClock(clock.now() - 1000);
     const verifier = createVerifier({ keyRing: ring, issuer: ISSUER, clock: verifierClock });
     const token = minter.mint(input(clock, {}, 60_000));
-    await expectRefused(verifier.verify(token.jwt), "not_yet_valid", token.jwt);
+    await expectRefused(verifier.verify(token.jwt), "token_not_yet_valid", token.jwt);
     verifierClock.advance(1000);
     await expect(verifier.verify(token.jwt)).resolves.toMatchObject({ jti: token.jti });
     verifierClock.advance(60_000 - 1);
     await expect(verifier.verify(token.jwt)).resolves.toMatchObject({ jti: token.jti });
     verifierClock.advance(1);
     expect(verifierClock.now()).toBe(token.expiresAtMs);
-    await expectRefused(verifier.verify(token.jwt), "expired", token.jwt);
+    await expectRefused(verifier.verify(token.jwt), "token_expired", token.jwt);
   });
 });
 
@@ -95,7 +96,7 @@ describe("verify", () => {
     const { ring, minter, clock } = await rig.make();
     const verifier = createVerifier({ keyRing: ring, issuer: "https://other.example", clock });
     const { jwt } = minter.mint(input(clock));
-    await expectRefused(verifier.verify(jwt), "wrong_issuer", jwt);
+    await expectRefused(verifier.verify(jwt), "token_wrong_issuer", jwt);
   });
 
   it("refuses a token whose typ is not at+jwt as wrong_type", async () => {
@@ -104,7 +105,7 @@ describe("verify", () => {
     const { claims, kid } = minter.mint(input(clock));
     for (const header of [{ alg: "EdDSA", typ: "JWT", kid }, { alg: "EdDSA", kid }]) {
       const jwt = signRaw(ring.current(), header, claims);
-      await expectRefused(verifier.verify(jwt), "wrong_type", jwt);
+      await expectRefused(verifier.verify(jwt), "token_wrong_type", jwt);
     }
     // RFC 8725's media-type spelling is the same type.
     await expect(verifier.verify(signRaw(ring.current(), { alg: "EdDSA", typ: "application/at+jwt", kid }, claims))).resolves.toBeDefined();
@@ -121,7 +122,7 @@ describe("verify", () => {
       { alg: "ES256", typ: "at+jwt", kid: ring.current().kid },
     ]) {
       const forged = `${b64(header)}.${p}.${s}`;
-      await expectRefused(verifier.verify(forged), "unknown_key", forged);
+      await expectRefused(verifier.verify(forged), "token_unknown_key", forged);
     }
   });
 
@@ -132,7 +133,7 @@ describe("verify", () => {
     const [, p, s] = jwt.split(".");
     for (const alg of ["none", "HS256", "RS256", "Ed25519"]) {
       const forged = `${b64({ alg, typ: "at+jwt", kid: ring.current().kid })}.${p}.${s}`;
-      await expectRefused(verifier.verify(forged), "bad_signature", forged);
+      await expectRefused(verifier.verify(forged), "token_bad_signature", forged);
     }
   });
 
@@ -151,10 +152,10 @@ describe("verify", () => {
     const verifier = createVerifier({ keyRing: ring, issuer: ISSUER, clock });
     const { claims, kid } = minter.mint(input(clock));
     const jwt = signRaw(ring.current(), { alg: "EdDSA", typ: "at+jwt", kid }, edit({ ...claims }));
-    await expectRefused(verifier.verify(jwt), "wrong_claims", jwt);
+    await expectRefused(verifier.verify(jwt), "token_wrong_claims", jwt);
   });
 
-  it("refuses malformed input as malformed, with nothing but TokenVerifyError", async () => {
+  it("refuses malformed input as token_malformed, with nothing but CapvendError", async () => {
     const { ring, minter, clock } = await rig.make();
     const verifier = createVerifier({ keyRing: ring, issuer: ISSUER, clock });
     const { jwt, kid, claims } = minter.mint(input(clock));
@@ -185,7 +186,7 @@ describe("verify", () => {
       { jwt },
     ];
     for (const bad of cases) {
-      await expectRefused(verifier.verify(bad as string), "malformed", typeof bad === "string" ? bad : undefined);
+      await expectRefused(verifier.verify(bad as string), "token_malformed", typeof bad === "string" ? bad : undefined);
     }
   });
 
@@ -193,15 +194,15 @@ describe("verify", () => {
     const { ring, minter, clock } = await rig.make();
     const { jwt } = minter.mint(input(clock));
     const tight = createVerifier({ keyRing: ring, issuer: ISSUER, clock, maxTokenBytes: jwt.length - 1 });
-    const e = await expectRefused(tight.verify(jwt), "malformed", jwt);
-    expect(e.message).toBe(`token is longer than ${jwt.length - 1} bytes`);
+    const e = await expectRefused(tight.verify(jwt), "token_malformed", jwt);
+    expect(e.rawMessage).toBe(`token is longer than ${jwt.length - 1} bytes`);
     await expect(createVerifier({ keyRing: ring, issuer: ISSUER, clock, maxTokenBytes: jwt.length }).verify(jwt)).resolves.toBeDefined();
-    const e2 = await expectRefused(createVerifier({ keyRing: ring, issuer: ISSUER, clock }).verify("a".repeat(8193)), "malformed");
-    expect(e2.message).toBe("token is longer than 8192 bytes");
+    const e2 = await expectRefused(createVerifier({ keyRing: ring, issuer: ISSUER, clock }).verify("a".repeat(8193)), "token_malformed");
+    expect(e2.rawMessage).toBe("token is longer than 8192 bytes");
     expect(() => createVerifier({ keyRing: ring, issuer: ISSUER, clock, maxTokenBytes: 0 })).toThrow(RangeError);
   });
 
-  it("survives random mutations of a valid token with TokenVerifyError only", async () => {
+  it("survives random mutations of a valid token with CapvendError only", async () => {
     const { ring, minter, clock } = await rig.make();
     const verifier = createVerifier({ keyRing: ring, issuer: ISSUER, clock });
     const { jwt } = minter.mint(input(clock));
@@ -227,12 +228,12 @@ describe("verify", () => {
       );
       // A mutation can land on a non-significant bit of the last signature char and still verify.
       if (err === undefined) continue;
-      expect(err).toBeInstanceOf(TokenVerifyError);
+      expect(err).toBeInstanceOf(CapvendError);
       expect((err as Error).message).not.toContain(t);
-      seen.add((err as TokenVerifyError).code);
+      seen.add((err as CapvendError).errorCode as VerifyErrorCode);
     }
-    expect(seen).toContain("malformed");
-    expect(seen).toContain("bad_signature");
+    expect(seen).toContain("token_malformed");
+    expect(seen).toContain("token_bad_signature");
   });
 });
 
@@ -253,7 +254,7 @@ describe("verify across rotation", () => {
     clock.advance(1000);
     expect(await ring.prune()).toEqual([old.kid]);
     expect(ring.jwks().keys.map((k) => k.kid)).not.toContain(old.kid);
-    await expectRefused(verifier.verify(old.jwt), "unknown_key", old.jwt);
+    await expectRefused(verifier.verify(old.jwt), "token_unknown_key", old.jwt);
   });
 
   it("verifies against any JWKS source, e.g. the union of two replicas' keys", async () => {
@@ -267,7 +268,7 @@ describe("verify across rotation", () => {
     const fromA = a.minter.mint(input(clock));
     const fromB = b.minter.mint(input(clock));
     await expect(verifier.verify(fromA.jwt)).resolves.toMatchObject({ jti: fromA.jti });
-    await expectRefused(verifier.verify(fromB.jwt), "unknown_key", fromB.jwt);
+    await expectRefused(verifier.verify(fromB.jwt), "token_unknown_key", fromB.jwt);
     replicas = [a.ring, b.ring];
     await expect(verifier.verify(fromB.jwt)).resolves.toMatchObject({ jti: fromB.jti });
   });
@@ -276,6 +277,6 @@ describe("verify across rotation", () => {
     const { ring, minter, clock } = await rig.make();
     const corrupt = { jwks: () => ({ keys: ring.jwks().keys.map((k) => ({ ...k, x: "AAAA" })) }) };
     const { jwt } = minter.mint(input(clock));
-    await expectRefused(createVerifier({ keyRing: corrupt, issuer: ISSUER, clock }).verify(jwt), "unknown_key", jwt);
+    await expectRefused(createVerifier({ keyRing: corrupt, issuer: ISSUER, clock }).verify(jwt), "token_unknown_key", jwt);
   });
 });

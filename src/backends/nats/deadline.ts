@@ -1,5 +1,5 @@
 import type { Clock } from "../../clock.js";
-import { NatsUnavailableError } from "./errors.js";
+import { fault, isFaultError } from "../../errors.js";
 
 /**
  * Settles like `work`, or rejects with `NatsUnavailableError` after `timeoutMs`: nats.js
@@ -8,7 +8,7 @@ import { NatsUnavailableError } from "./errors.js";
  */
 export function withDeadline<T>(work: Promise<T>, timeoutMs: number, clock: Clock, what: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = clock.setTimeout(() => reject(new NatsUnavailableError(`${what}: no answer from NATS within ${timeoutMs} ms`)), timeoutMs);
+    const timer = clock.setTimeout(() => reject(fault("nats_unavailable", `${what}: no answer from NATS within ${timeoutMs} ms`)), timeoutMs);
     work.then(
       (v) => {
         clock.clearTimeout(timer);
@@ -16,7 +16,7 @@ export function withDeadline<T>(work: Promise<T>, timeoutMs: number, clock: Cloc
       },
       (err: unknown) => {
         clock.clearTimeout(timer);
-        reject(err instanceof NatsUnavailableError ? err : new NatsUnavailableError(`${what}: ${describeNatsError(err)}`, { cause: err }));
+        reject(isFaultError(err, "nats_unavailable") ? err : fault("nats_unavailable", `${what}: ${describeNatsError(err)}`, { cause: err }));
       },
     );
   });

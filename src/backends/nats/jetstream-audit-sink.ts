@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { Clock } from "../../clock.js";
-import { AuditUnavailableError } from "../../audit/errors.js";
+import { fault } from "../../errors.js";
 import { prepareAuditEvent, type AuditEvent } from "../../audit/event.js";
 import { type AuditSink, type AuditSinkState, DEFAULT_AUDIT_TIMEOUT_MS } from "../../audit/sink.js";
 import type { Logger } from "../../logging/logger.js";
@@ -106,14 +106,14 @@ export function createJetStreamAuditSink(opts: JetStreamAuditSinkOptions): JetSt
       return spool.length;
     },
     async append(event: AuditEvent): Promise<void> {
-      if (closing) throw new AuditUnavailableError("audit record not written: the JetStream audit sink is closed");
+      if (closing) throw fault("audit_unavailable", "audit record not written: the JetStream audit sink is closed");
       // Refusals (a secret in the event) come first and are never spooled.
       const body = prepareAuditEvent(event, { replica, now: clock.now() });
       const m: Spooled = { subject: `${prefix}.${event.type}`, data: new TextEncoder().encode(JSON.stringify(body)), msgId: randomUUID() };
       if (!link.connected && spoolLimit > 0) {
         if (spool.length >= spoolLimit) {
           publishError = `spool full (${spoolLimit} records) while NATS is unreachable`;
-          throw new AuditUnavailableError(`audit record not written: the JetStream audit spool is full (${spoolLimit} records) while NATS is unreachable`);
+          throw fault("audit_unavailable", `audit record not written: the JetStream audit spool is full (${spoolLimit} records) while NATS is unreachable`);
         }
         spool.push(m);
         return;
@@ -124,7 +124,7 @@ export function createJetStreamAuditSink(opts: JetStreamAuditSinkOptions): JetSt
         publishError = undefined;
       } catch (err) {
         publishError = describeNatsError(err);
-        throw new AuditUnavailableError(`audit record not written: JetStream did not acknowledge it (${publishError})`, { cause: err });
+        throw fault("audit_unavailable", `audit record not written: JetStream did not acknowledge it (${publishError})`, { cause: err });
       } finally {
         pending--;
       }

@@ -6,7 +6,7 @@ import type { Clock, TimerHandle } from "../../clock.js";
 import type { Logger } from "../../logging/logger.js";
 import { StartedByIndex } from "../session-index.js";
 import { withDeadline } from "./deadline.js";
-import { NatsBackendClosedError, NatsUnavailableError } from "./errors.js";
+import { fault } from "../../errors.js";
 import type { NatsLink } from "./link-state.js";
 import { SESSION_BUCKET } from "./names.js";
 import { sleep, superviseSubscription } from "./resubscribe.js";
@@ -168,7 +168,7 @@ export class KvSessionStore implements SessionStore {
         if (!isWrongRevision(err)) throw err;
       }
     }
-    throw new NatsUnavailableError(`${what}: ${END_CAS_ATTEMPTS} concurrent writes in a row; retry`);
+    throw fault("nats_unavailable", `${what}: ${END_CAS_ATTEMPTS} concurrent writes in a row; retry`);
   }
 
   async delete(id: string): Promise<void> {
@@ -270,7 +270,7 @@ export class KvSessionStore implements SessionStore {
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new NatsBackendClosedError("session store is closed");
+    if (this.#closed) throw fault("backend_closed", "session store is closed");
   }
 
   #scheduleSweep(): void {

@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../../logging/logger.js";
-import { NatsUnavailableError } from "./errors.js";
+import { fault } from "../../errors.js";
 
 /**
  * Whether this replica can reach NATS right now, from the connection's status events. Every
@@ -32,7 +32,7 @@ export class NatsLink {
 
   /** Throws `NatsUnavailableError` naming `what` when NATS is not reachable now. */
   assertConnected(what: string): void {
-    if (!this.connected) throw new NatsUnavailableError(`${what}: NATS is unreachable`);
+    if (!this.connected) throw fault("nats_unavailable", `${what}: NATS is unreachable`);
   }
 
   /** Stops reporting; `connected` is false from now on. Idempotent. */

@@ -5,7 +5,7 @@ import { type Revocation, REVOCATION_PRUNE_INTERVAL_MS, type RevocationList, typ
 import { RevocationIndex } from "../revocation-index.js";
 import { revocationsAfter, revokesSession, revokesToken, withdrawsGrant } from "../revocation-rules.js";
 import { withDeadline } from "./deadline.js";
-import { NatsBackendClosedError } from "./errors.js";
+import { fault } from "../../errors.js";
 import type { NatsLink } from "./link-state.js";
 import { REVOCATION_STREAM, REVOCATION_SUBJECT_PREFIX } from "./names.js";
 import { sleep, superviseSubscription } from "./resubscribe.js";
@@ -145,7 +145,7 @@ export class NatsRevocationList implements RevocationList {
   }
 
   async publish(revocation: Revocation): Promise<void> {
-    if (this.#closed) throw new NatsBackendClosedError("revocation list is closed");
+    if (this.#closed) throw fault("backend_closed", "revocation list is closed");
     const { js, link, clock, timeoutMs } = this.#opts;
     // Fail at once while NATS is away: a publish queued behind the reconnect could land
     // after the caller was told it failed.
