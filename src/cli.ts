@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, packageRoot } from "./config/config.js";
 import { remoteKeysRotate } from "./cli/admin-commands.js";
 import { revokeCommand, SESSION_USAGE, sessionCommand } from "./cli/session-command.js";
 import { createLogger } from "./logging/logger.js";
+import { describeError } from "./errors.js";
 import { keysCommand } from "./keys/keys-command.js";
 import { policyCommand } from "./policy/policy-command.js";
 import { startCapvend } from "./main.js";
@@ -61,7 +62,7 @@ async function serve(argv: string[]): Promise<number> {
     // Policy files that do not parse, unreadable keys, a busy port: say which and stop.
     logger.fatal({ err }, "capvend failed to start");
     logger.flush();
-    process.stderr.write(`capvend: failed to start: ${(err as Error).message}\n`);
+    process.stderr.write(`capvend: failed to start: ${describeError(err)}\n`);
     return 1;
   }
   return new Promise<number>((resolve) => {

@@ -316,3 +316,13 @@ export function rethrowAs(code: Fault, outcome?: string): (err: unknown) => neve
     throw asFault(code, err, outcome);
   };
 }
+
+/**
+ * An error as one line for the server's own log or stderr (never for a caller): a
+ * CapvendError as "code: message" without Connect's "[code]" prefix, another Error as its
+ * message.
+ */
+export function describeError(err: unknown): string {
+  if (err instanceof CapvendError) return `${err.errorCode}: ${err.rawMessage}`;
+  return err instanceof Error ? err.message : String(err);
+}

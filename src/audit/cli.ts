@@ -10,6 +10,7 @@ import type { Checkpoint } from "./checkpoint.js";
 import { readCheckpointFile, readHead } from "./checkpoint.js";
 import { fetchNatsCheckpoint } from "./nats-anchor.js";
 import { AUDIT_SUBDIR } from "./segments.js";
+import { describeError } from "../errors.js";
 import { AUDIT_PUBLIC_KEY_FILE, readAuditPublicKey } from "./signing-key.js";
 import { jwkThumbprint } from "../keys/thumbprint.js";
 import { tailAuditLog } from "./tail.js";
@@ -68,7 +69,7 @@ export async function auditCommand(argv: string[], io: AuditCommandIo): Promise<
       io.stderr(`capvend audit ${sub}: ${(err as Error).message}\n${USAGE}`);
       return 2;
     }
-    io.stderr(`capvend audit ${sub}: ${(err as Error).message}\n`);
+    io.stderr(`capvend audit ${sub}: ${describeError(err)}\n`);
     return 1;
   }
 }

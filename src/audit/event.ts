@@ -108,7 +108,7 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 /**
  * Checks an event and returns the body a sink stores: a deep copy (so later changes by the
  * caller cannot alter what is hashed) with `time` defaulted and `replica` set. Throws
- * `AuditEventRefusedError` for an unknown type, a chain field, a non-JSON value, or any key or
+ * fault `audit_event_refused` for an unknown type, a chain field, a non-JSON value, or any key or
  * string that looks like a secret; the message names the field, never the value.
  */
 export function prepareAuditEvent(
@@ -119,7 +119,8 @@ export function prepareAuditEvent(
     throw fault("audit_event_refused", "audit event refused: not an object");
   }
   if (typeof event.type !== "string" || !EVENT_TYPES.has(event.type)) {
-    throw fault("audit_event_refused", 
+    throw fault(
+      "audit_event_refused",
       `audit event refused: unknown type ${typeof event.type === "string" && !looksSecret(event.type) ? JSON.stringify(event.type.slice(0, 40)) : "(not shown)"}`,
     );
   }
@@ -139,7 +140,8 @@ function copyJson(value: unknown, path: string): JsonValue | undefined {
   switch (typeof value) {
     case "string":
       if (looksSecret(value, true)) {
-        throw fault("audit_event_refused", 
+        throw fault(
+          "audit_event_refused",
           `audit event refused: field "${path}" looks like a token, credential or key; audit records name tokens by jti only`,
         );
       }

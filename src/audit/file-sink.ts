@@ -10,7 +10,7 @@
  *
  * Fail closed, never hang. Each append carries its own deadline (`timeoutMs`, from the
  * moment it is accepted). When the deadline passes the caller is rejected with
- * `AuditUnavailableError`, whatever the file system is doing. The sink never starts a second
+ * fault `audit_unavailable`, whatever the file system is doing. The sink never starts a second
  * write while one is outstanding, even a stuck one, so a write that completes late cannot
  * interleave with a later batch; while it is stuck, new appends are rejected at once instead
  * of queueing behind it. If the late write completes, its records stay in the log although
@@ -24,7 +24,7 @@
  * write, and with "fsync" the sync, completed), so no token depends on it. By default
  * (`tornTail: "quarantine"`) the sink moves those bytes to `<segment>.torn-<ms>` next to the
  * log, truncates the segment to its last complete record, reports it in `state.recovered`, and
- * continues the chain. With `tornTail: "refuse"` it throws `AuditLogCorruptError` instead. A
+ * continues the chain. With `tornTail: "refuse"` it throws fault `audit_log_corrupt` instead. A
  * newest complete record that is not a valid record (bad JSON, bad hash) is not a crash
  * artefact, and the sink always refuses to start on it: continuing would hide tampering.
  * Opening reads only the tail; `verifyAuditLog` checks the whole chain.
@@ -113,7 +113,7 @@ export interface FileAuditSinkOptions {
   };
   /**
    * Opening a log shorter than its last checkpoint, whose record at the checkpoint differs from
-   * it, or that is missing while `expectRecords` says records exist, throws `AuditGapError`
+   * it, or that is missing while `expectRecords` says records exist, throws fault `audit_gap`
    * unless this is true (the operator's CAPVEND_ACCEPT_AUDIT_GAP). When true the sink starts,
    * and its first record is an `audit.gap` naming what is missing.
    */
@@ -186,7 +186,7 @@ const TAIL_READ_BYTES = 64 * 1024;
 
 /**
  * Opens (or creates) the log under `<dir>/audit/` and continues its chain from the newest
- * record. Rejects with `AuditLogCorruptError` when the newest record is corrupt (or torn with
+ * record. Rejects with fault `audit_log_corrupt` when the newest record is corrupt (or torn with
  * `tornTail: "refuse"`), and with a plain Error when a sink is already open on the directory.
  */
 export async function createFileAuditSink(options: FileAuditSinkOptions): Promise<FileAuditSink> {
@@ -237,7 +237,8 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
       }
       gap = await findGap(segmentsBefore, opened.head, headBefore, Boolean(options.expectRecords) && !key.created);
       if (gap && !options.acceptGap) {
-        throw fault("audit_gap", 
+        throw fault(
+          "audit_gap",
           `${gap.description}; refusing to start. If the loss is understood, start once with --accept-audit-gap (CAPVEND_ACCEPT_AUDIT_GAP=true): the gap is then recorded in the log`,
         );
       }
@@ -641,7 +642,8 @@ async function openLog(
         const cut = (await lastNewlineBefore(fs, newest.path, size)) + 1;
         const torn = size - cut;
         if (tornTailPolicy === "refuse") {
-          throw fault("audit_log_corrupt", 
+          throw fault(
+            "audit_log_corrupt",
             `${newest.path}: ${torn} bytes after the last complete record at offset ${cut} (a torn write, e.g. from a crash); refusing to continue the log`,
           );
         }
@@ -666,7 +668,8 @@ async function openLog(
       const line = await readLastLine(fs, seg.path, segSize);
       const opened = openRecord(line.bytes);
       if (opened.ok === false) {
-        throw fault("audit_log_corrupt", 
+        throw fault(
+          "audit_log_corrupt",
           `${seg.path}: the last record (byte offset ${line.offset}) is invalid: ${opened.reason}; refusing to continue the log (run "capvend audit verify")`,
         );
       }

@@ -1,7 +1,7 @@
 /** The interface every audit sink implements, and the defaults they share. */
 import type { AuditEvent } from "./event.js";
 
-/** How long an append may take before the caller gets `AuditUnavailableError`: 2 s (defined with the other defaults). */
+/** How long an append may take before the caller gets fault `audit_unavailable`: 2 s (defined with the other defaults). */
 export { DEFAULT_AUDIT_TIMEOUT_MS } from "../config/config.js";
 
 /** Size at which the file sink starts a new segment: 64 MiB. */
@@ -30,8 +30,8 @@ export interface AuditSinkState {
 export interface AuditSink {
   /**
    * Resolves once the record is durable per the sink's durability setting. Rejects with
-   * `AuditUnavailableError` when the sink fails or does not answer within its timeout, and
-   * with `AuditEventRefusedError` when the event carries a secret or is invalid. Never
+   * fault `audit_unavailable` (a `CapvendError`, src/errors.ts) when the sink fails or does not answer within its timeout, and
+   * with fault `audit_event_refused` when the event carries a secret or is invalid. Never
    * resolves after rejecting.
    */
   append(event: AuditEvent): Promise<void>;

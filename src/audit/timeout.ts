@@ -20,7 +20,7 @@ export interface AuditTimeoutOptions {
 }
 
 /**
- * Wraps `sink` so each append rejects with `AuditUnavailableError` after `timeoutMs` when the
+ * Wraps `sink` so each append rejects with fault `audit_unavailable` after `timeoutMs` when the
  * sink has not answered; a late answer is ignored. `state.healthy` is false from a timeout
  * until the next append the sink completes in time.
  */

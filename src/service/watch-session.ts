@@ -1,5 +1,5 @@
 import type { Clock } from "../clock.js";
-import { CapvendError, capvendError, invalidArgument } from "../errors.js";
+import { CapvendError, capvendError, invalidArgument, isFaultError } from "../errors.js";
 import type { WatchSessionRequest } from "../gen/capvend/v1/vending_pb.js";
 import type { RevocationList, SessionRecord } from "../backends/types.js";
 import { decodeResumeToken } from "../streams/resume-token.js";
@@ -36,7 +36,7 @@ export async function admitWatch(deps: WatchAdmissionDeps, session: SessionRecor
       deps.issuer.authorize(session, { resource: g.resource, scopes: g.scopes, ttlMs: g.ttlMs });
     } catch (err) {
       if (resumePosition !== undefined && err instanceof CapvendError && err.reason === "GRANT_REVOKED") return;
-      if (err instanceof CapvendError) {
+      if (err instanceof CapvendError && !isFaultError(err)) {
         const field = err.subject.field === undefined ? undefined : `grants[${i}].${err.subject.field}`;
         throw capvendError(err.reason, `grants[${i}]: ${err.rawMessage}`, { ...err.subject, field, grantIndex: String(i) }, err.cause);
       }

@@ -2,7 +2,7 @@ import type { Clock } from "../../clock.js";
 import { fault, isFaultError } from "../../errors.js";
 
 /**
- * Settles like `work`, or rejects with `NatsUnavailableError` after `timeoutMs`: nats.js
+ * Settles like `work`, or rejects with fault `nats_unavailable` after `timeoutMs`: nats.js
  * bounds its own requests, but this keeps any path (a reconnect in progress, a lost reply)
  * from holding a caller longer than promised. A late result is ignored.
  */

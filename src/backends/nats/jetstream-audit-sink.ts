@@ -52,7 +52,7 @@ interface Spooled {
  * unique `Nats-Msg-Id` so a retried publish is stored once.
  *
  * While NATS is reachable, `append` resolves once JetStream acknowledged the record and
- * rejects with `AuditUnavailableError` on failure or after `timeoutMs`. While it is not (the
+ * rejects with fault `audit_unavailable` on failure or after `timeoutMs`. While it is not (the
  * link is down), records go to a bounded in-memory spool and `append` resolves: this sink
  * sits beside the local file log, which has already made the record durable (the combined
  * sink requires both), and issuance for known sessions must go on through an outage. The

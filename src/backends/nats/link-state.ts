@@ -30,7 +30,7 @@ export class NatsLink {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Throws `NatsUnavailableError` naming `what` when NATS is not reachable now. */
+  /** Throws fault `nats_unavailable` naming `what` when NATS is not reachable now. */
   assertConnected(what: string): void {
     if (!this.connected) throw fault("nats_unavailable", `${what}: NATS is unreachable`);
   }
