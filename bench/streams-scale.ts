@@ -90,6 +90,8 @@ export async function runScale(): Promise<void> {
     CAPVEND_ORCHESTRATOR_TOKEN: ORCHESTRATOR_TOKEN,
     CAPVEND_LOG_LEVEL: "warn",
     CAPVEND_SHUTDOWN_GRACE: "1s",
+    // One orchestrator holds every session of the run: its quota must not cap the run.
+    CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR: String(SCALE_STREAMS + 1000),
   });
   const client = pinned("0", process.execPath, [here, "client", `http://127.0.0.1:${port}`], process.env);
   const lines = createInterface({ input: client.stdout! });
