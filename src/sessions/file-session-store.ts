@@ -10,6 +10,7 @@ import { join } from "node:path";
 import type { Clock, TimerHandle } from "../clock.js";
 import { ensurePrivateDir } from "../audit/permissions.js";
 import { openJournal, type Journal, type JournalDurability } from "../journal/append-journal.js";
+import { clonePlain } from "./clone-record.js";
 import { SESSION_SWEEP_INTERVAL_MS } from "./memory-session-store.js";
 import { MAX_RETRY_CREDENTIALS, pageOf, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "./session-store.js";
 
@@ -101,7 +102,8 @@ export class FileSessionStore implements SessionStore {
 
   async get(id: string): Promise<SessionRecord | undefined> {
     const r = this.#sessions.get(id);
-    return r && structuredClone(r);
+    // Every authenticated call reads its session: the cheap plain-data copy, as the memory store.
+    return r && clonePlain(r);
   }
 
   async list(query: SessionListQuery): Promise<SessionRecord[]> {
