@@ -8,6 +8,8 @@ import { fileURLToPath } from "node:url";
  * stop the emit (CI type-checks in a step of its own), so they only warn here.
  */
 export default function setup(): void {
+  // CAPVEND_TEST_NO_BUILD=1 skips the build, for re-running a few files whose dist/ is current.
+  if (process.env.CAPVEND_TEST_NO_BUILD === "1") return;
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
   // The client package first: the server's tests and benchmarks import its dist/.
   for (const project of ["clients/typescript/tsconfig.json", "tsconfig.json"]) {

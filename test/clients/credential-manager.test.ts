@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CapvendError, CredentialManager, type CredentialEvent } from "@capvend/client";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
-import { grpcTransport, recordEvents, recordingApi, tcpProxy, waitFor } from "./client-helpers.js";
+import { waitFor } from "../helpers/wait.js";
+import { grpcTransport, recordEvents, recordingApi, tcpProxy } from "./client-helpers.js";
 
 const GRANTS = [
   { resource: "salesforce", scopes: ["read", "write"] },

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorInfoOf } from "../../src/errors.js";
 import { loadConfig } from "../../src/config/config.js";
 import { startHarness, startSalesSession, type Harness } from "../helpers/harness.js";
+import { waitFor } from "../helpers/wait.js";
 
 let h: Harness;
 const limits = { ...loadConfig({}).limits, maxStreamsPerSession: 4, maxStreams: 12 };
@@ -38,12 +39,6 @@ async function openStreams(runtime: Awaited<ReturnType<typeof startSalesSession>
   );
 }
 
-async function eventually(predicate: () => boolean, capMs = 10_000): Promise<boolean> {
-  const deadline = Date.now() + capMs;
-  while (!predicate() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  return predicate();
-}
-
 describe("stream caps", () => {
   it("refuses a session's streams past its cap with RESOURCE_EXHAUSTED (STREAM_LIMIT), while another session's IssueToken keeps being served", async () => {
     const a = await startSalesSession(h);
@@ -65,7 +60,7 @@ describe("stream caps", () => {
     // figure, measured by `npm run bench -- limits` (p99 with and without the burst).
     expect(during).toHaveLength(40);
     abort.abort();
-    expect(await eventually(() => h.server.hub.stats().streams === 0)).toBe(true);
+    await waitFor(() => h.server.hub.stats().streams === 0, "h.server.hub.stats().streams === 0");
   });
 
   it("refuses streams past the replica's cap, and serves again once streams close", async () => {
@@ -76,7 +71,7 @@ describe("stream caps", () => {
     expect(outcomes.filter((o) => o === "open")).toHaveLength(12);
     expect(outcomes.filter((o) => o === "limit")).toHaveLength(4);
     abort.abort();
-    expect(await eventually(() => h.server.hub.stats().streams === 0)).toBe(true);
+    await waitFor(() => h.server.hub.stats().streams === 0, "h.server.hub.stats().streams === 0");
     const again = await startSalesSession(h);
     let opened: Outcome[] = [];
     for (let i = 0; i < 50 && opened[0] !== "open"; i++) opened = await openStreams(again.runtime, 1, new AbortController());

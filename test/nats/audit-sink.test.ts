@@ -5,7 +5,8 @@ import { AuditEventRefusedError, AuditUnavailableError } from "../../src/audit/e
 import { ensureStream } from "../../src/nats/jetstream-setup.js";
 import { createJetStreamAuditSink, type JetStreamAuditSinkOptions } from "../../src/nats/jetstream-audit-sink.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
-import { connectClient, uniqueName, waitFor, type TestClient } from "./fixtures.js";
+import { waitFor } from "../helpers/wait.js";
+import { connectClient, uniqueName, type TestClient } from "./fixtures.js";
 
 let server: NatsServer;
 let c: TestClient;
@@ -60,7 +61,7 @@ describe("JetStream audit sink", () => {
     const { stream, subjectPrefix } = await auditStream();
     const s = sink(subjectPrefix, { spoolLimit: 3 });
     await server.stop();
-    await waitFor(() => !c.link.connected, 5000, "the outage to be noticed");
+    await waitFor(() => !c.link.connected, "the outage to be noticed");
     for (const jti of ["tok_a", "tok_b", "tok_c"]) await s.append({ type: "token.renewed", jti });
     expect(s.spooled).toBe(3);
     // Spooling is not failing: appends resolved. A full spool is.
@@ -69,7 +70,7 @@ describe("JetStream audit sink", () => {
     expect(s.state.healthy).toBe(false);
 
     await server.start();
-    await waitFor(() => s.spooled === 0, 20_000, "the spool to flush");
+    await waitFor(() => s.spooled === 0, "the spool to flush");
     expect(await messages(stream)).toBe(3);
     expect(s.state.healthy).toBe(true);
     await s.close();
@@ -80,14 +81,14 @@ describe("JetStream audit sink", () => {
     const s = sink(subjectPrefix, { spoolLimit: 0, timeoutMs: 500 });
     await server.stop();
     try {
-      await waitFor(() => !c.link.connected, 5000, "the outage to be noticed");
+      await waitFor(() => !c.link.connected, "the outage to be noticed");
       const started = Date.now();
       await expect(s.append({ type: "token.issued", jti: "tok_x" })).rejects.toBeInstanceOf(AuditUnavailableError);
       expect(Date.now() - started).toBeLessThan(1500);
       expect(s.state.healthy).toBe(false);
     } finally {
       await server.start();
-      await waitFor(() => c.link.connected, 15_000, "the reconnect");
+      await waitFor(() => c.link.connected, "the reconnect");
       await s.close();
     }
   }, 40_000);

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REVOCATION_STREAM } from "../../src/nats/names.js";
 import { startNatsCluster, type NatsCluster } from "../helpers/nats-server.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
-import { collect, type Collected } from "./watch-collector.js";
+import { collect, type Collected } from "../helpers/stream-collector.js";
 
 const SESSIONS = 16;
 const KILL_AFTER = 5;
@@ -54,7 +54,7 @@ describe("a three-node JetStream cluster", () => {
       streams.push(stream);
       sessions.push({ sessionId: s.sessionId, stream });
     }
-    for (const s of sessions) await s.stream.until(() => s.stream.of("tokenIssued").length > 0, 15_000, "a first token");
+    for (const s of sessions) await s.stream.until(() => s.stream.of("tokenIssued").length > 0, "a first token");
 
     const acknowledged: string[] = [];
     let failures = 0;
@@ -77,7 +77,7 @@ describe("a three-node JetStream cluster", () => {
     expect(acknowledged).toHaveLength(SESSIONS);
 
     for (const s of sessions) {
-      await s.stream.until(() => s.stream.of("sessionEnded").length > 0, 30_000, `the end of ${s.sessionId} on B`);
+      await s.stream.until(() => s.stream.of("sessionEnded").length > 0, `the end of ${s.sessionId} on B`, 30_000);
     }
     expect(sessions.map((s) => s.stream.of("sessionEnded")[0]!.reason)).toEqual(sessions.map((_, i) => `revoke ${i}`));
     expect(a.alive && b.alive).toBe(true);

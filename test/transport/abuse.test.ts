@@ -11,7 +11,8 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { HTTP2_PREFACE } from "../../src/transport/sniff-protocol.js";
 import type { TransportServer } from "../../src/transport/transport-server.js";
-import { createProbe, envelope, eventually, startTestServer } from "./test-routes.js";
+import { createProbe, envelope, startTestServer } from "./test-routes.js";
+import { waitFor } from "../helpers/wait.js";
 
 /** Resolves when `socket` closes; rejects if it is still open after `capMs` (a bound, not a measurement). */
 function closed(socket: net.Socket, capMs = 10_000): Promise<void> {
@@ -113,7 +114,7 @@ describe("connection and stream floods", () => {
     // The flood comes from 127.0.0.2; the honest client from 127.0.0.1.
     const flood = await Promise.all(Array.from({ length: 100 }, () => connect(port, "127.0.0.2").catch(() => undefined)));
     const sockets = flood.filter((s): s is net.Socket => s !== undefined);
-    await eventually(() => sockets.filter((s) => !s.destroyed).length <= 20, 5000);
+    await waitFor(() => sockets.filter((s) => !s.destroyed).length <= 20, "sockets.filter((s) => !s.destroyed).length <= 20");
     expect(sockets.filter((s) => !s.destroyed).length).toBe(20);
     expect(server.limitStats.refusedConnections.max_connections_per_address).toBeGreaterThanOrEqual(80);
     await expect(checkServing(port)).resolves.toBe(ServingStatus.SERVING);
@@ -137,7 +138,7 @@ describe("connection and stream floods", () => {
     expect(results.filter((r) => r === "refused")).toHaveLength(12);
     // The refused ones never cost the connection: once the watches end, it serves again.
     abort.abort();
-    expect(await eventually(() => server.limitStats.unauthenticatedRefused === 12)).toBe(true);
+    await waitFor(() => server.limitStats.unauthenticatedRefused === 12, "server.limitStats.unauthenticatedRefused === 12");
     let status: ServingStatus | undefined;
     for (let i = 0; i < 50 && status === undefined; i++) {
       status = await client.check({ service: "" }).then((r) => r.status, () => undefined);
@@ -200,7 +201,7 @@ describe("oversized requests", () => {
     // Nothing left for shutdown to wait on: only this session.
     session.close();
     await new Promise((r) => session.once("close", r));
-    expect(await eventually(() => server.openConnections === 0)).toBe(true);
+    await waitFor(() => server.openConnections === 0, "server.openConnections === 0");
   });
 });
 

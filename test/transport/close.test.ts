@@ -6,7 +6,8 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { createTransportServer } from "../../src/transport/transport-server.js";
-import { createProbe, envelope, eventually, startTestServer, testRoutes } from "./test-routes.js";
+import { createProbe, envelope, startTestServer, testRoutes } from "./test-routes.js";
+import { waitFor } from "../helpers/wait.js";
 
 async function timed<T>(p: Promise<T>): Promise<{ value: T; ms: number }> {
   const start = performance.now();
@@ -27,7 +28,7 @@ describe("TransportServer.close", () => {
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ service: "slow:300" }),
     });
-    await eventually(() => probe.calls.filter((c) => c.service === "slow:300").length === 3);
+    await waitFor(() => probe.calls.filter((c) => c.service === "slow:300").length === 3, "probe.calls.filter((c) => c.service === \"slow:300\").length === 3");
 
     const closing = timed(server.close(5000));
     expect(server.shuttingDown.aborted).toBe(true);
@@ -59,7 +60,7 @@ describe("TransportServer.close", () => {
     const stream = (async () => {
       for await (const res of client.watch({ service: "until-shutdown" })) received.push(res.status);
     })();
-    await eventually(() => received.length === 1);
+    await waitFor(() => received.length === 1, "received.length === 1");
 
     const { ms } = await timed(server.close(10_000));
     await stream; // ends cleanly: no error
@@ -76,7 +77,7 @@ describe("TransportServer.close", () => {
     const stream = (async () => {
       for await (const res of client.watch({ service: "until-shutdown" })) received.push(res.status);
     })();
-    await eventually(() => received.length === 1);
+    await waitFor(() => received.length === 1, "received.length === 1");
 
     const { ms } = await timed(server.close(10_000));
     await stream;
@@ -88,7 +89,7 @@ describe("TransportServer.close", () => {
     const { server, port } = await startTestServer(createProbe()); // first-bytes timeout: default 10 s
     const silent = net.connect(port, "127.0.0.1");
     silent.on("error", () => {});
-    await eventually(() => server.openConnections === 1);
+    await waitFor(() => server.openConnections === 1, "server.openConnections === 1");
     const { ms } = await timed(server.close(10_000));
     expect(ms).toBeLessThan(1000);
     expect(server.openConnections).toBe(0);
@@ -123,7 +124,7 @@ describe("TransportServer.close", () => {
     req.on("error", () => {});
     req.pause(); // never read
     req.end(envelope("flood"));
-    await eventually(() => probe.floodsRunning === 1);
+    await waitFor(() => probe.floodsRunning === 1, "probe.floodsRunning === 1");
     await delay(100); // let the flood fill the flow-control window
 
     const graceMs = 300;
@@ -131,7 +132,7 @@ describe("TransportServer.close", () => {
     expect(ms).toBeGreaterThanOrEqual(graceMs - 20); // the stuck stream held close until the grace ended
     expect(ms).toBeLessThan(graceMs + 1500);
     expect(server.openConnections).toBe(0);
-    expect(await eventually(() => probe.floodsRunning === 0)).toBe(true);
+    await waitFor(() => probe.floodsRunning === 0, "probe.floodsRunning === 0");
     session.destroy();
   });
 
@@ -148,7 +149,7 @@ describe("TransportServer.close", () => {
     );
     socket.write(body);
     socket.pause(); // never read
-    await eventually(() => probe.floodsRunning === 1);
+    await waitFor(() => probe.floodsRunning === 1, "probe.floodsRunning === 1");
     await delay(200); // let the flood fill the socket buffers
 
     const graceMs = 300;
@@ -156,7 +157,7 @@ describe("TransportServer.close", () => {
     expect(ms).toBeGreaterThanOrEqual(graceMs - 20);
     expect(ms).toBeLessThan(graceMs + 1500);
     expect(server.openConnections).toBe(0);
-    expect(await eventually(() => probe.floodsRunning === 0)).toBe(true);
+    await waitFor(() => probe.floodsRunning === 0, "probe.floodsRunning === 0");
     socket.destroy();
   });
 
