@@ -80,9 +80,10 @@ describe("capvend serve (the real process)", () => {
     expect(await s.exited).toBe(0);
   });
 
-  it("on SIGTERM tells streams to reconnect, lets them close, and exits within the grace period", async () => {
+  it("on SIGTERM tells streams to reconnect, lets them close, and exits without waiting out the grace period", async () => {
     const dataDir = await tempDir();
-    const s = serve({ CAPVEND_DATA_DIR: dataDir, CAPVEND_ORCHESTRATOR_TOKEN: "cli-test-orchestrator-token", CAPVEND_SHUTDOWN_GRACE: "3s" });
+    // A grace longer than the test's timeout: an exit that waited it out would fail the test.
+    const s = serve({ CAPVEND_DATA_DIR: dataDir, CAPVEND_ORCHESTRATOR_TOKEN: "cli-test-orchestrator-token", CAPVEND_SHUTDOWN_GRACE: "10m" });
     const port = await s.listening;
     const bearer = (t: string) => createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}`, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${t}`), next(req))] });
     const res = await createClient(VendingService, bearer("cli-test-orchestrator-token")).startSession({
@@ -102,12 +103,10 @@ describe("capvend serve (the real process)", () => {
         code = (err as { code?: number }).code;
       }
     })();
-    const started = Date.now();
     await reading;
     expect(events).toEqual(["tokenIssued", "reconnect"]);
     expect(code).toBe(14); // UNAVAILABLE
     expect(await s.exited).toBe(0);
-    expect(Date.now() - started).toBeLessThan(3000 + 2000);
   });
 
   it("refuses bad configuration with a message naming the setting", async () => {

@@ -253,15 +253,19 @@ describe("WatchSession over a real HTTP/2 server", () => {
     expect(c.error).toBeUndefined();
   }, 10_000);
 
-  it("tokens on the stream verify against the JWKS", async () => {
+  it("tokens on the stream verify against the served JWKS, carrying the session, user and agent", async () => {
     const s = await startSalesSession(h);
     const ac = new AbortController();
     const c = collect(s.runtime.watchSession({ grants: grants() }, { signal: ac.signal }));
     await c.until(() => c.of("tokenIssued").length >= 2, "the first tokens");
     const jwks = jose.createRemoteJWKSet(new URL(`${h.url}/.well-known/jwks.json`));
     for (const t of c.of("tokenIssued")) {
-      const { payload } = await jose.jwtVerify(t.token!.accessToken, jwks, { audience: t.token!.resource });
+      const { payload, protectedHeader } = await jose.jwtVerify(t.token!.accessToken, jwks, { issuer: "https://capvend.local", audience: t.token!.resource, typ: "at+jwt" });
+      expect(protectedHeader.kid).toBe(h.keyRing.current().kid);
       expect(payload.sid).toBe(s.sessionId);
+      expect(payload.jti).toBe(t.token!.tokenId);
+      expect(payload.sub).toBe("user:alice");
+      expect(payload.act).toEqual({ sub: "agent:sales-bot" });
     }
     ac.abort();
     await c.done;
