@@ -14,7 +14,8 @@
 import http2 from "node:http2";
 import { performance } from "node:perf_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { WatchSessionRequestSchema } from "../src/gen/capvend/v1/vending_pb.js";
+import type { Client } from "@connectrpc/connect";
+import { VendingService, WatchSessionRequestSchema } from "../src/gen/capvend/v1/vending_pb.js";
 import { startHarness, startSalesSession, type Harness } from "../test/helpers/harness.js";
 import { collect } from "../test/helpers/stream-collector.js";
 
@@ -31,10 +32,14 @@ function summary(name: string, ms: number[]): string {
   return `${name.padEnd(44)} median ${quantile(s, 0.5).toFixed(2)} ms   p99 ${quantile(s, 0.99).toFixed(2)} ms   (n=${s.length})`;
 }
 
-/** One revocation pushed to one stream: Revoke sent → SessionEnded received, in ms. */
-async function pushOnce(h: Harness): Promise<number> {
+/**
+ * One revocation pushed to one stream: Revoke sent → SessionEnded received, in ms. Every
+ * runtime shares `runtimes`' one connection (a client per session would open a connection
+ * each, and run into the per-address connection limit), sending its credential per call.
+ */
+async function pushOnce(h: Harness, runtimes: Client<typeof VendingService>): Promise<number> {
   const s = await startSalesSession(h);
-  const c = collect(s.runtime.watchSession({ grants: GRANTS }));
+  const c = collect(runtimes.watchSession({ grants: GRANTS }, { headers: { authorization: `Bearer ${s.sessionCredential}` } }));
   await c.until(() => c.of("tokenIssued").length >= 1, "the first token");
   const t0 = performance.now();
   await h.orchestrator.revoke({ target: { case: "sessionId", value: s.sessionId }, reason: "bench" });
@@ -66,11 +71,12 @@ export async function main(): Promise<void> {
   const h = await startHarness({ settings: { streamStallTimeoutMs: 60 * 60_000 } });
   try {
     const s = await startSalesSession(h);
+    const runtimes = h.client();
     const unary: number[] = [];
     const alone: number[] = [];
     const withStalled: number[] = [];
     for (let i = 0; i < WARMUP; i++) {
-      await pushOnce(h);
+      await pushOnce(h, runtimes);
       await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] });
     }
     // Baseline and the first case alternate, so drift on a shared machine hits both alike.
@@ -78,10 +84,10 @@ export async function main(): Promise<void> {
       const t0 = performance.now();
       await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] });
       unary.push(performance.now() - t0);
-      alone.push(await pushOnce(h));
+      alone.push(await pushOnce(h, runtimes));
     }
     const stalled = await stalledReader(h);
-    for (let i = 0; i < n; i++) withStalled.push(await pushOnce(h));
+    for (let i = 0; i < n; i++) withStalled.push(await pushOnce(h, runtimes));
     stalled.destroy();
 
     process.stdout.write(`${summary("baseline: unary IssueToken round trip", unary)}\n`);
