@@ -119,13 +119,13 @@ describe("reload()", () => {
     expect(can(engine, "read")).toBe(true);
   });
 
-  it("reloads into its one preparsed slot: many reloads mint no new wasm set", async () => {
+  it("reloads into its one preparsed slot: reloads mint no new wasm set", async () => {
     // cedar-wasm keeps every preparsed name for good (about 0.9 MB per 300-policy set), so a
     // name per reload would leak. The memory figure itself is `npm run bench -- reload-memory`.
     const many = Array.from({ length: 300 }, (_, i) => `permit (principal == Agent::"a${i}", action in [Action::"read", Action::"write"], resource == Resource::"r${i}") when { context.ttl_seconds <= ${i} };`);
     const { engine } = await setup({ "many.cedar": many.join("\n") });
     const minted = slotsMinted();
-    for (let i = 0; i < 60; i++) expect((await engine.reload()).ok).toBe(true);
+    for (let i = 0; i < 5; i++) expect((await engine.reload()).ok).toBe(true);
     expect(slotsMinted()).toBe(minted);
     expect(engine.authorize({ principal: { type: "Agent", id: "a7" }, action: "read", resource: { type: "Resource", id: "r7" }, context: { ttl_seconds: 5 } }).allowed).toBe(true);
   });
