@@ -30,7 +30,8 @@ afterEach(async () => {
 });
 
 // What every revocation list does (feed order, replay, listeners, lookups) is the contract in
-// test/contract/; these are what only the memory list has: its numbering, pruning and timer.
+// test/contract/; these are what only the memory list has: its numbering, listener count,
+// catchUp on the injected clock, pruning and timer.
 describe("MemoryRevocationList", () => {
   it("numbers revocations 1, 2, 3… in publish order; lastSeq follows", async () => {
     const { list, rev } = setup();
@@ -48,6 +49,37 @@ describe("MemoryRevocationList", () => {
     await list.publish(r);
     expect(r.seq).toBeUndefined();
     expect(list.since(0)[0]).toMatchObject({ id: r.id, seq: 1 });
+  });
+
+  it("tells every subscriber, in order, with the seq set; unsubscribe stops it", async () => {
+    const { list, rev } = setup();
+    const a: number[] = [];
+    const b: number[] = [];
+    const offA = list.subscribe((r) => a.push(r.seq!));
+    list.subscribe((r) => b.push(r.seq!));
+    expect(list.listenerCount).toBe(2);
+    await list.publish(rev("token_id", "t1"));
+    await list.publish(rev("token_id", "t2"));
+    offA();
+    expect(list.listenerCount).toBe(1);
+    await list.publish(rev("token_id", "t3"));
+    expect(a).toEqual([1, 2]);
+    expect(b).toEqual([1, 2, 3]);
+  });
+
+  it("waits catchUp's timeout on the injected clock, and answers true if a publish reaches the position first", async () => {
+    const { clock, list, rev } = setup();
+    let answer: boolean | undefined;
+    void list.catchUp(1, 1000).then((ok) => (answer = ok));
+    clock.advance(999);
+    await Promise.resolve();
+    expect(answer).toBeUndefined();
+    clock.advance(1);
+    await Promise.resolve();
+    expect(answer).toBe(false);
+    const reached = list.catchUp(1, 1000);
+    await list.publish(rev("agent_id", "bot"));
+    expect(await reached).toBe(true);
   });
 
   it("a subscriber that unsubscribes itself during delivery does not stop the others", async () => {
