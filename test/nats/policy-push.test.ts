@@ -55,7 +55,8 @@ function cli(args: string[], env: Record<string, string>): Promise<{ code: numbe
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [path.join(ROOT, "dist/src/cli.js"), ...args], {
       cwd: ROOT,
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? os.tmpdir(), ...env },
+      // A NATS deadline for a loaded machine (the default, 2 s, is for a server, not this test).
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? os.tmpdir(), CAPVEND_NATS_TIMEOUT: "15s", ...env },
     });
     let out = "";
     let err = "";
