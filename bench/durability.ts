@@ -26,11 +26,11 @@ import { VendingService } from "../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing } from "../src/keys/key-ring.js";
 import { createLogger } from "../src/logging/logger.js";
 import { loadPolicyEngine } from "../src/policy/engine.js";
-import { FileRevocationList } from "../src/revocation/file-revocation-list.js";
-import { MemoryRevocationList } from "../src/revocation/memory-revocation-list.js";
+import { FileRevocationList } from "../src/backends/file/file-revocation-list.js";
+import { MemoryRevocationList } from "../src/backends/memory/memory-revocation-list.js";
 import { createCapvendServer } from "../src/server.js";
-import { FileSessionStore } from "../src/sessions/file-session-store.js";
-import { MemorySessionStore } from "../src/sessions/memory-session-store.js";
+import { FileSessionStore } from "../src/backends/file/file-session-store.js";
+import { MemorySessionStore } from "../src/backends/memory/memory-session-store.js";
 
 const TOKEN = "bench-orchestrator-token-0123456789";
 const RUNS = 5;

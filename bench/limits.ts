@@ -23,9 +23,9 @@ import { VendingService } from "../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing } from "../src/keys/key-ring.js";
 import { createLogger } from "../src/logging/logger.js";
 import { loadPolicyEngine } from "../src/policy/engine.js";
-import { MemoryRevocationList } from "../src/revocation/memory-revocation-list.js";
+import { MemoryRevocationList } from "../src/backends/memory/memory-revocation-list.js";
 import { createCapvendServer } from "../src/server.js";
-import { MemorySessionStore } from "../src/sessions/memory-session-store.js";
+import { MemorySessionStore } from "../src/backends/memory/memory-session-store.js";
 import { createFileAuditSink } from "../src/audit/file-sink.js";
 
 const TOKEN = "bench-orchestrator-token-0123456789";

@@ -18,11 +18,11 @@ import { WatchSessionRequestSchema, type WatchSessionResponse } from "../src/gen
 import { openKeyRing } from "../src/keys/key-ring.js";
 import { createLogger } from "../src/logging/logger.js";
 import { loadPolicyEngine } from "../src/policy/engine.js";
-import { MemoryRevocationList } from "../src/revocation/memory-revocation-list.js";
+import { MemoryRevocationList } from "../src/backends/memory/memory-revocation-list.js";
 import { createCapvendServer } from "../src/server.js";
 import { scopeRequest } from "../src/service/policy-requests.js";
-import { MemorySessionStore } from "../src/sessions/memory-session-store.js";
-import type { SessionRecord } from "../src/sessions/session-store.js";
+import { MemorySessionStore } from "../src/backends/memory/memory-session-store.js";
+import type { SessionRecord } from "../src/backends/types.js";
 
 const STREAMS = 5000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);

@@ -10,9 +10,9 @@ import { DEFAULT_POLICY_DIR, loadConfig } from "../src/config/config.js";
 import { openKeyRing } from "../src/keys/key-ring.js";
 import { createLogger } from "../src/logging/logger.js";
 import { loadPolicyEngine } from "../src/policy/engine.js";
-import { MemoryRevocationList } from "../src/revocation/memory-revocation-list.js";
+import { MemoryRevocationList } from "../src/backends/memory/memory-revocation-list.js";
 import { createCapvendServer } from "../src/server.js";
-import { MemorySessionStore } from "../src/sessions/memory-session-store.js";
+import { MemorySessionStore } from "../src/backends/memory/memory-session-store.js";
 import { RENEW_JITTER_FRACTION } from "../src/streams/renewal.js";
 import { runScale } from "./streams-scale.js";
 

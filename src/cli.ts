@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { auditCommand } from "./audit/cli.js";
 import { sha256Hex } from "./auth/credentials.js";
 import path from "node:path";
-import { ConfigError, DEFAULT_POLICY_DIR, loadConfig } from "./config/config.js";
+import { ConfigError, loadConfig, packageRoot } from "./config/config.js";
 import { remoteKeysRotate } from "./cli/admin-commands.js";
 import { revokeCommand, SESSION_USAGE, sessionCommand } from "./cli/session-command.js";
 import { createLogger } from "./logging/logger.js";
@@ -106,7 +106,7 @@ function io() {
 
 /** The version in the package.json this CLI ships in. */
 function packageVersion(): string {
-  const text = readFileSync(path.join(DEFAULT_POLICY_DIR, "..", "..", "package.json"), "utf8");
+  const text = readFileSync(path.join(packageRoot(), "package.json"), "utf8");
   return (JSON.parse(text) as { version: string }).version;
 }
 

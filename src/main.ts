@@ -4,7 +4,10 @@ import { join } from "node:path";
 import { ensurePrivateDir } from "./audit/permissions.js";
 import { combineAuditSinks } from "./audit/combine.js";
 import { createFileAuditSink } from "./audit/file-sink.js";
-import { openBackends, type Backends } from "./backends.js";
+import { openFileBackends } from "./backends/file/open-file-backends.js";
+import { openMemoryBackends } from "./backends/memory/open-memory-backends.js";
+import { openNatsBackends } from "./backends/nats/open-nats-backends.js";
+import type { BackendOptions, Backends } from "./backends/types.js";
 import type { AuditSink } from "./audit/sink.js";
 import { systemClock } from "./clock.js";
 import type { Config } from "./config/config.js";
@@ -15,8 +18,8 @@ import { DEV_ORCHESTRATOR_ID, devOrchestratorHash } from "./orchestrator-token.j
 import { DEFAULT_RELOAD_DEBOUNCE_MS, directorySource, loadPolicyEngine, type PolicyEngine } from "./policy/engine.js";
 import type { MetricsSource } from "./http/metrics-endpoint.js";
 import { registerBearerTokenHashes } from "./security/redact.js";
-import { REVOCATION_JOURNAL_FILE } from "./revocation/file-revocation-list.js";
-import { SESSION_JOURNAL_FILE, STATE_SUBDIR } from "./sessions/file-session-store.js";
+import { REVOCATION_JOURNAL_FILE } from "./backends/file/file-revocation-list.js";
+import { SESSION_JOURNAL_FILE, STATE_SUBDIR } from "./backends/file/file-session-store.js";
 import { createCapvendServer, type CapvendServer } from "./server.js";
 import type { Telemetry } from "./telemetry/telemetry.js";
 
@@ -177,6 +180,7 @@ export async function startCapvend(
     metrics: options.metrics,
     rotateKey: config.signingKeyFiles.length > 0 ? undefined : () => rotateKey(),
     policyStatuses: backends.policyStatuses,
+    replicaQueries: backends.replicaQueries,
   });
   backends.watchHealth?.((service, serving) => server.setHealth(service, serving));
   const address = await server.listen(config.listen.host, config.listen.port);
@@ -234,4 +238,17 @@ function nonEmpty(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Opens the backends the configuration asks for: with NATS_URL, the JetStream ones (see
+ * src/backends/nats/ and docs/operations.md), resolved only once the revocation feed is caught up
+ * and this replica's public keys are published; otherwise the durable embedded ones in the
+ * data directory, or the in-process ones with CAPVEND_STATE_STORE=memory.
+ */
+export async function openBackends(opts: BackendOptions): Promise<Backends> {
+  if (opts.config.nats) return openNatsBackends(opts, opts.config.nats);
+  if (opts.config.natsUrl) throw new Error("NATS_URL is set but the NATS settings were not parsed (load the config with loadConfig)");
+  if (opts.config.stateStore === "memory") return openMemoryBackends(opts);
+  return openFileBackends(opts);
 }

@@ -6,7 +6,7 @@ import { authInterceptor } from "./auth/auth-interceptor.js";
 import { auditInterceptor } from "./service/audit-interceptor.js";
 import { createAuthenticator } from "./auth/authenticator.js";
 import type { Clock } from "./clock.js";
-import type { Config } from "./config/config.js";
+import { type Config, DEFAULT_KEY_PUBLISH_DELAY_MS } from "./config/config.js";
 import { VendingService } from "./gen/capvend/v1/vending_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 import { createHealthService, type HealthService } from "./health/health-service.js";
@@ -14,21 +14,19 @@ import { jwksMaxAgeSeconds, wellKnownRoutes } from "./http/well-known.js";
 import { healthRoutes } from "./http/health-endpoints.js";
 import { introspectRoute } from "./http/introspect-endpoint.js";
 import { metricsRoute, type MetricsSource } from "./http/metrics-endpoint.js";
-import { DEFAULT_KEY_PUBLISH_DELAY_MS } from "./config/config.js";
 import type { Jwks, KeyRing } from "./keys/key-ring.js";
 import { errorInterceptor } from "./logging/error-interceptor.js";
 import type { Logger } from "./logging/logger.js";
-import type { RevocationList } from "./revocation/revocation.js";
+import type { ReplicaPolicyStatus, ReplicaQueries, RevocationList, SessionStore } from "./backends/types.js";
 import { cacheDecisions, type VersionedDecider } from "./policy/decision-cache.js";
 import { routes } from "./routes.js";
 import { createAdminService } from "./admin/admin-service.js";
+import { shareStreams } from "./admin/remote-streams.js";
 import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
-import type { ReplicaPolicyStatus } from "./nats/kv-policy.js";
 import { createIntrospection } from "./service/introspection.js";
 import { createIssuer } from "./service/issuer.js";
 import type { PolicyDecider } from "./service/policy-requests.js";
 import { createVendingService } from "./service/vending-service.js";
-import type { SessionStore } from "./sessions/session-store.js";
 import { nodeRequestKey, resetStream } from "./streams/reset-stream.js";
 import { StreamHub } from "./streams/stream-hub.js";
 import { AUDIT_HEALTH_SERVICE, POLICY_HEALTH_SERVICE } from "./telemetry/attributes.js";
@@ -86,6 +84,8 @@ export interface CapvendServerDeps {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Rotates this replica's signing key with the publish delay (AdminService.RotateKeys); absent: RotateKeys fails. */
   rotateKey?: () => Promise<KeyRotation>;
+  /** Questions to the other replicas (NATS), for AdminService.GetSession's remote streams; absent: this replica's streams alone. */
+  replicaQueries?: ReplicaQueries;
   /** Every replica's policy report (NATS), for AdminService.PolicyStatus; absent: this replica's alone. */
   policyStatuses?: () => Promise<ReplicaPolicyStatus[]>;
   /** Serves `GET /metrics` on the main port (the OpenTelemetry PrometheusExporter); absent: no endpoint. */
@@ -255,6 +255,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     });
   }
   reportAuditHealth = (healthy) => health.setStatus(AUDIT_HEALTH_SERVICE, healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  const sharedStreams =
+    deps.replicaQueries && shareStreams({ queries: deps.replicaQueries, replica: settings.replicaId ?? "capvend", streamsOf: (id) => hub.streamsOf(id), clock, logger });
   const transport = createTransportServer({
     routes: routes(
       vending,
@@ -266,6 +268,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
         sessions: deps.sessions,
         audit,
         streamsOf: (id) => hub.streamsOf(id),
+        remoteStreams: sharedStreams?.remoteStreams,
         engine,
         policyStatuses: deps.policyStatuses,
         rotateKey: deps.rotateKey ?? (() => rotateWithPublishDelay(keyRing, { clock, publishDelayMs: settings.keyPublishDelayMs ?? DEFAULT_KEY_PUBLISH_DELAY_MS })),
@@ -320,6 +323,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     close(graceMs = settings.shutdownGraceMs) {
       closing ??= (async () => {
         unsubscribePolicy();
+        sharedStreams?.stop();
         health.shutdown();
         hub.drain("server shutting down");
         await transport.close(graceMs);

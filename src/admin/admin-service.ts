@@ -15,11 +15,10 @@ import {
   type Stream,
 } from "../gen/capvend/admin/v1/admin_pb.js";
 import type { KeyRotation } from "../keys/rotate.js";
-import type { ReplicaPolicyStatus } from "../nats/kv-policy.js";
+import type { ReplicaPolicyStatus, SessionRecord, SessionStore } from "../backends/types.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import { callerRequest, explainDenial, type AdminAction, type PolicyDecider } from "../service/policy-requests.js";
 import { validateId } from "../service/validate.js";
-import type { SessionRecord, SessionStore } from "../sessions/session-store.js";
 import type { WatchStream } from "../streams/watch-stream.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
 

@@ -9,7 +9,7 @@ import { connect } from "@nats-io/transport-node";
 import type { Checkpoint } from "./checkpoint.js";
 import { parseCheckpoint } from "./checkpoint.js";
 
-/** The JetStream stream audit events and checkpoints go to (see src/nats/names.ts). */
+/** The JetStream stream audit events and checkpoints go to (see src/backends/nats/names.ts). */
 export const AUDIT_ANCHOR_STREAM = "CAPVEND_AUDIT";
 
 /** Subject of one log's checkpoints: `capvend.audit.checkpoint.<kid>`. */

@@ -2,8 +2,7 @@ import { readFile } from "node:fs/promises";
 import * as jose from "jose";
 import type { Clock } from "../clock.js";
 import { capvendError } from "../errors.js";
-import type { RevocationList } from "../revocation/revocation.js";
-import type { SessionStore } from "../sessions/session-store.js";
+import type { RevocationList, SessionStore } from "../backends/types.js";
 import { digestsEqual, parseSessionCredential, sha256Hex } from "./credentials.js";
 import type { Principal } from "./principal.js";
 

@@ -1,5 +1,5 @@
 import { createContextKey } from "@connectrpc/connect";
-import type { SessionRecord } from "../sessions/session-store.js";
+import type { SessionRecord } from "../backends/types.js";
 
 /** Who is calling, as established by the auth interceptor. */
 export type Principal =

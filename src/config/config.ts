@@ -57,7 +57,7 @@ export const DEFAULT_NATS_TIMEOUT_MS = 2000;
 export const DEFAULT_POLICY_DIR = path.join(packageRoot(), "examples", "policy");
 
 /** The package's root, found from this module whether it runs from src/ or dist/src/. */
-function packageRoot(): string {
+export function packageRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   while (!existsSync(path.join(dir, "package.json"))) {
     const up = path.dirname(dir);

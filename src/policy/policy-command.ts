@@ -4,7 +4,7 @@ import { systemClock } from "../clock.js";
 import { ConfigError, DEFAULT_POLICY_DIR, loadConfig } from "../config/config.js";
 import { parseDuration } from "../config/duration.js";
 import { explainDenial, scopeRequest } from "../service/policy-requests.js";
-import type { SessionRecord } from "../sessions/session-store.js";
+import type { SessionRecord } from "../backends/types.js";
 import { loadPolicyEngine, PolicyLoadError } from "./engine.js";
 import { parsePolicySet } from "./policy-directory.js";
 import { readPolicyFiles } from "./policy-set.js";
@@ -142,8 +142,8 @@ async function push(argv: string[], io: PolicyCommandIo): Promise<number> {
   if (!config.nats) throw new UsageError("NATS_URL is not set: without NATS, each replica reads its own policy directory");
   const { connect } = await import("@nats-io/transport-node");
   const { jetstream } = await import("@nats-io/jetstream");
-  const { natsConnectionOptions } = await import("../nats/connection-options.js");
-  const { openPolicyBucket, openPolicyStatusBucket, pushPolicySet, readPolicyStatuses } = await import("../nats/kv-policy.js");
+  const { natsConnectionOptions } = await import("../backends/nats/connection-options.js");
+  const { openPolicyBucket, openPolicyStatusBucket, pushPolicySet, readPolicyStatuses } = await import("../backends/nats/kv-policy.js");
   const nc = await connect(await natsConnectionOptions(config.nats, "capvend policy push"));
   try {
     const timeoutMs = config.nats.timeoutMs;

@@ -1,5 +1,5 @@
 import type { Decision } from "../policy/engine.js";
-import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
+import type { GrantSpec, SessionRecord } from "../backends/types.js";
 import { explainDenial, scopeRequest, type PolicyDecider } from "./policy-requests.js";
 
 /** The shortest token a runtime can ask for, in seconds (issuance refuses less than a second of life). */

@@ -5,8 +5,7 @@ import { markAudited } from "../audit/decision-log.js";
 import { AuditEventRefusedError } from "../audit/errors.js";
 import { capvendError } from "../errors.js";
 import type { Decision } from "../policy/engine.js";
-import type { RevocationList } from "../revocation/revocation.js";
-import type { SessionRecord } from "../sessions/session-store.js";
+import type { RevocationList, SessionRecord } from "../backends/types.js";
 import type { Minter, MintedToken } from "../tokens/mint.js";
 import { explainDenial, scopeRequest, type PolicyDecider } from "./policy-requests.js";
 

@@ -1,6 +1,6 @@
 import { entityValue, type AuthorizationRequest, type ContextValue, type Decision } from "../policy/engine.js";
 import type { Principal } from "../auth/principal.js";
-import type { SessionRecord } from "../sessions/session-store.js";
+import type { SessionRecord } from "../backends/types.js";
 
 /** The slice of the policy engine the service needs. */
 export interface PolicyDecider {

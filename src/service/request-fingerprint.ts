@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { GrantSpec } from "../sessions/session-store.js";
+import type { GrantSpec } from "../backends/types.js";
 
 /** What a StartSession request asks for, once validated (request_id aside). */
 export interface StartSessionIntent {

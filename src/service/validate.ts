@@ -1,7 +1,7 @@
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { invalidArgument } from "../errors.js";
 import { looksSecret } from "../security/redact.js";
-import type { GrantSpec } from "../sessions/session-store.js";
+import type { GrantSpec } from "../backends/types.js";
 
 /**
  * What the contract cannot say about a request. Required fields, lengths, counts, formats

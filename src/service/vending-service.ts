@@ -19,8 +19,7 @@ import {
   type WatchSessionRequest,
   type WatchSessionResponse,
 } from "../gen/capvend/v1/vending_pb.js";
-import type { Revocation, RevocationKind, RevocationList } from "../revocation/revocation.js";
-import { SessionExistsError, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
+import { type Revocation, type RevocationKind, type RevocationList, SessionExistsError, type SessionRecord, type SessionStore } from "../backends/types.js";
 import { AGENT_SUBJECT_PREFIX, USER_SUBJECT_PREFIX } from "../tokens/claims.js";
 import { noteSubject } from "./audit-interceptor.js";
 import type { Introspection } from "./introspection.js";

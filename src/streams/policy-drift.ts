@@ -3,9 +3,8 @@ import type { AuditEvent } from "../audit/event.js";
 import { newRevocationId } from "../auth/credentials.js";
 import type { Clock } from "../clock.js";
 import type { Decision } from "../policy/engine.js";
-import type { Revocation } from "../revocation/revocation.js";
+import type { GrantSpec, Revocation, SessionRecord } from "../backends/types.js";
 import { explainDenial, scopeRequest, type PolicyDecider } from "../service/policy-requests.js";
-import type { GrantSpec, SessionRecord } from "../sessions/session-store.js";
 import type { WatchStream } from "./watch-stream.js";
 
 /** The reason carried by every revocation a policy change causes (streams, feed, audit). */

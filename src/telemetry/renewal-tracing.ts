@@ -4,7 +4,7 @@
  * renewal is instead a root span linked to the stream's span, so either leads to the other.
  */
 import { ROOT_CONTEXT, SpanKind, type SpanContext, type Tracer } from "@opentelemetry/api";
-import type { SessionRecord, GrantSpec } from "../sessions/session-store.js";
+import type { SessionRecord, GrantSpec } from "../backends/types.js";
 import type { WatchStream } from "../streams/watch-stream.js";
 import { ATTR_RESOURCE, ATTR_STREAM_ID, ATTR_TOKEN_SCOPES, SPAN_RENEW } from "./attributes.js";
 import { recordError } from "./span-errors.js";

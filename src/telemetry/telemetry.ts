@@ -10,7 +10,7 @@ import { MeterProvider, type IMetricReader } from "@opentelemetry/sdk-metrics";
 import { AlwaysOffSampler, BasicTracerProvider, type Sampler, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import type { AuditSink, AuditSinkState } from "../audit/sink.js";
-import type { Revocation } from "../revocation/revocation.js";
+import type { Revocation } from "../backends/types.js";
 import type { Issuer } from "../service/issuer.js";
 import type { PolicyDecider } from "../service/policy-requests.js";
 import type { StreamHubOptions } from "../streams/stream-hub.js";

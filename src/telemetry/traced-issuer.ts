@@ -2,7 +2,7 @@
 import { isSpanContextValid, type Tracer } from "@opentelemetry/api";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Issuer, TokenRequest } from "../service/issuer.js";
-import type { SessionRecord } from "../sessions/session-store.js";
+import type { SessionRecord } from "../backends/types.js";
 import {
   ATTR_AGENT_ID,
   ATTR_ENDUSER_ID,

@@ -8,9 +8,9 @@ import { createAuthenticator, type Authenticator, type AuthenticatorOptions } fr
 import { newSessionCredential, newSessionId, sha256Hex } from "../../src/auth/credentials.js";
 import { ManualClock } from "../../src/clock.js";
 import { reasonOf } from "../../src/errors.js";
-import { MemoryRevocationList } from "../../src/revocation/memory-revocation-list.js";
-import type { SessionRecord, SessionStore } from "../../src/sessions/session-store.js";
-import { MemorySessionStore } from "../../src/sessions/memory-session-store.js";
+import { MemoryRevocationList } from "../../src/backends/memory/memory-revocation-list.js";
+import type { SessionRecord, SessionStore } from "../../src/backends/types.js";
+import { MemorySessionStore } from "../../src/backends/memory/memory-session-store.js";
 
 const ORCH_TOKEN = "orchestrator-secret-token-0123456789";
 const GATEWAY_TOKEN = "gateway-secret-token-0123456789abcd";

@@ -3,8 +3,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { systemClock } from "../../src/clock.js";
-import { FileRevocationList } from "../../src/revocation/file-revocation-list.js";
-import { FileSessionStore } from "../../src/sessions/file-session-store.js";
+import { FileRevocationList } from "../../src/backends/file/file-revocation-list.js";
+import { FileSessionStore } from "../../src/backends/file/file-session-store.js";
 import { defineRevocationListContract } from "./revocation-list.contract.js";
 import { defineSessionStoreContract } from "./session-store.contract.js";
 

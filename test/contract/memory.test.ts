@@ -1,6 +1,6 @@
 import { systemClock } from "../../src/clock.js";
-import { MemoryRevocationList } from "../../src/revocation/memory-revocation-list.js";
-import { MemorySessionStore } from "../../src/sessions/memory-session-store.js";
+import { MemoryRevocationList } from "../../src/backends/memory/memory-revocation-list.js";
+import { MemorySessionStore } from "../../src/backends/memory/memory-session-store.js";
 import { defineRevocationListContract } from "./revocation-list.contract.js";
 import { defineSessionStoreContract } from "./session-store.contract.js";
 

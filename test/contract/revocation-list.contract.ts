@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Revocation, RevocationKind, RevocationList } from "../../src/revocation/revocation.js";
+import type { Revocation, RevocationKind, RevocationList } from "../../src/backends/types.js";
 import { newJti } from "../../src/tokens/jti.js";
 
 /** A fresh, empty list and how to dispose of it (and whatever backs it). */

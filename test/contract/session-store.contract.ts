@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
-import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type SessionStore } from "../../src/sessions/session-store.js";
+import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type SessionStore } from "../../src/backends/types.js";
 
 /** A fresh, empty store and how to dispose of it (and whatever backs it). */
 export interface SessionStoreFixture {

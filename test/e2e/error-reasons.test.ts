@@ -32,8 +32,8 @@ import {
   WatchSessionRequestSchema,
   WatchSessionResponseSchema,
 } from "../../src/gen/capvend/v1/vending_pb.js";
-import { MemoryRevocationList } from "../../src/revocation/memory-revocation-list.js";
-import { MemorySessionStore } from "../../src/sessions/memory-session-store.js";
+import { MemoryRevocationList } from "../../src/backends/memory/memory-revocation-list.js";
+import { MemorySessionStore } from "../../src/backends/memory/memory-session-store.js";
 import { systemClock } from "../../src/clock.js";
 import { DEFAULT_POLICY_DIR } from "../../src/config/config.js";
 import { encodeResumeToken } from "../../src/streams/resume-token.js";

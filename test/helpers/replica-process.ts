@@ -11,6 +11,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { AdminService } from "../../src/gen/capvend/admin/v1/admin_pb.js";
 import { VendingService } from "../../src/gen/capvend/v1/vending_pb.js";
 import { Health } from "../../src/gen/grpc/health/v1/health_pb.js";
 
@@ -55,6 +56,8 @@ export interface ReplicaProcess {
   client(bearer?: string): Client<typeof VendingService>;
   /** A client with the orchestrator token. */
   readonly orchestrator: Client<typeof VendingService>;
+  /** A capvend.admin.v1 client with the orchestrator token. */
+  readonly admin: Client<typeof AdminService>;
   /** A grpc.health.v1 client. */
   readonly health: Client<typeof Health>;
   /** Sends `signal` (default SIGKILL) and waits for the exit. */
@@ -160,6 +163,7 @@ export async function startReplica(opts: ReplicaOptions = {}): Promise<ReplicaPr
     exited,
     client: (token?: string) => createClient(VendingService, transport(token)),
     orchestrator: createClient(VendingService, transport(REPLICA_ORCHESTRATOR_TOKEN)),
+    admin: createClient(AdminService, transport(REPLICA_ORCHESTRATOR_TOKEN)),
     health: createClient(Health, transport()),
     kill,
     async cleanup() {

@@ -2,8 +2,8 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditEventRefusedError, AuditUnavailableError } from "../../src/audit/errors.js";
-import { ensureStream } from "../../src/nats/jetstream-setup.js";
-import { createJetStreamAuditSink, type JetStreamAuditSinkOptions } from "../../src/nats/jetstream-audit-sink.js";
+import { ensureStream } from "../../src/backends/nats/jetstream-setup.js";
+import { createJetStreamAuditSink, type JetStreamAuditSinkOptions } from "../../src/backends/nats/jetstream-audit-sink.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { connectClient, uniqueName, waitFor, type TestClient } from "./fixtures.js";
 

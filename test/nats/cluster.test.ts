@@ -6,7 +6,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { REVOCATION_STREAM } from "../../src/nats/names.js";
+import { REVOCATION_STREAM } from "../../src/backends/nats/names.js";
 import { startNatsCluster, type NatsCluster } from "../helpers/nats-server.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
 import { collect, type Collected } from "./watch-collector.js";

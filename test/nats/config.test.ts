@@ -5,7 +5,7 @@ import path from "node:path";
 import { nkeys } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, DEFAULT_NATS_TIMEOUT_MS, loadConfig } from "../../src/config/config.js";
-import { natsConnectionOptions, NATS_RECONNECT_WAIT_MS } from "../../src/nats/connection-options.js";
+import { natsConnectionOptions, NATS_RECONNECT_WAIT_MS } from "../../src/backends/nats/connection-options.js";
 
 let dir: string;
 beforeAll(async () => {

@@ -6,10 +6,10 @@ import { systemClock, type Clock } from "../../src/clock.js";
 import { pino } from "pino";
 import type { Logger } from "../../src/logging/logger.js";
 import { memoryLogDestination } from "../helpers/memory-log.js";
-import { ensureBucket, ensureStream } from "../../src/nats/jetstream-setup.js";
-import { openKvSessionStore, type KvSessionStore } from "../../src/nats/kv-session-store.js";
-import { NatsLink } from "../../src/nats/link-state.js";
-import { openNatsRevocationList, type NatsRevocationList, type NatsRevocationListOptions } from "../../src/nats/nats-revocation-list.js";
+import { ensureBucket, ensureStream } from "../../src/backends/nats/jetstream-setup.js";
+import { openKvSessionStore, type KvSessionStore } from "../../src/backends/nats/kv-session-store.js";
+import { NatsLink } from "../../src/backends/nats/link-state.js";
+import { openNatsRevocationList, type NatsRevocationList, type NatsRevocationListOptions } from "../../src/backends/nats/nats-revocation-list.js";
 
 /** A logger that keeps its lines in memory (warnings and up). */
 export function memoryLogger(): { logger: Logger; lines: string[] } {

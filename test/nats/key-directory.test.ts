@@ -5,8 +5,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { systemClock, type Clock } from "../../src/clock.js";
 import type { Jwks, KeyChangeEvent, KeyRing } from "../../src/keys/key-ring.js";
 import { toSigningKey, type SigningKey } from "../../src/keys/signing-key.js";
-import { ensureBucket } from "../../src/nats/jetstream-setup.js";
-import { openKeyDirectory, type KeyDirectory } from "../../src/nats/key-directory.js";
+import { ensureBucket } from "../../src/backends/nats/jetstream-setup.js";
+import { openKeyDirectory, type KeyDirectory } from "../../src/backends/nats/key-directory.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { connectClient, uniqueName, waitFor, type TestClient } from "./fixtures.js";
 

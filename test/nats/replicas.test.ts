@@ -9,7 +9,7 @@ import { reasonOf } from "../../src/errors.js";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
-import { REVOCATION_HEALTH_SERVICE, SESSIONS_HEALTH_SERVICE } from "../../src/nats/names.js";
+import { REVOCATION_HEALTH_SERVICE, SESSIONS_HEALTH_SERVICE } from "../../src/backends/nats/names.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
 import { collect, type Collected } from "./watch-collector.js";

@@ -1,7 +1,7 @@
 /** NATS revocation list behaviour beyond the shared contract: several replicas on one feed, start-up catch-up, bad messages, outages. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NatsUnavailableError } from "../../src/nats/errors.js";
-import type { Revocation } from "../../src/revocation/revocation.js";
+import { NatsUnavailableError } from "../../src/backends/nats/errors.js";
+import type { Revocation } from "../../src/backends/types.js";
 import { revocation } from "../contract/revocation-list.contract.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { connectClient, createRevocationStream, openList, waitFor, type TestClient } from "./fixtures.js";

@@ -1,7 +1,7 @@
 /** The revocation message schema is a public interface: pin its field names and its checks. */
 import { describe, expect, it } from "vitest";
-import { decodeRevocation, encodeRevocation, revocationSubject } from "../../src/nats/revocation-message.js";
-import type { Revocation } from "../../src/revocation/revocation.js";
+import { decodeRevocation, encodeRevocation, revocationSubject } from "../../src/backends/nats/revocation-message.js";
+import type { Revocation } from "../../src/backends/types.js";
 
 const r: Revocation = { id: "rev_abc", kind: "user_id", value: "alice", reason: "left", revokedAt: 1_764_300_000_123, expiresAt: 1_764_328_800_123, by: "orchestrator:dev", seq: 7 };
 

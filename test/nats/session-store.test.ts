@@ -1,7 +1,7 @@
 /** KV session store behaviour beyond the shared contract: sharing between replicas, the cache during outages, CAS across replicas. */
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NatsUnavailableError } from "../../src/nats/errors.js";
+import { NatsUnavailableError } from "../../src/backends/nats/errors.js";
 import { sessionRecord } from "../contract/session-store.contract.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { connectClient, createSessionBucket, openStore, waitFor, type TestClient } from "./fixtures.js";

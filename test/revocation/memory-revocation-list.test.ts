@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../../src/clock.js";
-import { MemoryRevocationList, REVOCATION_PRUNE_INTERVAL_MS } from "../../src/revocation/memory-revocation-list.js";
-import type { Revocation, RevocationKind } from "../../src/revocation/revocation.js";
+import { MemoryRevocationList } from "../../src/backends/memory/memory-revocation-list.js";
+import { type Revocation, REVOCATION_PRUNE_INTERVAL_MS, type RevocationKind } from "../../src/backends/types.js";
 
 const MIN = 60_000;
 

@@ -1,14 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { RevocationIndex } from "../../src/revocation/revocation-index.js";
-import {
-  REVOCATION_KINDS,
-  revokesSession,
-  revokesToken,
-  type Revocation,
-  type RevocationKind,
-  type SessionSubject,
-  type TokenSubject,
-} from "../../src/revocation/revocation.js";
+import { RevocationIndex } from "../../src/backends/revocation-index.js";
+import { REVOCATION_KINDS, type Revocation, type RevocationKind, type SessionSubject, type TokenSubject } from "../../src/backends/types.js";
+import { revokesSession, revokesToken } from "../../src/backends/revocation-rules.js";
 
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0); // a whole second
 const HOUR = 3_600_000;

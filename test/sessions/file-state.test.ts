@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { systemClock } from "../../src/clock.js";
-import { JournalCorruptError } from "../../src/journal/append-journal.js";
-import { FileRevocationList, REVOCATION_JOURNAL_FILE } from "../../src/revocation/file-revocation-list.js";
-import { FileSessionStore, SESSION_JOURNAL_FILE, STATE_SUBDIR } from "../../src/sessions/file-session-store.js";
+import { JournalCorruptError } from "../../src/backends/file/append-journal.js";
+import { FileRevocationList, REVOCATION_JOURNAL_FILE } from "../../src/backends/file/file-revocation-list.js";
+import { FileSessionStore, SESSION_JOURNAL_FILE, STATE_SUBDIR } from "../../src/backends/file/file-session-store.js";
 import { revocation } from "../contract/revocation-list.contract.js";
 import { sessionRecord } from "../contract/session-store.contract.js";
 

@@ -8,9 +8,9 @@ import { ManualClock } from "../../src/clock.js";
 import { WatchSessionRequestSchema, type WatchSessionResponse } from "../../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing, type KeyRing } from "../../src/keys/key-ring.js";
 import { loadPolicyEngine, type PolicyEngine } from "../../src/policy/engine.js";
-import { MemoryRevocationList } from "../../src/revocation/memory-revocation-list.js";
+import { MemoryRevocationList } from "../../src/backends/memory/memory-revocation-list.js";
 import { createIssuer } from "../../src/service/issuer.js";
-import type { SessionRecord } from "../../src/sessions/session-store.js";
+import type { SessionRecord } from "../../src/backends/types.js";
 import { StreamHub } from "../../src/streams/stream-hub.js";
 import { createMinter } from "../../src/tokens/mint.js";
 

@@ -31,3 +31,9 @@ export const POLICY_BUCKET = "capvend_policy";
 
 /** KV bucket where each replica reports the policy version it runs (key: the replica id). */
 export const POLICY_STATUS_BUCKET = "capvend_policy_status";
+
+/**
+ * Replicas ask each other about state only a replica's memory holds (its open streams) with
+ * core NATS request/reply on `capvend.replicas.<topic>`; every replica answers.
+ */
+export const REPLICA_QUERY_SUBJECT_PREFIX = "capvend.replicas";

@@ -1,17 +1,17 @@
 /**
  * Sessions in the data directory: the embedded durable store of a single replica without
  * NATS. Sessions are served from memory and every change is made durable first in an
- * append-only journal (`<dataDir>/state/sessions.journal`, see src/journal/), so they survive
+ * append-only journal (`<dataDir>/state/sessions.journal`, see append-journal.ts), so they survive
  * a restart or a kill -9: runtimes' credentials keep working, and pre-restart sessions can be
  * ended and revoked. The journal is compacted to the live sessions when it has grown well past
  * them.
  */
 import { join } from "node:path";
-import type { Clock, TimerHandle } from "../clock.js";
-import { ensurePrivateDir } from "../audit/permissions.js";
-import { openJournal, type Journal, type JournalDurability } from "../journal/append-journal.js";
-import { SESSION_SWEEP_INTERVAL_MS } from "./memory-session-store.js";
-import { MAX_RETRY_CREDENTIALS, pageOf, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "./session-store.js";
+import type { Clock, TimerHandle } from "../../clock.js";
+import { ensurePrivateDir } from "../../audit/permissions.js";
+import { openJournal, type Journal, type JournalDurability } from "./append-journal.js";
+import { MAX_RETRY_CREDENTIALS, SESSION_SWEEP_INTERVAL_MS, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "../types.js";
+import { pageOf } from "../session-index.js";
 
 /** Sub-directory of the data directory holding the embedded state. */
 export const STATE_SUBDIR = "state";

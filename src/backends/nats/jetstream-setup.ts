@@ -1,8 +1,8 @@
 import { DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
-import type { Clock } from "../clock.js";
-import type { Logger } from "../logging/logger.js";
+import type { Clock } from "../../clock.js";
+import type { Logger } from "../../logging/logger.js";
 import { describeNatsError } from "./deadline.js";
 import { sleep } from "./resubscribe.js";
 

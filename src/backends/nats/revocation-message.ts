@@ -1,4 +1,4 @@
-import { REVOCATION_KINDS, type Revocation, type RevocationKind } from "../revocation/revocation.js";
+import { REVOCATION_KINDS, type Revocation, type RevocationKind } from "../types.js";
 import { REVOCATION_SUBJECT_PREFIX } from "./names.js";
 
 /** Version of the revocation message schema below. */

@@ -1,9 +1,7 @@
-import type { Clock, TimerHandle } from "../clock.js";
-import { revocationsAfter, type Revocation, type RevocationList, type SessionSubject, type TokenSubject } from "./revocation.js";
-import { RevocationIndex } from "./revocation-index.js";
-
-/** How often rules past their expiry are dropped. */
-export const REVOCATION_PRUNE_INTERVAL_MS = 30 * 1000;
+import type { Clock, TimerHandle } from "../../clock.js";
+import { revocationsAfter } from "../revocation-rules.js";
+import { REVOCATION_PRUNE_INTERVAL_MS, type Revocation, type RevocationList, type SessionSubject, type TokenSubject } from "../types.js";
+import { RevocationIndex } from "../revocation-index.js";
 
 /** The in-process revocation list of a single replica: publish applies at once. */
 export class MemoryRevocationList implements RevocationList {

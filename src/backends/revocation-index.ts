@@ -1,5 +1,5 @@
-import type { Revocation, RevocationKind, SessionSubject, TokenSubject } from "./revocation.js";
-import { grantKey, grantKeyOfJti, revokesSession, revokesToken, withdrawsGrant } from "./revocation.js";
+import type { Revocation, RevocationKind, SessionSubject, TokenSubject } from "./types.js";
+import { grantKey, grantKeyOfJti, revokesSession, revokesToken, withdrawsGrant } from "./revocation-rules.js";
 
 /**
  * The rules in force, indexed by kind and value. For each target only the latest

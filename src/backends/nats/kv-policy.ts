@@ -1,10 +1,11 @@
+import type { ReplicaPolicyStatus } from "../types.js";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvWatchEntry } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
-import type { Clock, TimerHandle } from "../clock.js";
-import type { Logger } from "../logging/logger.js";
-import { isPolicySetFile, policyVersionOf, type PolicyFiles } from "../policy/policy-set.js";
-import type { PolicySource, SourceWatch } from "../policy/policy-source.js";
+import type { Clock, TimerHandle } from "../../clock.js";
+import type { Logger } from "../../logging/logger.js";
+import { isPolicySetFile, policyVersionOf, type PolicyFiles } from "../../policy/policy-set.js";
+import type { PolicySource, SourceWatch } from "../../policy/policy-source.js";
 import { describeNatsError, withDeadline } from "./deadline.js";
 import { POLICY_BUCKET, POLICY_STATUS_BUCKET } from "./names.js";
 import { superviseSubscription } from "./resubscribe.js";
@@ -33,17 +34,6 @@ export interface PolicySetEntry {
   pushed_by: string;
 }
 
-/** What a replica reports about the policy it runs. */
-export interface ReplicaPolicyStatus {
-  replica: string;
-  policy_version: string;
-  /** `nats:capvend_policy` or the directory the set came from. */
-  origin: string;
-  loaded_at_ms: number;
-  /** The last failed reload, when the replica runs an older set than it was given. */
-  last_error?: string;
-  reported_at_ms: number;
-}
 
 /** Opens (creating when absent) the policy bucket: no TTL, a short history of pushed sets. */
 export function openPolicyBucket(js: JetStreamClient, opts: { replicas: number; timeoutMs: number }): Promise<KV> {

@@ -1,9 +1,9 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import type { Backends, BackendOptions } from "../backends.js";
-import type { NatsSettings } from "../config/config.js";
+import type { Backends, BackendOptions } from "../types.js";
+import type { NatsSettings } from "../../config/config.js";
 import { natsConnectionOptions } from "./connection-options.js";
-import { checkpointSubject, encodeCheckpoint } from "../audit/nats-anchor.js";
+import { checkpointSubject, encodeCheckpoint } from "../../audit/nats-anchor.js";
 import { describeNatsError } from "./deadline.js";
 import { ensureBucket, ensureStream } from "./jetstream-setup.js";
 import { createJetStreamAuditSink, type JetStreamAuditSink } from "./jetstream-audit-sink.js";
@@ -13,6 +13,7 @@ import { NatsLink } from "./link-state.js";
 import { KvPolicySource, openPolicyBucket, openPolicyStatusBucket, readPolicyStatuses, reportPolicyStatus } from "./kv-policy.js";
 import { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, KEY_BUCKET, REVOCATION_STREAM, REVOCATION_SUBJECT_PREFIX, SESSION_BUCKET } from "./names.js";
 import { NatsHealth } from "./nats-health.js";
+import { createReplicaQueries } from "./replica-queries.js";
 import { openNatsRevocationList, type NatsRevocationList, type NatsRevocationListStats } from "./nats-revocation-list.js";
 
 /**
@@ -126,6 +127,14 @@ export async function openNatsBackends(opts: BackendOptions, settings: NatsSetti
           subscribe: (listener) => engine.subscribe(listener),
         }),
       policyStatuses: () => readPolicyStatuses(policyStatusBucket, { clock, timeoutMs }),
+      replicaQueries: createReplicaQueries({
+        nc,
+        replica: config.replicaId,
+        knownReplicas: async () => (await readPolicyStatuses(policyStatusBucket, { clock, timeoutMs })).map((s) => s.replica),
+        clock,
+        logger: log,
+        timeoutMs,
+      }),
       health: () => health.status(),
       stats: () => ({
         connected: link.connected,

@@ -1,9 +1,7 @@
-import type { Clock, TimerHandle } from "../clock.js";
-import { clonePlain } from "./clone-record.js";
-import { MAX_RETRY_CREDENTIALS, pageOf, SessionExistsError, StartedByIndex, type SessionListQuery, type SessionRecord, type SessionStore } from "./session-store.js";
-
-/** How often expired sessions are swept from memory. */
-export const SESSION_SWEEP_INTERVAL_MS = 60 * 1000;
+import type { Clock, TimerHandle } from "../../clock.js";
+import { clonePlain } from "../clone-record.js";
+import { MAX_RETRY_CREDENTIALS, SESSION_SWEEP_INTERVAL_MS, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "../types.js";
+import { pageOf, StartedByIndex } from "../session-index.js";
 
 /**
  * Sessions in process memory. An expired session is forgotten at the next sweep after its

@@ -1,5 +1,5 @@
-import type { Clock } from "../clock.js";
-import type { Logger } from "../logging/logger.js";
+import type { Clock } from "../../clock.js";
+import type { Logger } from "../../logging/logger.js";
 import { describeNatsError } from "./deadline.js";
 
 /** Waits before re-creating a subscription that ended or failed, by consecutive failure: ms. */

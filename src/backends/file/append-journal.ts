@@ -13,7 +13,7 @@
  */
 import { open, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { fsyncDir } from "../keys/atomic-file.js";
+import { fsyncDir } from "../../keys/atomic-file.js";
 
 /** When a journal write counts as done: "fsync" (default) survives power loss, "write" a process crash. */
 export type JournalDurability = "fsync" | "write";

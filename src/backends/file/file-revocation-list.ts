@@ -6,12 +6,12 @@
  * list's (same index, same pruning); the journal is compacted to the rules still able to match.
  */
 import { join } from "node:path";
-import type { Clock, TimerHandle } from "../clock.js";
-import { ensurePrivateDir } from "../audit/permissions.js";
-import { openJournal, type Journal, type JournalDurability } from "../journal/append-journal.js";
-import { JOURNAL_COMPACT_MIN_BYTES, STATE_SUBDIR } from "../sessions/file-session-store.js";
-import { MemoryRevocationList, REVOCATION_PRUNE_INTERVAL_MS } from "./memory-revocation-list.js";
-import type { Revocation } from "./revocation.js";
+import type { Clock, TimerHandle } from "../../clock.js";
+import { ensurePrivateDir } from "../../audit/permissions.js";
+import { openJournal, type Journal, type JournalDurability } from "./append-journal.js";
+import { JOURNAL_COMPACT_MIN_BYTES, STATE_SUBDIR } from "./file-session-store.js";
+import { MemoryRevocationList } from "../memory/memory-revocation-list.js";
+import { type Revocation, REVOCATION_PRUNE_INTERVAL_MS } from "../types.js";
 
 /** File name of the revocation journal. */
 export const REVOCATION_JOURNAL_FILE = "revocations.journal";

@@ -1,11 +1,10 @@
-import type { SessionListQuery } from "../sessions/session-store.js";
+import { type GrantSpec, MAX_RETRY_CREDENTIALS, SESSION_SWEEP_INTERVAL_MS, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "../types.js";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import type { KV, KvEntry, KvWatchEntry } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
-import type { Clock, TimerHandle } from "../clock.js";
-import type { Logger } from "../logging/logger.js";
-import { SESSION_SWEEP_INTERVAL_MS } from "../sessions/memory-session-store.js";
-import { MAX_RETRY_CREDENTIALS, SessionExistsError, StartedByIndex, type GrantSpec, type SessionRecord, type SessionStore } from "../sessions/session-store.js";
+import type { Clock, TimerHandle } from "../../clock.js";
+import type { Logger } from "../../logging/logger.js";
+import { StartedByIndex } from "../session-index.js";
 import { withDeadline } from "./deadline.js";
 import { NatsBackendClosedError, NatsUnavailableError } from "./errors.js";
 import type { NatsLink } from "./link-state.js";

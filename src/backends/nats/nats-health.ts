@@ -1,7 +1,7 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
-import type { Clock } from "../clock.js";
-import type { Logger } from "../logging/logger.js";
-import type { RevocationList } from "../revocation/revocation.js";
+import type { Clock } from "../../clock.js";
+import type { Logger } from "../../logging/logger.js";
+import type { RevocationList } from "../types.js";
 import { describeNatsError, withDeadline } from "./deadline.js";
 import type { NatsLink } from "./link-state.js";
 import { REVOCATION_HEALTH_SERVICE, REVOCATION_STREAM, SESSIONS_HEALTH_SERVICE } from "./names.js";

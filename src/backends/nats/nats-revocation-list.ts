@@ -1,9 +1,9 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
-import type { Clock, TimerHandle } from "../clock.js";
-import type { Logger } from "../logging/logger.js";
-import { REVOCATION_PRUNE_INTERVAL_MS } from "../revocation/memory-revocation-list.js";
-import { RevocationIndex } from "../revocation/revocation-index.js";
-import { revocationsAfter, revokesSession, revokesToken, withdrawsGrant, type Revocation, type RevocationList, type SessionSubject, type TokenSubject } from "../revocation/revocation.js";
+import type { Clock, TimerHandle } from "../../clock.js";
+import type { Logger } from "../../logging/logger.js";
+import { type Revocation, REVOCATION_PRUNE_INTERVAL_MS, type RevocationList, type SessionSubject, type TokenSubject } from "../types.js";
+import { RevocationIndex } from "../revocation-index.js";
+import { revocationsAfter, revokesSession, revokesToken, withdrawsGrant } from "../revocation-rules.js";
 import { withDeadline } from "./deadline.js";
 import { NatsBackendClosedError } from "./errors.js";
 import type { NatsLink } from "./link-state.js";

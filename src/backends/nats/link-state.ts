@@ -1,5 +1,5 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Logger } from "../logging/logger.js";
+import type { Logger } from "../../logging/logger.js";
 import { NatsUnavailableError } from "./errors.js";
 
 /**

@@ -1,11 +1,11 @@
 import type { JsonWebKey } from "node:crypto";
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
-import type { Clock, TimerHandle } from "../clock.js";
-import type { Jwks, KeyRing } from "../keys/key-ring.js";
-import { SIGNING_ALGS, type SigningAlg } from "../keys/signing-key.js";
-import { jwkThumbprint } from "../keys/thumbprint.js";
-import type { Logger } from "../logging/logger.js";
+import type { Clock, TimerHandle } from "../../clock.js";
+import type { Jwks, KeyRing } from "../../keys/key-ring.js";
+import { SIGNING_ALGS, type SigningAlg } from "../../keys/signing-key.js";
+import { jwkThumbprint } from "../../keys/thumbprint.js";
+import type { Logger } from "../../logging/logger.js";
 import { describeNatsError, withDeadline } from "./deadline.js";
 import type { NatsLink } from "./link-state.js";
 import { KEY_BUCKET } from "./names.js";

@@ -1,11 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import type { Clock } from "../clock.js";
-import { AuditUnavailableError } from "../audit/errors.js";
-import { prepareAuditEvent, type AuditEvent } from "../audit/event.js";
-import type { AuditSink, AuditSinkState } from "../audit/sink.js";
-import { DEFAULT_AUDIT_TIMEOUT_MS } from "../audit/sink.js";
-import type { Logger } from "../logging/logger.js";
+import type { Clock } from "../../clock.js";
+import { AuditUnavailableError } from "../../audit/errors.js";
+import { prepareAuditEvent, type AuditEvent } from "../../audit/event.js";
+import { type AuditSink, type AuditSinkState, DEFAULT_AUDIT_TIMEOUT_MS } from "../../audit/sink.js";
+import type { Logger } from "../../logging/logger.js";
 import { describeNatsError, withDeadline } from "./deadline.js";
 import type { NatsLink } from "./link-state.js";
 import { AUDIT_SUBJECT_PREFIX } from "./names.js";

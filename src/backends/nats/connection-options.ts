@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { credsAuthenticator, nkeyAuthenticator, type NodeConnectionOptions } from "@nats-io/transport-node";
-import type { NatsSettings } from "../config/config.js";
+import type { NatsSettings } from "../../config/config.js";
 
 /** Wait between reconnect attempts to one server: 1 s (plus jitter). */
 export const NATS_RECONNECT_WAIT_MS = 1000;
