@@ -185,11 +185,14 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
     const { init, abort } = callInit(call, path);
     let cancelled = false;
     let wake: (() => void) | undefined;
-    call.once("cancelled", () => {
+    const onCancelled = () => {
       cancelled = true;
       abort.abort();
       wake?.();
-    });
+    };
+    // As for unary calls: grpc-js reports the call cancelled once its status is out, which
+    // would abort the call's signal for nothing (an AbortError made per refused stream).
+    call.once("cancelled", onCancelled);
     call.on("drain", () => wake?.());
     void (async () => {
       try {
@@ -204,10 +207,14 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
         }
         if (!cancelled) {
           const trailer = res.trailer();
+          call.off("cancelled", onCancelled);
           call.end(isEmpty(trailer) ? undefined : toMetadata(trailer));
         }
       } catch (err) {
-        if (!cancelled) call.emit("error", toStatus(err));
+        if (!cancelled) {
+          call.off("cancelled", onCancelled);
+          call.emit("error", toStatus(err));
+        }
       }
     })();
   }
