@@ -204,6 +204,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     issuer,
     introspection,
     audit,
+    logger,
     limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs, tokenTtlMs: settings.tokenTtlMs, maxSessionsPerOrchestrator: settings.maxSessionsPerOrchestrator },
     watch: (session, req, ctx) => hub.watch(session, req, ctx, () => resetStream(ctx)),
     traceId: (ctx) => telemetry.traceId(ctx.values),

@@ -14,7 +14,7 @@ import type { Logger } from "../logging/logger.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { PolicySource } from "../policy/policy-source.js";
 
-/** The shared state of a replica: in process by default, on NATS JetStream with NATS_URL. */
+/** The shared state of a replica: journaled in the data directory by default, in process with CAPVEND_STATE_STORE=memory, on NATS JetStream with NATS_URL. */
 export interface Backends {
   sessions: SessionStore;
   revocations: RevocationList;
@@ -118,13 +118,25 @@ export class SessionExistsError extends Error {
 }
 
 /**
- * Where sessions live. The memory store serves one replica; a JetStream KV store shares
- * them between replicas. Every method may fail (a store that is away): callers map the
- * failure to UNAVAILABLE.
+ * Where sessions live: in process memory, in the data directory (file), or in a JetStream KV
+ * bucket shared by every replica (NATS).
+ *
+ * When the storage behind a store is unreachable (NATS down or not answering in time, a
+ * journal write failing), every backend behaves alike (test/contract/session-store.contract.ts):
+ * - `get` and `countStartedBy` answer from what this replica holds: the memory and file
+ *   stores hold every session, the NATS store its watch-fed cache of the bucket. `get`
+ *   rejects only for a session the replica does not hold.
+ * - Writes (`create`, `end`, `addCredential`, `delete`) reject: nothing is half-written.
+ * - A rejection is an Error naming what failed, never a record's contents; callers map it
+ *   to UNAVAILABLE (SESSION_STORE_UNAVAILABLE) or, where the store update is not the
+ *   point of the call (ending the session after its revocation is stored), log it.
+ * The memory store cannot be cut off, so it never rejects: a special case the contract
+ * allows.
  */
 export interface SessionStore {
   /** Stores a new session. Rejects with SessionExistsError if the id exists (atomically: of concurrent creates, one wins). */
   create(record: SessionRecord): Promise<void>;
+  /** A copy of the session's record (the caller cannot change the store through it), or undefined when unknown. */
   get(id: string): Promise<SessionRecord | undefined>;
   /**
    * Marks a session ended. Idempotent: ending an ended session keeps the first end.
@@ -219,11 +231,26 @@ export interface SessionSubject {
  * The revocation list of one replica, fed by its own revocations and (with NATS) every
  * other replica's. Lookups are synchronous and O(1): they sit on the Introspect and
  * issuance paths.
+ *
+ * The contract every implementation keeps (memory, file, NATS; enforced by
+ * test/contract/revocation-list.contract.ts):
+ * - When `publish` resolves, the rule is in force for lookups here and every listener has
+ *   been told of it.
+ * - Listeners hear of rules in feed order, each once, with its `seq`. One exception: when a
+ *   NATS replica's in-order apply of its own acknowledged rule lags past its bound (a
+ *   consumer being re-created), `publish` tells listeners at once with the rule *without*
+ *   `seq` (its position is not yet reached here, so nobody may resume past it), and does
+ *   not tell them again when the feed delivers it.
+ * - A rule already past `expiresAt` when it is applied (published late, replayed after a
+ *   restart, skewed clocks) can match nothing alive: it takes its feed position (`lastSeq`
+ *   moves past it) but is neither held, nor told to listeners, nor replayed by `since`.
+ * - `catchUp` honours its timeout on every backend.
  */
 export interface RevocationList {
   /**
    * Records a revocation and fans it out. Resolves once it is durable (memory: at once;
-   * NATS: acknowledged by JetStream); rejects when it could not be stored, in which case it
+   * file: in the fsync'd journal; NATS: acknowledged by JetStream), in force for lookups
+   * here, and told to every listener. Rejects when it could not be stored, in which case it
    * must be reported as not done.
    */
   publish(revocation: Revocation): Promise<void>;
@@ -239,14 +266,20 @@ export interface RevocationList {
    * `resource`, if any (see `withdrawsGrant`). Session-ending rules are `sessionRevocation`'s.
    */
   grantRevocation(session: SessionSubject, resource: string): Revocation | undefined;
-  /** Called for every revocation applied, local or remote. Returns an unsubscribe function. */
+  /**
+   * Called for every revocation applied, local or remote, synchronously and in feed order
+   * (see the exception above); a listener that throws never stops the others. Returns an
+   * unsubscribe function.
+   */
   subscribe(listener: (revocation: Revocation) => void): () => void;
   /** The highest feed position applied so far (0 before any). */
   readonly lastSeq: number;
   /**
    * Waits until every revocation up to feed position `seq` is applied here (a replica that
-   * lags the shared feed). Resolves false when that did not happen within `timeoutMs`.
-   * The memory list is never behind: it answers at once.
+   * lags the shared feed, or a position a publish in flight will reach). Resolves true as
+   * soon as it is (at once when it already is), false once `timeoutMs` (ms) passed first or
+   * the list closed. Every backend waits up to `timeoutMs`, no longer: memory and file lists,
+   * fed by their own publishes only, answer true when one reaches `seq` in time.
    */
   catchUp(seq: number, timeoutMs: number): Promise<boolean>;
   /** Applied revocations after `seq`, in feed order, that can still match something alive. */

@@ -27,6 +27,7 @@ import { appendOrFail, type Issuer } from "./issuer.js";
 import { tokenMessage } from "./token-message.js";
 import { unallowableGrant } from "./grant-precheck.js";
 import { markAudited } from "../audit/decision-log.js";
+import type { Logger } from "../logging/logger.js";
 import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
 import { normalizeRequestId, validateDuration, validateGrants, validateId, validateLabels, validateReason } from "./validate.js";
 import { createContractValidator } from "./contract-validator.js";
@@ -42,6 +43,8 @@ export interface VendingServiceDeps {
   /** Introspect's decision (shared with any RFC 7662 endpoint). */
   introspection: Introspection;
   audit: Pick<AuditSink, "append">;
+  /** Where a session store that failed to record a session's end is reported. */
+  logger: Pick<Logger, "warn">;
   /** Token and session limits, ms; `tokenTtlMs` (CAPVEND_TOKEN_TTL) is what a grant without a ttl gets; `maxSessionsPerOrchestrator` is a count. */
   limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number; tokenTtlMs?: number; maxSessionsPerOrchestrator?: number };
   /** Serves WatchSession for an authenticated session (see src/streams/). */
@@ -72,6 +75,14 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       throw capvendError("ACTION_DENIED", `${caller.kind === "orchestrator" ? "orchestrator" : "resource server"} "${caller.id}" may not ${action} on ${resource.type} "${resource.id}": ${explainDenial(d)}`);
     }
     return d;
+  }
+
+  /**
+   * The session is over on every replica once its revocation is stored; a store that then
+   * fails to record the end (see SessionStore) is logged, not reported to the caller.
+   */
+  function endNotStored(sessionId: string): (err: unknown) => void {
+    return (err) => deps.logger.warn({ err, session_id: sessionId }, "session ended by its revocation, but the session store did not record the end");
   }
 
   async function loadSession(id: string): Promise<SessionRecord> {
@@ -324,7 +335,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         by: `orchestrator:${caller.id}`,
       };
       await publish(revocation);
-      if (session) await sessions.end(session.id, reason, now).catch(() => undefined);
+      if (session) await sessions.end(session.id, reason, now).catch(endNotStored(session.id));
       await appendOrFail(audit, {
         type: "token.revoked",
         caller: describePrincipal(caller),
@@ -385,7 +396,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         expiresAt: Math.max(session.expiresAt, now),
         by: `${caller.kind}:${caller.id}`,
       });
-      await sessions.end(session.id, reason, now).catch(() => undefined);
+      await sessions.end(session.id, reason, now).catch(endNotStored(session.id));
       await appendOrFail(audit, {
         type: "session.ended",
         caller: describePrincipal(caller),

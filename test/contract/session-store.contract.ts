@@ -1,6 +1,7 @@
 /**
- * The behaviour every SessionStore must have, memory or NATS KV: run it with a factory that
- * opens a fresh, empty store (see memory.test.ts and ../nats/contract.test.ts).
+ * The behaviour every SessionStore must have, memory, file or NATS KV (written down on
+ * `SessionStore` in src/backends/types.ts): run it with a factory that opens a fresh, empty
+ * store (see memory.test.ts, file.test.ts and ../nats/contract.test.ts).
  */
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
@@ -9,6 +10,12 @@ import { MAX_RETRY_CREDENTIALS, SessionExistsError, type SessionRecord, type Ses
 /** A fresh, empty store and how to dispose of it (and whatever backs it). */
 export interface SessionStoreFixture {
   store: SessionStore;
+  /**
+   * Cuts the store off from the storage it shares with other replicas until `cleanup`
+   * (NATS: the server stops), resolving once the store can tell. Absent for a store
+   * without shared storage (memory, file), which the contract allows never to reject.
+   */
+  cutOff?(): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -105,8 +112,19 @@ export function defineSessionStoreContract(label: string, open: () => Promise<Se
       const store = await fresh();
       const first = sessionRecord();
       const attempts = [first, { ...first, credentialHash: randomBytes(32).toString("hex") }, { ...first, credentialHash: randomBytes(32).toString("hex") }];
-      const results = await Promise.allSettled(attempts.map((r) => store.create(r)));
+      // A loser reads the winner at once (StartSession retries with one request_id rely on it).
+      const seenByLosers: (SessionRecord | undefined)[] = [];
+      const results = await Promise.allSettled(
+        attempts.map((r) =>
+          store.create(r).catch(async (err: unknown) => {
+            seenByLosers.push(await store.get(first.id));
+            throw err;
+          }),
+        ),
+      );
       expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+      expect(seenByLosers).toHaveLength(attempts.length - 1);
+      for (const seen of seenByLosers) expect(seen?.id).toBe(first.id);
       for (const r of results) if (r.status === "rejected") expect(r.reason).toBeInstanceOf(SessionExistsError);
       const winner = attempts[results.findIndex((r) => r.status === "fulfilled")]!;
       expect((await store.get(first.id))?.credentialHash).toBe(winner.credentialHash);
@@ -141,6 +159,30 @@ export function defineSessionStoreContract(label: string, open: () => Promise<Se
       await store.delete(record.id);
       expect(await store.get(record.id)).toBeUndefined();
       await store.delete("ses_BBBBBBBBBBBBBBBBBBBBBB");
+    });
+
+    it("while cut off from shared storage, answers get for the sessions it holds and rejects get for others and every write", async () => {
+      const f = await open();
+      fixtures.push(f);
+      const { store } = f;
+      const held = sessionRecord();
+      await store.create(held);
+      if (!f.cutOff) {
+        // No shared storage to lose: every call keeps working.
+        expect(await store.get(held.id)).toEqual(held);
+        expect((await store.end(held.id, "ended", Date.now()))?.endReason).toBe("ended");
+        return;
+      }
+      await f.cutOff();
+      expect(await store.get(held.id)).toEqual(held);
+      expect(await store.countStartedBy(held.startedBy, () => true)).toBe(1);
+      await expect(store.get(sessionRecord().id)).rejects.toThrow(Error);
+      await expect(store.end(held.id, "ended", Date.now())).rejects.toThrow(Error);
+      await expect(store.create(sessionRecord())).rejects.toThrow(Error);
+      await expect(store.addCredential(held.id, randomBytes(32).toString("hex"))).rejects.toThrow(Error);
+      await expect(store.delete(held.id)).rejects.toThrow(Error);
+      // Nothing was half-written: the held record is as it was.
+      expect(await store.get(held.id)).toEqual(held);
     });
   });
 }

@@ -3,7 +3,7 @@ import { afterAll, beforeAll } from "vitest";
 import { defineRevocationListContract } from "../contract/revocation-list.contract.js";
 import { defineSessionStoreContract } from "../contract/session-store.contract.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
-import { connectClient, createRevocationStream, createSessionBucket, openList, openStore, type TestClient } from "./fixtures.js";
+import { connectClient, createRevocationStream, createSessionBucket, openList, openStore, waitFor, type TestClient } from "./fixtures.js";
 
 let server: NatsServer;
 let client: TestClient;
@@ -35,7 +35,15 @@ defineSessionStoreContract("NATS KV", async () => {
   const store = await openStore(client, bucket);
   return {
     store,
+    async cutOff() {
+      await server.stop();
+      await waitFor(() => !client.link.connected, 10_000, "the client to notice the outage");
+    },
     async cleanup() {
+      if (!server.running) {
+        await server.start();
+        await waitFor(() => client.link.connected, 20_000, "the client to reconnect");
+      }
       await store.close();
       await client.jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
     },

@@ -4,6 +4,7 @@ import { NatsUnavailableError } from "../../src/backends/nats/errors.js";
 import type { Revocation } from "../../src/backends/types.js";
 import { revocation } from "../contract/revocation-list.contract.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
+import { encodeRevocation, revocationSubject } from "../../src/backends/nats/revocation-message.js";
 import { connectClient, createRevocationStream, openList, waitFor, type TestClient } from "./fixtures.js";
 
 let server: NatsServer;
@@ -89,6 +90,36 @@ describe("NatsRevocationList", () => {
       expect(list.stats().rejected).toBe(2);
       expect(list.since(0).map((r) => r.id)).toEqual([good.id]);
       expect(a.lines.some((l) => l.includes("malformed message on the revocation feed"))).toBe(true);
+    } finally {
+      await list.close();
+    }
+  });
+
+  it("tells listeners of its own revocation before publish resolves even when its in-order apply lags, and once only", async () => {
+    const feed = await createRevocationStream(a);
+    // A bound of 1 ms after the ack: behind a backlog the feed cannot deliver in time.
+    const list = await openList(a, feed, { applyTimeoutMs: 1 });
+    try {
+      const told: Revocation[] = [];
+      list.subscribe((r) => told.push(r));
+      // Another replica's backlog for this one's consumer to work through first.
+      const backlog = Array.from({ length: 1500 }, (_, i) => revocation("token_id", `tok_backlog_${i}`));
+      await Promise.all(backlog.map((r) => b.js.publish(revocationSubject(r.kind, feed.subjectPrefix), encodeRevocation(r, "other"), { msgID: r.id })));
+      const own = Array.from({ length: 5 }, (_, i) => revocation("session_id", `ses_own_${i}`));
+      for (const r of own) {
+        await list.publish(r);
+        // Told already: in feed order with its position, or (the apply lagged) early without one.
+        const seen = told.filter((t) => t.id === r.id);
+        expect(seen).toHaveLength(1);
+        if (seen[0]!.seq !== undefined) expect(seen[0]!.seq).toBeLessThanOrEqual(list.lastSeq);
+        // In force for lookups too.
+        expect(list.sessionRevocation({ sessionId: r.value, agentId: "bot", createdAt: r.revokedAt - 1 })?.id).toBe(r.id);
+      }
+      const end = backlog.length + own.length;
+      expect(await list.catchUp(end, 20_000)).toBe(true);
+      // Each own rule told exactly once, whichever way; the feed replays all in order with positions.
+      for (const r of own) expect(told.filter((t) => t.id === r.id)).toHaveLength(1);
+      expect(list.since(0).map((r) => r.seq)).toEqual(Array.from({ length: end }, (_, i) => i + 1));
     } finally {
       await list.close();
     }

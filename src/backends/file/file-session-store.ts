@@ -41,7 +41,8 @@ export interface FileSessionStoreOptions {
 /** The durable embedded session store. */
 export class FileSessionStore implements SessionStore {
   readonly #sessions = new Map<string, SessionRecord>();
-  readonly #creating = new Set<string>();
+  /** Creates in flight by id: a concurrent create of the same id waits for the first to settle. */
+  readonly #creating = new Map<string, Promise<void>>();
   readonly #ending = new Map<string, Promise<SessionRecord | undefined>>();
   readonly #clock: Clock;
   readonly #journal: Journal;
@@ -88,13 +89,19 @@ export class FileSessionStore implements SessionStore {
 
   async create(record: SessionRecord): Promise<void> {
     this.#open();
-    if (this.#sessions.has(record.id) || this.#creating.has(record.id)) throw new SessionExistsError(record.id);
+    // A loser of concurrent creates hears SessionExistsError only once the winner is readable
+    // (as on every store); if the first create fails, the id is free again.
+    for (let inFlight = this.#creating.get(record.id); inFlight; inFlight = this.#creating.get(record.id)) {
+      await inFlight.catch(() => undefined);
+    }
+    if (this.#sessions.has(record.id)) throw new SessionExistsError(record.id);
     const rec = structuredClone(record);
-    this.#creating.add(record.id);
+    const writing = this.#journal.append({ op: "create", rec } satisfies Entry, () => this.#sessions.set(rec.id, rec));
+    this.#creating.set(record.id, writing);
     try {
-      await this.#journal.append({ op: "create", rec } satisfies Entry, () => this.#sessions.set(rec.id, rec));
+      await writing;
     } finally {
-      this.#creating.delete(record.id);
+      if (this.#creating.get(record.id) === writing) this.#creating.delete(record.id);
     }
     this.#maybeCompact();
   }

@@ -12,6 +12,8 @@ export class MemoryRevocationList implements RevocationList {
   #lastSeq = 0;
   readonly #clock: Clock;
   #timer: TimerHandle | undefined;
+  /** Callers of `catchUp` waiting for a position not yet reached. */
+  #waiters: { seq: number; resolve: (ok: boolean) => void; timer: TimerHandle }[] = [];
   #closed = false;
 
   constructor(clock: Clock) {
@@ -28,19 +30,26 @@ export class MemoryRevocationList implements RevocationList {
     this.apply(revocation);
   }
 
-  /** Applies a revocation and tells every subscriber; a throwing subscriber never stops the rest. */
+  /**
+   * Applies a revocation at its feed position and tells every subscriber; a throwing
+   * subscriber never stops the rest. A rule already expired only takes its position: it
+   * can match nothing alive (see RevocationList).
+   */
   protected apply(revocation: Revocation): void {
     const applied = { ...revocation, seq: revocation.seq ?? this.#lastSeq + 1 };
     this.#lastSeq = Math.max(this.#lastSeq, applied.seq);
-    this.#log.push(applied);
-    this.#index.add(applied);
-    for (const l of [...this.#listeners]) {
-      try {
-        l(applied);
-      } catch {
-        // A listener's failure is its own; the revocation is applied regardless.
+    if (applied.expiresAt > this.#clock.now()) {
+      this.#log.push(applied);
+      this.#index.add(applied);
+      for (const l of [...this.#listeners]) {
+        try {
+          l(applied);
+        } catch {
+          // A listener's failure is its own; the revocation is applied regardless.
+        }
       }
     }
+    this.#wake();
   }
 
   get lastSeq(): number {
@@ -50,10 +59,35 @@ export class MemoryRevocationList implements RevocationList {
   /** Sets the feed position after a replay whose newest rules were pruned (durable lists). */
   protected restorePosition(seq: number): void {
     this.#lastSeq = Math.max(this.#lastSeq, seq);
+    this.#wake();
   }
 
-  async catchUp(seq: number): Promise<boolean> {
-    return seq <= this.#lastSeq;
+  catchUp(seq: number, timeoutMs: number): Promise<boolean> {
+    if (seq <= this.#lastSeq) return Promise.resolve(true);
+    if (this.#closed) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const waiter = {
+        seq,
+        resolve,
+        timer: this.#clock.setTimeout(() => {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
+          resolve(false);
+        }, Math.max(0, timeoutMs)),
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Resolves the `catchUp` callers whose position is reached. */
+  #wake(): void {
+    if (this.#waiters.length === 0) return;
+    const ready = this.#waiters.filter((w) => w.seq <= this.#lastSeq);
+    if (ready.length === 0) return;
+    this.#waiters = this.#waiters.filter((w) => w.seq > this.#lastSeq);
+    for (const w of ready) {
+      this.#clock.clearTimeout(w.timer);
+      w.resolve(true);
+    }
   }
 
   since(seq: number): Revocation[] {
@@ -86,6 +120,11 @@ export class MemoryRevocationList implements RevocationList {
     this.#closed = true;
     if (this.#timer) this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
+    for (const w of this.#waiters) {
+      this.#clock.clearTimeout(w.timer);
+      w.resolve(false);
+    }
+    this.#waiters = [];
     this.#listeners.clear();
   }
 

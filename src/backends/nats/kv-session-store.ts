@@ -80,6 +80,11 @@ export class KvSessionStore implements SessionStore {
     this.#scheduleSweep();
   }
 
+  /** Sessions held in the local cache (as the memory and file stores' `size`). */
+  get size(): number {
+    return this.#cache.size;
+  }
+
   stats(): KvSessionStoreStats {
     return { cached: this.#cache.size, lastRevision: this.#lastRevision, rejected: this.#rejected };
   }

@@ -90,9 +90,10 @@ export async function openNatsRevocationList(opts: NatsRevocationListOptions): P
  * in stream-sequence order: `Revocation.seq` is the JetStream sequence, so `lastSeq`,
  * `since` and stream revisions mean the same on every replica. `publish` resolves once
  * JetStream acknowledged the message (deduplicated by revocation id) and this replica has
- * applied it, so a caller reads its own write. Should that apply lag beyond its bound (a
- * consumer being re-created), the rule is already in force for lookups here and `publish`
- * resolves anyway: it is durable, and streams receive it when the consumer catches up.
+ * applied it, so a caller reads its own write and streams here have been told. Should that
+ * apply lag beyond its bound (a consumer being re-created), `publish` puts the rule in
+ * force for lookups here and tells listeners itself, without `seq` (the position is not
+ * reached here yet), before it resolves; the feed's delivery of it later tells nobody again.
  */
 export class NatsRevocationList implements RevocationList {
   readonly #opts: NatsRevocationListOptions;
@@ -101,6 +102,8 @@ export class NatsRevocationList implements RevocationList {
   readonly #index = new RevocationIndex();
   /** Acknowledged own revocations not yet applied in order, by id: consulted by lookups only. */
   readonly #pending = new Map<string, Revocation>();
+  /** Ids of own revocations `publish` told listeners of ahead of feed order: not told again. */
+  readonly #toldEarly = new Set<string>();
   readonly #listeners = new Set<(r: Revocation) => void>();
   #waiters: { seq: number; resolve: (ok: boolean) => void; timer: TimerHandle }[] = [];
   /** Applied revocations in feed order, for resuming streams; pruned with the index. */
@@ -153,13 +156,20 @@ export class NatsRevocationList implements RevocationList {
       clock,
       "revocation publish",
     );
-    if (ack.seq > this.#lastSeq) this.#pending.set(revocation.id, { ...revocation, seq: ack.seq });
+    // An expired rule can match nothing alive: it is never held (see RevocationList).
+    if (ack.seq > this.#lastSeq && revocation.expiresAt > clock.now()) this.#pending.set(revocation.id, { ...revocation, seq: ack.seq });
     const applyTimeoutMs = this.#opts.applyTimeoutMs ?? timeoutMs;
-    if (!(await this.catchUp(ack.seq, applyTimeoutMs)) && !this.#closed) {
+    if (!(await this.catchUp(ack.seq, applyTimeoutMs)) && !this.#closed && ack.seq > this.#lastSeq) {
       this.#opts.logger.warn(
         { revocation_id: revocation.id, seq: ack.seq, last_seq: this.#lastSeq, wait_ms: applyTimeoutMs },
-        "revocation stored but not yet applied in feed order; in force for lookups here, streams get it on catch-up",
+        "revocation stored but not yet applied in feed order; in force for lookups here and told to streams now",
       );
+      if (revocation.expiresAt > clock.now()) {
+        this.#toldEarly.add(revocation.id);
+        const early: Revocation = { ...revocation };
+        delete early.seq;
+        this.#tell(early);
+      }
     }
   }
 
@@ -191,6 +201,11 @@ export class NatsRevocationList implements RevocationList {
   subscribe(listener: (revocation: Revocation) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /** Number of subscribers (tests check that closed streams leave none behind). */
+  get listenerCount(): number {
+    return this.#listeners.size;
   }
 
   catchUp(seq: number, timeoutMs: number): Promise<boolean> {
@@ -293,20 +308,26 @@ export class NatsRevocationList implements RevocationList {
     }
     const r: Revocation = { ...decoded.revocation, seq };
     this.#pending.delete(r.id);
+    const told = this.#toldEarly.delete(r.id);
     if (r.expiresAt > this.#opts.clock.now()) {
       this.#index.add(r);
       this.#log.push(r);
       this.#lastSeq = seq;
-      for (const l of [...this.#listeners]) {
-        try {
-          l(r);
-        } catch {
-          // A listener's failure is its own; the revocation is applied regardless.
-        }
-      }
+      if (!told) this.#tell(r);
     }
     // An expired rule (replayed at start) can match nothing alive: only its position counts.
     this.#advance(seq);
+  }
+
+  /** Tells every listener; a throwing listener never stops the rest. */
+  #tell(r: Revocation): void {
+    for (const l of [...this.#listeners]) {
+      try {
+        l(r);
+      } catch {
+        // A listener's failure is its own; the revocation is applied regardless.
+      }
+    }
   }
 
   #advance(seq: number): void {
@@ -326,7 +347,11 @@ export class NatsRevocationList implements RevocationList {
       const now = this.#opts.clock.now();
       this.#index.prune(now);
       this.#log = this.#log.filter((r) => r.expiresAt > now);
-      for (const [id, r] of this.#pending) if (r.expiresAt <= now) this.#pending.delete(id);
+      for (const [id, r] of this.#pending) {
+        if (r.expiresAt > now) continue;
+        this.#pending.delete(id);
+        this.#toldEarly.delete(id);
+      }
       if (!this.#closed) this.#schedulePrune();
     }, REVOCATION_PRUNE_INTERVAL_MS);
   }
