@@ -10,17 +10,16 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { create } from "@bufbuild/protobuf";
 import { createMemoryAuditSink } from "../src/audit/memory-sink.js";
 import { systemClock } from "../src/clock.js";
 import { loadConfig } from "../src/config/config.js";
-import { WatchSessionRequestSchema, type WatchSessionResponse } from "../src/gen/capvend/v1/vending_pb.js";
+import type { WatchSessionResponse } from "../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing } from "../src/keys/key-ring.js";
 import { createLogger } from "../src/logging/logger.js";
 import { loadPolicyEngine } from "../src/policy/engine.js";
 import { MemoryRevocationList } from "../src/backends/memory/memory-revocation-list.js";
 import { createCapvendServer } from "../src/server.js";
-import { scopeRequest } from "../src/service/policy-requests.js";
+import { scopeRequest } from "../src/policy/requests.js";
 import { MemorySessionStore } from "../src/backends/memory/memory-session-store.js";
 import type { SessionRecord } from "../src/backends/types.js";
 
@@ -75,7 +74,7 @@ async function once(): Promise<Run> {
     await sessions.create(s);
     const ac = new AbortController();
     calls.push(ac);
-    const gen = server.hub.watch(s, create(WatchSessionRequestSchema, { grants: GRANTS }), { signal: ac.signal }, () => undefined);
+    const gen = server.hub.open({ session: s, grants: GRANTS }, { signal: ac.signal }, () => undefined);
     opened.push(
       new Promise<void>((ready) => {
         let tokens = 0;

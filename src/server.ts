@@ -25,10 +25,12 @@ import { shareStreams } from "./admin/remote-streams.js";
 import { rotateWithPublishDelay, type KeyRotation } from "./keys/rotate.js";
 import { createIntrospection } from "./service/introspection.js";
 import { createIssuer } from "./service/issuer.js";
-import type { PolicyDecider } from "./service/policy-requests.js";
+import type { PolicyDecider } from "./policy/requests.js";
 import { createVendingService } from "./service/vending-service.js";
-import { nodeRequestKey, resetStream } from "./streams/reset-stream.js";
-import { StreamHub } from "./streams/stream-hub.js";
+import { streamTokens } from "./service/watch-session.js";
+import { publishOrFail } from "./service/revocation-publisher.js";
+import { nodeRequestKey, resetStream } from "./transport/reset-stream.js";
+import { StreamHub, type StreamHubView } from "./streams/stream-hub.js";
 import { AUDIT_HEALTH_SERVICE, POLICY_HEALTH_SERVICE } from "./telemetry/attributes.js";
 import { PolicyDrift, type DriftReport } from "./streams/policy-drift.js";
 import type { PolicyEngine } from "./policy/engine.js";
@@ -102,7 +104,8 @@ export interface CapvendServerDeps {
 
 /** One capvend replica's RPC and HTTP surface, built but not yet listening. */
 export interface CapvendServer {
-  readonly hub: StreamHub;
+  /** This replica's WatchSession streams: counts, drain, policy re-evaluation. */
+  readonly hub: StreamHubView;
   /** This replica's id (CAPVEND_REPLICA_ID). */
   readonly replica: string;
   readonly health: HealthService;
@@ -136,6 +139,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     ? { authorize: (req) => cached.authorize(req), ...(engine ? { get state() { return engine.state; } } : {}) }
     : deps.policy;
   const policy = telemetry.wrapPolicy(decider);
+  // Policy drift stores its revocations as they are: a failure is logged, nobody is answered.
+  const driftPublisher = telemetry.wrapPublisher(deps.revocations);
   const drift = engine
     ? new PolicyDrift({
         clock,
@@ -144,7 +149,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
         defaultTtlMs: settings.tokenTtlMs,
         maxTtlMs: settings.maxTokenTtlMs,
         async revoke(revocation, event) {
-          await telemetry.tracePublish(revocation, () => deps.revocations.publish(revocation));
+          await driftPublisher.publish(revocation);
           // The revocation is in force; a missing audit record is reported, not undone.
           await audit.append(event).catch((err) => logger.error({ err, revocation_id: revocation.id }, "audit append failed for a policy revocation"));
         },
@@ -166,12 +171,10 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     }),
   );
   const hub = new StreamHub({
-    ...telemetry.hubHooks,
     clock,
-    issuer,
+    tokens: telemetry.wrapStreamTokens(streamTokens(issuer)),
     revocations: deps.revocations,
     audit,
-    maxTokenTtlMs: settings.maxTokenTtlMs,
     renewLeadMs: settings.renewLeadMs,
     heartbeatIntervalMs: settings.heartbeatIntervalMs,
     stallTimeoutMs: settings.streamStallTimeoutMs,
@@ -179,12 +182,12 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     maxStreams: settings.limits?.maxStreams,
     random: deps.random,
     drift,
-    onDriftError: (err) => logger.error({ err }, "revoking a grant the policy no longer allows failed"),
-    onEvent: (e) => {
-      const fields = { session_id: e.sessionId, stream_id: e.streamId, retry_in_ms: e.retryInMs, err: e.error };
-      if (e.type === "slow_reader") logger.warn(fields, "slow reader disconnected");
-      else logger.warn(fields, e.type === "renewal_failed" ? "renewal failed; retrying" : "audit append failed");
-    },
+    events: telemetry.wrapStreamEvents({
+      slowReader: (e) => logger.warn({ session_id: e.sessionId, stream_id: e.streamId }, "slow reader disconnected"),
+      renewalFailed: (e) => logger.warn({ session_id: e.sessionId, stream_id: e.streamId, retry_in_ms: e.retryInMs, err: e.error }, "renewal failed; retrying"),
+      auditFailed: (e) => logger.warn({ session_id: e.sessionId, stream_id: e.streamId, err: e.error }, "audit append failed"),
+      driftError: (err) => logger.error({ err }, "revoking a grant the policy no longer allows failed"),
+    }),
   });
   const introspection = createIntrospection({
     clock,
@@ -206,9 +209,8 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     audit,
     logger,
     limits: { maxTokenTtlMs: settings.maxTokenTtlMs, sessionMaxDurationMs: settings.sessionMaxDurationMs, tokenTtlMs: settings.tokenTtlMs, maxSessionsPerOrchestrator: settings.maxSessionsPerOrchestrator },
-    watch: (session, req, ctx) => hub.watch(session, req, ctx, () => resetStream(ctx)),
-    traceId: (ctx) => telemetry.traceId(ctx.values),
-    tracePublish: (revocation, publish) => telemetry.tracePublish(revocation, publish),
+    streams: { assertOpen: () => hub.assertOpen(), open: (opening, ctx) => hub.open(opening, ctx, () => resetStream(ctx)) },
+    publisher: telemetry.wrapPublisher(publishOrFail(deps.revocations)),
   });
   const authenticator = await createAuthenticator({
     clock,
@@ -228,7 +230,6 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
         e.type.startsWith("auth.failed") ? "authentication failed" : "call refused",
       ),
   });
-  const traceIdOf = (values: Parameters<typeof telemetry.traceId>[0]) => telemetry.traceId(values);
   const health = createHealthService();
   let unsubscribePolicy = () => {};
   if (engine) {
@@ -283,7 +284,7 @@ export async function createCapvendServer(deps: CapvendServerDeps): Promise<Capv
     ],
     // Tracing outermost: a call refused by authentication still has its span.
     // Audit before auth: it reads the principal auth sets, and auth records its own refusals.
-    interceptors: [telemetry.interceptor, errorInterceptor(logger), auditInterceptor(decisions, traceIdOf), authInterceptor(authenticator, decisions, traceIdOf)],
+    interceptors: [telemetry.interceptor, errorInterceptor(logger), auditInterceptor(decisions), authInterceptor(authenticator, decisions)],
     tls: deps.tls,
     readMaxBytes: settings.maxMessageBytes,
     firstBytesTimeoutMs: settings.limits?.handshakeTimeoutMs,

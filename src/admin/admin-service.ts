@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuditSink } from "../audit/sink.js";
-import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
+import { callerOf, describePrincipal, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import { capvendError } from "../errors.js";
 import {
@@ -17,7 +17,7 @@ import {
 import type { KeyRotation } from "../keys/rotate.js";
 import type { ReplicaPolicyStatus, SessionRecord, SessionStore } from "../backends/types.js";
 import type { PolicyEngine } from "../policy/engine.js";
-import { callerRequest, explainDenial, type AdminAction, type PolicyDecider } from "../service/policy-requests.js";
+import { callerRequest, explainDenial, type AdminAction, type PolicyDecider } from "../policy/requests.js";
 import { validateId } from "../service/validate.js";
 import type { WatchStream } from "../streams/watch-stream.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
@@ -53,9 +53,7 @@ export function createAdminService(deps: AdminServiceDeps): ServiceImpl<typeof A
 
   /** Orchestrators only, and only for the admin actions their policy permits. */
   function authorize(ctx: HandlerContext, action: AdminAction, context: { userId?: string } = {}): { caller: Principal; policyIds: string[] } {
-    const caller = ctx.values.get(principalKey);
-    if (!caller) throw capvendError("INTERNAL", "no authenticated caller");
-    if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "AdminService needs an orchestrator credential");
+    const caller = callerOf(ctx, "orchestrator");
     const d = deps.policy.authorize(callerRequest(caller, action, { type: "Capvend", id: "admin" }, context));
     if (!d.allowed) throw capvendError("ACTION_DENIED", `orchestrator "${caller.id}" may not ${action}: ${explainDenial(d)}`);
     return { caller, policyIds: d.policyIds };

@@ -48,13 +48,14 @@ import { prepareAuditEvent } from "./event.js";
 import type { AuditFileHandle, AuditFs } from "./file-system.js";
 import { nodeAuditFs } from "./file-system.js";
 import { AUDIT_SUBDIR, listSegments, segmentName } from "./segments.js";
+import type { AuditDurability } from "../config/config.js";
 import type { AuditSink, AuditSinkState } from "./sink.js";
 import { DEFAULT_AUDIT_MAX_FILE_BYTES, DEFAULT_AUDIT_TIMEOUT_MS } from "./sink.js";
 import type { Waiter } from "./waiter.js";
 import { createWaiter } from "./waiter.js";
 
-/** When an append counts as written. */
-export type AuditDurability = "fsync" | "write";
+/** When an append counts as written (defined with the other settings). */
+export type { AuditDurability };
 
 /**
  * Default durability: "fsync". An acknowledged record must survive a power loss, because a

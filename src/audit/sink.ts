@@ -1,8 +1,8 @@
 /** The interface every audit sink implements, and the defaults they share. */
 import type { AuditEvent } from "./event.js";
 
-/** How long an append may take before the caller gets `AuditUnavailableError`: 2 s. */
-export const DEFAULT_AUDIT_TIMEOUT_MS = 2_000;
+/** How long an append may take before the caller gets `AuditUnavailableError`: 2 s (defined with the other defaults). */
+export { DEFAULT_AUDIT_TIMEOUT_MS } from "../config/config.js";
 
 /** Size at which the file sink starts a new segment: 64 MiB. */
 export const DEFAULT_AUDIT_MAX_FILE_BYTES = 64 * 1024 * 1024;

@@ -134,7 +134,11 @@ export class SessionExistsError extends Error {
  * allows.
  */
 export interface SessionStore {
-  /** Stores a new session. Rejects with SessionExistsError if the id exists (atomically: of concurrent creates, one wins). */
+  /**
+   * Stores a new session. Rejects with SessionExistsError if the id exists, atomically: of
+   * concurrent creates one wins, and a loser hears SessionExistsError only once `get`
+   * returns the winner (StartSession retries with one request_id rely on it).
+   */
   create(record: SessionRecord): Promise<void>;
   /** A copy of the session's record (the caller cannot change the store through it), or undefined when unknown. */
   get(id: string): Promise<SessionRecord | undefined>;

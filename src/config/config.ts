@@ -14,6 +14,7 @@ export const DEFAULT_SESSION_MAX_DURATION_MS = 8 * 60 * 60 * 1000;
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 15 * 1000;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10 * 1000;
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024;
+/** CAPVEND_AUDIT_TIMEOUT: how long an audit append may take before the caller gets AUDIT_UNAVAILABLE: 2 s. */
 export const DEFAULT_AUDIT_TIMEOUT_MS = 2000;
 export const DEFAULT_STREAM_STALL_TIMEOUT_MS = 30 * 1000;
 /**
@@ -68,6 +69,7 @@ export function packageRoot(): string {
 }
 
 export type SigningAlg = "EdDSA" | "ES256";
+/** CAPVEND_AUDIT_DURABILITY: "fsync" (each batch reaches the disk before callers hear of it) or "write". */
 export type AuditDurability = "fsync" | "write";
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 

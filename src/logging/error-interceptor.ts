@@ -1,7 +1,6 @@
 import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
-import { isSpanContextValid } from "@opentelemetry/api";
 import { capvendError, withErrorInfo } from "../errors.js";
-import { rpcSpanKey } from "../telemetry/rpc-interceptor.js";
+import { callTraceKey } from "./call-trace.js";
 import type { Logger } from "./logger.js";
 
 /**
@@ -52,6 +51,6 @@ function describe(cause: unknown): string | undefined {
  * span is active (the log mixin adds the active span's ids, the same ones, when there is one).
  */
 function callTraceFields(values: ContextValues): { trace_id?: string; span_id?: string } {
-  const sc = values.get(rpcSpanKey)?.spanContext();
-  return sc && isSpanContextValid(sc) ? { trace_id: sc.traceId, span_id: sc.spanId } : {};
+  const t = values.get(callTraceKey);
+  return t ? { trace_id: t.traceId, span_id: t.spanId } : {};
 }

@@ -1,6 +1,6 @@
 import { pino, type Logger, type DestinationStream } from "pino";
 import { looksSecret, redact, REDACTED } from "../security/redact.js";
-import { activeTraceFields } from "../telemetry/log-correlation.js";
+import { activeTraceFields } from "./trace-fields.js";
 
 export type { Logger };
 

@@ -3,7 +3,7 @@ import path from "node:path";
 import { systemClock } from "../clock.js";
 import { ConfigError, DEFAULT_POLICY_DIR, loadConfig } from "../config/config.js";
 import { parseDuration } from "../config/duration.js";
-import { explainDenial, scopeRequest } from "../service/policy-requests.js";
+import { explainDenial, scopeRequest } from "./requests.js";
 import type { SessionRecord } from "../backends/types.js";
 import { loadPolicyEngine, PolicyLoadError } from "./engine.js";
 import { parsePolicySet } from "./policy-directory.js";

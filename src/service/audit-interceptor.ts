@@ -10,6 +10,7 @@ import { createContextKey, type HandlerContext, type Interceptor } from "@connec
 import type { CallSubject, DecisionLog } from "../audit/decision-log.js";
 import { isAudited } from "../audit/decision-log.js";
 import { describePrincipal, principalKey } from "../auth/principal.js";
+import { callTraceId } from "../logging/call-trace.js";
 
 /** What the current call is about, for its refusal record. */
 export const callSubjectKey = createContextKey<CallSubject | undefined>(undefined, { description: "capvend audit subject" });
@@ -21,8 +22,8 @@ export function noteSubject(ctx: Pick<HandlerContext, "values">, subject: CallSu
   for (const [k, v] of Object.entries(subject)) if (v !== undefined) (s as Record<string, unknown>)[k] = v;
 }
 
-/** The interceptor; `traceId` reads the call's trace id from its context values. */
-export function auditInterceptor(log: DecisionLog, traceId?: (values: HandlerContext["values"]) => string | undefined): Interceptor {
+/** The interceptor; records carry the call's trace id (see callTraceKey). */
+export function auditInterceptor(log: DecisionLog): Interceptor {
   return (next) => async (req) => {
     // Every capvend service (VendingService, and admin services beside it); not grpc.health.
     if (req.service.typeName.startsWith("grpc.")) return next(req);
@@ -32,7 +33,7 @@ export function auditInterceptor(log: DecisionLog, traceId?: (values: HandlerCon
       if (isAudited(error)) return;
       const p = req.contextValues.get(principalKey);
       const caller = p ? describePrincipal(p) : { kind: "unauthenticated" as const, id: "-" };
-      await log.refused({ method: req.method.name, caller, subject, error, traceId: traceId?.(req.contextValues) });
+      await log.refused({ method: req.method.name, caller, subject, error, traceId: callTraceId(req.contextValues) });
     };
     let res;
     try {

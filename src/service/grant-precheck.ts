@@ -1,6 +1,6 @@
 import type { Decision } from "../policy/engine.js";
 import type { GrantSpec, SessionRecord } from "../backends/types.js";
-import { explainDenial, scopeRequest, type PolicyDecider } from "./policy-requests.js";
+import { explainDenial, scopeRequest, type PolicyDecider } from "../policy/requests.js";
 
 /** The shortest token a runtime can ask for, in seconds (issuance refuses less than a second of life). */
 const MIN_TTL_SECONDS = 1;

@@ -6,7 +6,7 @@ import type { RevocationList, SessionRecord, SessionStore } from "../backends/ty
 import { subjectFor, USER_SUBJECT_PREFIX, type AccessTokenClaims } from "../tokens/claims.js";
 import { issuedAtMsOfJti, sessionTag, sessionTagOfJti } from "../tokens/jti.js";
 import { DEFAULT_MAX_TOKEN_BYTES, type Verifier } from "../tokens/verify.js";
-import { callerRequest, explainDenial, type PolicyDecider } from "./policy-requests.js";
+import { callerRequest, explainDenial, type PolicyDecider } from "../policy/requests.js";
 
 /**
  * The entity Introspect's first policy question is asked on, before any token is read:
@@ -64,7 +64,7 @@ export interface Introspection {
    * retirement, or that is revoked, expired or of an ended session. `checkRequest` (the
    * contract's field rules) runs once the caller is authorized, before the token is read.
    */
-  introspect(caller: Principal, token: string, checkRequest?: () => void): Promise<IntrospectionOutcome>;
+  introspect(caller: Exclude<Principal, { kind: "session" }>, token: string, checkRequest?: () => void): Promise<IntrospectionOutcome>;
 }
 
 export function createIntrospection(deps: IntrospectionDeps): Introspection {
@@ -96,7 +96,6 @@ export function createIntrospection(deps: IntrospectionDeps): Introspection {
 
   return {
     async introspect(caller, token, checkRequest) {
-      if (caller.kind === "session") throw capvendError("WRONG_CALLER", "Introspect needs an orchestrator or resource-server credential");
       gate(caller);
       checkRequest?.();
       if (token.length === 0) throw invalidArgument("token", "must not be empty");

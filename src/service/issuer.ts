@@ -7,7 +7,7 @@ import { capvendError } from "../errors.js";
 import type { Decision } from "../policy/engine.js";
 import type { RevocationList, SessionRecord } from "../backends/types.js";
 import type { Minter, MintedToken } from "../tokens/mint.js";
-import { explainDenial, scopeRequest, type PolicyDecider } from "./policy-requests.js";
+import { explainDenial, scopeRequest, type PolicyDecider } from "../policy/requests.js";
 
 /** A token wanted for one resource; the caller has validated the shape already. */
 export interface TokenRequest {

@@ -4,9 +4,10 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import { newRevocationId, newSessionCredential, newSessionId, sessionIdForRequest } from "../auth/credentials.js";
-import { describePrincipal, principalKey, type Principal } from "../auth/principal.js";
+import { callerOf, describePrincipal, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import { capvendError, invalidArgument } from "../errors.js";
+import { callTraceId } from "../logging/call-trace.js";
 import {
   EndSessionRequestSchema,
   IntrospectRequestSchema,
@@ -16,7 +17,6 @@ import {
   StartSessionRequestSchema,
   WatchSessionRequestSchema,
   type VendingService,
-  type WatchSessionRequest,
   type WatchSessionResponse,
 } from "../gen/capvend/v1/vending_pb.js";
 import { type Revocation, type RevocationKind, type RevocationList, SessionExistsError, type SessionRecord, type SessionStore } from "../backends/types.js";
@@ -28,9 +28,12 @@ import { tokenMessage } from "./token-message.js";
 import { unallowableGrant } from "./grant-precheck.js";
 import { markAudited } from "../audit/decision-log.js";
 import type { Logger } from "../logging/logger.js";
-import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "./policy-requests.js";
+import { callerRequest, explainDenial, type OrchestratorAction, type PolicyDecider } from "../policy/requests.js";
 import { normalizeRequestId, validateDuration, validateGrants, validateId, validateLabels, validateReason } from "./validate.js";
 import { createContractValidator } from "./contract-validator.js";
+import { admitWatch } from "./watch-session.js";
+import { publishOrFail, type RevocationPublisher } from "./revocation-publisher.js";
+import type { StreamOpening } from "../streams/stream-hub.js";
 import { requestFingerprint } from "./request-fingerprint.js";
 
 /** What the vending service needs; each piece is an interface with a memory and a NATS form. */
@@ -47,12 +50,21 @@ export interface VendingServiceDeps {
   logger: Pick<Logger, "warn">;
   /** Token and session limits, ms; `tokenTtlMs` (CAPVEND_TOKEN_TTL) is what a grant without a ttl gets; `maxSessionsPerOrchestrator` is a count. */
   limits: { maxTokenTtlMs: number; sessionMaxDurationMs: number; tokenTtlMs?: number; maxSessionsPerOrchestrator?: number };
-  /** Serves WatchSession for an authenticated session (see src/streams/). */
-  watch(session: SessionRecord, req: WatchSessionRequest, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
-  /** Trace id of the current call for audit records, when tracing is on. */
-  traceId?(ctx: HandlerContext): string | undefined;
-  /** Wraps each revocation's publish (tracing hooks in here, as the hub's traceRenewal). */
-  tracePublish?(revocation: Revocation, publish: () => Promise<void>): Promise<void>;
+  /** Serves WatchSession calls once they are validated and authorized (the stream hub, src/streams/). */
+  streams: WatchStreams;
+  /**
+   * Where Revoke and EndSession store revocations, failing with REVOCATION_UNAVAILABLE;
+   * default `publishOrFail(revocations)` (server.ts has telemetry decorate it).
+   */
+  publisher?: RevocationPublisher;
+}
+
+/** What WatchSession needs of the stream hub. */
+export interface WatchStreams {
+  /** Throws DRAINING when no stream may open (the server is shutting down). */
+  assertOpen(): void;
+  /** Serves a validated, authorized call until it ends. */
+  open(opening: StreamOpening, ctx: HandlerContext): AsyncIterable<WatchSessionResponse>;
 }
 
 /** capvend.v1.VendingService, independent of the transport. */
@@ -60,13 +72,6 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
   const { clock, sessions, revocations, policy, issuer, audit, limits } = deps;
   // The contract's field rules (protovalidate), compiled once for the server's life.
   const contract = createContractValidator();
-
-  function principal(ctx: HandlerContext): Principal {
-    const p = ctx.values.get(principalKey);
-    // The auth interceptor always sets it; reaching here without one is a wiring bug.
-    if (!p) throw capvendError("INTERNAL", "no authenticated caller");
-    return p;
-  }
 
   function requireAllowed(ctx: HandlerContext, caller: Exclude<Principal, { kind: "session" }>, action: OrchestratorAction, resource: { type: string; id: string }, context: Parameters<typeof callerRequest>[3] = {}) {
     const d = policy.authorize(callerRequest(caller, action, resource, context));
@@ -159,21 +164,12 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     };
   }
 
-  async function publish(r: Revocation): Promise<void> {
-    const store = async () => {
-      try {
-        await revocations.publish(r);
-      } catch (err) {
-        throw capvendError("REVOCATION_UNAVAILABLE", "the revocation could not be stored, so it did not take effect; retry", {}, err);
-      }
-    };
-    await (deps.tracePublish ? deps.tracePublish(r, store) : store());
-  }
+  const publisher = deps.publisher ?? publishOrFail(revocations);
+  const publish = (r: Revocation) => publisher.publish(r);
 
   return {
     async startSession(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "StartSession needs an orchestrator credential");
+      const caller = callerOf(ctx, "orchestrator");
       contract.check(StartSessionRequestSchema, req);
       const agentId = validateId("agent_id", req.agentId);
       noteSubject(ctx, { agent_id: agentId });
@@ -203,7 +199,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
             decision: "deny",
             policy_ids: refused.decision.policyIds,
             reason: refused.message,
-            trace_id: deps.traceId?.(ctx),
+            trace_id: callTraceId(ctx.values),
           })
           .catch(() => undefined);
         // Recorded above with the deciding policies: the decision log must not record it again.
@@ -248,7 +244,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
           policy_ids: decision.policyIds,
           scopes: grants.flatMap((g) => g.scopes.map((s) => `${g.resource}:${s}`)),
           details: requestId ? { request_id: requestId, retry: retryOf !== undefined } : undefined,
-          trace_id: deps.traceId?.(ctx),
+          trace_id: callTraceId(ctx.values),
         }, "no session was started");
       } catch (err) {
         // No credential without its audit record: the session must not exist half-made
@@ -260,8 +256,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
     },
 
     async issueToken(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "IssueToken needs a session credential");
+      const caller = callerOf(ctx, "session");
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
       contract.check(IssueTokenRequestSchema, req);
       const resource = validateId("resource", req.resource);
@@ -272,22 +267,25 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       const token = await issuer.issue(
         caller.session,
         { resource, scopes, ttlMs },
-        { event: "token.issued", caller: describePrincipal(caller), traceId: deps.traceId?.(ctx) },
+        { event: "token.issued", caller: describePrincipal(caller), traceId: callTraceId(ctx.values) },
       );
       return { token: tokenMessage(token) };
     },
 
     watchSession(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind !== "session") throw capvendError("WRONG_CALLER", "WatchSession needs a session credential");
+      const caller = callerOf(ctx, "session");
       contract.check(WatchSessionRequestSchema, req);
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
-      return deps.watch(caller.session, req, ctx);
+      const session = caller.session;
+      return (async function* () {
+        deps.streams.assertOpen();
+        const opening = await admitWatch({ clock, issuer, revocations, maxTokenTtlMs: limits.maxTokenTtlMs }, session, req);
+        yield* deps.streams.open(opening, ctx);
+      })();
     },
 
     async revoke(req, ctx) {
-      const caller = principal(ctx);
-      if (caller.kind !== "orchestrator") throw capvendError("WRONG_CALLER", "Revoke needs an orchestrator credential");
+      const caller = callerOf(ctx, "orchestrator");
       contract.check(RevokeRequestSchema, req);
       const target = req.target;
       if (target.case === undefined) {
@@ -349,13 +347,13 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         decision: "allow",
         policy_ids: decision.policyIds,
         details: { revocation_id: revocation.id },
-        trace_id: deps.traceId?.(ctx),
+        trace_id: callTraceId(ctx.values),
       }, "the revocation took effect but is not yet in the audit log; retrying is safe");
       return { revocationId: revocation.id, revokedAt: timestampFromMs(now) };
     },
 
     async endSession(req, ctx) {
-      const caller = principal(ctx);
+      const caller = callerOf(ctx, "orchestrator", "session");
       contract.check(EndSessionRequestSchema, req);
       const sessionId = validateId("session_id", req.sessionId);
       noteSubject(ctx, { session_id: sessionId });
@@ -363,7 +361,6 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       if (caller.kind === "session" && caller.id !== sessionId) {
         throw capvendError("WRONG_CALLER", "a session credential can only end its own session");
       }
-      if (caller.kind === "resource_server") throw capvendError("WRONG_CALLER", "EndSession needs an orchestrator or session credential");
       const session = await loadSession(sessionId);
       noteSubject(ctx, { agent_id: session.agentId, user_id: session.userId });
       const decision = caller.kind === "orchestrator" ? requireAllowed(ctx, caller, "end_session", { type: "Agent", id: session.agentId }, { userId: session.userId }) : undefined;
@@ -379,7 +376,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
           decision: "allow",
           policy_ids: decision?.policyIds,
           details: { already_ended: true },
-          trace_id: deps.traceId?.(ctx),
+          trace_id: callTraceId(ctx.values),
         }, "the session had ended already but this call is not in the audit log");
         return { endedAt: timestampFromMs(session.endedAt) };
       }
@@ -406,13 +403,13 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         reason,
         decision: "allow",
         policy_ids: decision?.policyIds,
-        trace_id: deps.traceId?.(ctx),
+        trace_id: callTraceId(ctx.values),
       }, "the session ended but that is not yet in the audit log; retrying is safe");
       return { endedAt: timestampFromMs(now) };
     },
 
     async introspect(req, ctx) {
-      const caller = principal(ctx);
+      const caller = callerOf(ctx, "orchestrator", "resource_server");
       // The contract's rules on the request are checked only once the caller may introspect.
       const outcome = await deps.introspection.introspect(caller, req.token, () => contract.check(IntrospectRequestSchema, req));
       const seen = outcome.claims;
@@ -436,7 +433,7 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
         decision: "allow",
         reason: outcome.active ? "active" : outcome.why,
         details: { active: outcome.active },
-        trace_id: deps.traceId?.(ctx),
+        trace_id: callTraceId(ctx.values),
       }, "no introspection answer was given");
       if (!outcome.active) return create(IntrospectResponseSchema, { active: false });
       const claims = outcome.claims;

@@ -4,7 +4,7 @@ import { newRevocationId } from "../auth/credentials.js";
 import type { Clock } from "../clock.js";
 import type { Decision } from "../policy/engine.js";
 import type { GrantSpec, Revocation, SessionRecord } from "../backends/types.js";
-import { explainDenial, scopeRequest, type PolicyDecider } from "../service/policy-requests.js";
+import { explainDenial, scopeRequest, type PolicyDecider } from "../policy/requests.js";
 import type { WatchStream } from "./watch-stream.js";
 
 /** The reason carried by every revocation a policy change causes (streams, feed, audit). */

@@ -2,27 +2,44 @@ import type { HandlerContext } from "@connectrpc/connect";
 import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import type { Clock } from "../clock.js";
-import { CapvendError, capvendError, invalidArgument } from "../errors.js";
-import type { WatchSessionRequest, WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
+import { capvendError } from "../errors.js";
+import type { WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
 import type { GrantSpec, Revocation, RevocationList, SessionRecord } from "../backends/types.js";
-import type { Issuer, IssuedToken } from "../service/issuer.js";
-import { validateGrants } from "../service/validate.js";
 import { sessionTag, sessionTagOfJti } from "../tokens/jti.js";
 import { Admission, DEFAULT_MAX_CONCURRENT_OPENS } from "./admission.js";
-import { decodeResumeToken } from "./resume-token.js";
 import { grantDenial, type DriftReport, type PolicyDrift } from "./policy-drift.js";
+import type { StreamTokens } from "./stream-tokens.js";
 import { TimerQueue } from "./timer-queue.js";
-import { WatchStream } from "./watch-stream.js";
+import { WatchStream, type StreamHost } from "./watch-stream.js";
 
-/** How long a resuming stream waits for this replica to catch up with the revocation feed. */
-export const RESUME_CATCH_UP_TIMEOUT_MS = 2000;
+/** What happens on streams that someone outside the hub may want to hear of (logs, metrics). */
+export interface StreamHubEvents {
+  /** A reader took no write within the stall timeout and was disconnected. */
+  slowReader?(e: StreamEvent): void;
+  /** A renewal failed for a passing reason (audit sink, store); it is retried in `retryInMs`. */
+  renewalFailed?(e: StreamEvent & { error: unknown; retryInMs: number }): void;
+  /** A stream's `stream.closed` audit record could not be appended. */
+  auditFailed?(e: StreamEvent & { error: unknown }): void;
+  /** A revocation or session end was written to a stream, `latencyMs` after Revoke/EndSession took it. */
+  revocationDelivered?(e: StreamEvent & { latencyMs: number }): void;
+  /** The number of open streams changed. */
+  streamCount?(streams: number): void;
+  /** A renewal found its grant denied and its tokens' revocation went wrong. */
+  driftError?(error: unknown): void;
+}
+
+/** The stream an event is about. */
+export interface StreamEvent {
+  sessionId: string;
+  streamId: number;
+}
 
 export interface StreamHubOptions {
   clock: Clock;
-  issuer: Issuer;
+  /** Mints every stream's tokens (the service's issuer behind it). */
+  tokens: StreamTokens;
   revocations: RevocationList;
   audit: Pick<AuditSink, "append">;
-  maxTokenTtlMs: number;
   /** CAPVEND_RENEW_LEAD: renew when this much life is left (at most a third of the TTL). */
   renewLeadMs: number;
   /** CAPVEND_HEARTBEAT_INTERVAL. */
@@ -31,17 +48,10 @@ export interface StreamHubOptions {
   stallTimeoutMs: number;
   /** Jitter source in [0, 1); Math.random by default. */
   random?: () => number;
-  /** Wraps each renewal (tracing hooks in here). */
-  traceRenewal?: <T>(stream: WatchStream, grant: GrantSpec, fn: () => Promise<T>) => Promise<T>;
-  onEvent?: (e: { type: "slow_reader" | "renewal_failed" | "audit_failed"; sessionId: string; streamId: number; error?: unknown; retryInMs?: number }) => void;
-  /** A revocation or session end was written to a stream, `latencyMs` after Revoke/EndSession took it. */
-  onRevocationDelivered?: (e: { sessionId: string; streamId: number; latencyMs: number }) => void;
-  /** The number of open streams changed. */
-  onStreamCount?: (streams: number) => void;
+  /** Who hears of slow readers, failed renewals, deliveries and the stream count; nobody by default. */
+  events?: StreamHubEvents;
   /** Re-evaluates live grants after a policy change (see `reevaluatePolicy`); none means no re-evaluation. */
   drift?: PolicyDrift;
-  /** A renewal found its grant denied and its tokens' revocation went wrong. */
-  onDriftError?: (error: unknown) => void;
   /** Stream opens in progress at once; the rest queue (see admission.ts). Default {@link DEFAULT_MAX_CONCURRENT_OPENS}. */
   maxConcurrentOpens?: number;
   /** CAPVEND_MAX_STREAMS_PER_SESSION: streams one session may hold (open or opening); more get RESOURCE_EXHAUSTED. Default 8. */
@@ -55,22 +65,15 @@ export const DEFAULT_MAX_STREAMS_PER_SESSION = 8;
 /** Default of `maxStreams`. */
 export const DEFAULT_MAX_STREAMS = 20_000;
 
-/** What a WatchStream uses of its hub. */
-export interface StreamHubInternals {
-  readonly clock: Clock;
-  readonly queue: TimerQueue;
-  readonly issuer: Issuer;
-  readonly revocations: RevocationList;
-  readonly renewLeadMs: number;
-  readonly heartbeatIntervalMs: number;
-  readonly stallTimeoutMs: number;
-  random(): number;
-  traceRenewal(stream: WatchStream, grant: GrantSpec, fn: () => Promise<IssuedToken>): Promise<IssuedToken>;
-  unregister(stream: WatchStream, reason: string): void;
-  onSlowReader(stream: WatchStream): void;
-  onRevocationDelivered(stream: WatchStream, latencyMs: number): void;
-  logRenewalFailure(stream: WatchStream, grant: GrantSpec, err: unknown, retryInMs: number): void;
-  onGrantDenied(stream: WatchStream, index: number, grant: GrantSpec, err: Error): void;
+/**
+ * A WatchSession call the service has validated and authorized: the session it
+ * authenticated with, its grants (each one checked as IssueToken would check it), and the
+ * revocation-feed position a resume token stood for (caught up with already), if any.
+ */
+export interface StreamOpening {
+  session: SessionRecord;
+  grants: GrantSpec[];
+  resumePosition?: number;
 }
 
 export interface StreamHubStats {
@@ -84,20 +87,19 @@ export interface StreamHubStats {
   waitingToOpen: number;
 }
 
+/** What the rest of the server sees of the hub. */
+export type StreamHubView = Pick<StreamHub, "open" | "assertOpen" | "stats" | "streamsOf" | "drain" | "reevaluatePolicy">;
+
 /**
  * Every WatchSession stream of this replica: it routes each revocation to the streams it
  * can concern (by session, agent, user, resource) and runs all their timers on one queue.
  * Streams never wait on each other: fan-out only queues events in each stream's outbox.
  */
-export class StreamHub implements StreamHubInternals {
-  readonly clock: Clock;
-  readonly queue: TimerQueue;
-  readonly issuer: Issuer;
-  readonly revocations: RevocationList;
-  readonly renewLeadMs: number;
-  readonly heartbeatIntervalMs: number;
-  readonly stallTimeoutMs: number;
+export class StreamHub {
   readonly #opts: StreamHubOptions;
+  readonly #queue: TimerQueue;
+  readonly #events: StreamHubEvents;
+  readonly #host: StreamHost;
   readonly #bySession = new Map<string, Set<WatchStream>>();
   /** Session tag (carried in every jti) → streams, to route revocations by token id. */
   readonly #byTag = new Map<string, Set<WatchStream>>();
@@ -116,56 +118,49 @@ export class StreamHub implements StreamHubInternals {
 
   constructor(opts: StreamHubOptions) {
     this.#opts = opts;
-    this.clock = opts.clock;
-    this.queue = new TimerQueue(opts.clock);
-    this.issuer = opts.issuer;
-    this.revocations = opts.revocations;
-    this.renewLeadMs = opts.renewLeadMs;
-    this.heartbeatIntervalMs = opts.heartbeatIntervalMs;
-    this.stallTimeoutMs = opts.stallTimeoutMs;
+    this.#queue = new TimerQueue(opts.clock);
+    this.#events = opts.events ?? {};
+    const random = opts.random ?? Math.random;
+    const events = this.#events;
+    this.#host = {
+      clock: opts.clock,
+      queue: this.#queue,
+      tokens: opts.tokens,
+      revocations: opts.revocations,
+      renewLeadMs: opts.renewLeadMs,
+      heartbeatIntervalMs: opts.heartbeatIntervalMs,
+      stallTimeoutMs: opts.stallTimeoutMs,
+      random,
+      closed: (stream, reason) => this.#unregister(stream, reason),
+      slowReader: (stream) => events.slowReader?.({ sessionId: stream.session.id, streamId: stream.id }),
+      revocationDelivered: (stream, latencyMs) => events.revocationDelivered?.({ sessionId: stream.session.id, streamId: stream.id, latencyMs }),
+      renewalFailed: (stream, _grant, error, retryInMs) => events.renewalFailed?.({ sessionId: stream.session.id, streamId: stream.id, error, retryInMs }),
+      grantDenied: (stream, index, grant, err) => this.#grantDenied(stream, index, grant, err),
+    };
     this.#admission = new Admission(opts.maxConcurrentOpens ?? DEFAULT_MAX_CONCURRENT_OPENS);
     this.#maxStreamsPerSession = opts.maxStreamsPerSession ?? DEFAULT_MAX_STREAMS_PER_SESSION;
     this.#maxStreams = opts.maxStreams ?? DEFAULT_MAX_STREAMS;
     this.#unsubscribe = opts.revocations.subscribe((r) => this.#route(r));
   }
 
-  random(): number {
-    return (this.#opts.random ?? Math.random)();
-  }
-
-  traceRenewal(stream: WatchStream, grant: GrantSpec, fn: () => Promise<IssuedToken>): Promise<IssuedToken> {
-    return this.#opts.traceRenewal ? this.#opts.traceRenewal(stream, grant, fn) : fn();
-  }
-
   stats(): StreamHubStats {
-    return { streams: this.#streams, sessions: this.#bySession.size, timers: this.queue.size, timerArmed: this.queue.armed, opening: this.#admission.active, waitingToOpen: this.#admission.waiting };
+    return { streams: this.#streams, sessions: this.#bySession.size, timers: this.#queue.size, timerArmed: this.#queue.armed, opening: this.#admission.active, waitingToOpen: this.#admission.waiting };
+  }
+
+  /** Throws DRAINING once the hub is shutting down; the service asks before it validates a call. */
+  assertOpen(): void {
+    if (this.#draining) throw capvendError("DRAINING", "the server is shutting down; reconnect to another replica with the resume_token");
   }
 
   /**
-   * Serves one WatchSession call for an authenticated session. `kill` resets the
-   * underlying HTTP stream (used when the reader is stuck).
+   * Serves one WatchSession call the service has validated and authorized (see
+   * StreamOpening). `kill` resets the underlying HTTP stream (used when the reader is stuck).
+   * Refuses with STREAM_LIMIT past the per-session or per-replica cap, DRAINING while
+   * shutting down, and AUDIT_UNAVAILABLE when the opening cannot be recorded.
    */
-  async *watch(session: SessionRecord, req: WatchSessionRequest, ctx: Pick<HandlerContext, "signal">, kill: () => void): AsyncGenerator<WatchSessionResponse> {
-    if (this.#draining) throw capvendError("DRAINING", "the server is shutting down; reconnect to another replica with the resume_token");
-    const grants = validateGrants("grants", req.grants, this.#opts.maxTokenTtlMs);
-    const resumePosition = await this.#resumePosition(session, req.resumeToken);
-    // Every grant is checked up front, exactly as IssueToken checks it: a refused grant
-    // fails the call naming it, it is never silently dropped. A resuming stream is the
-    // exception for grants a revocation withdrew: the lost stream had stopped them, so the
-    // resumed one opens with them stopped and says so (WatchStream.open).
-    grants.forEach((g, i) => {
-      try {
-        this.issuer.authorize(session, { resource: g.resource, scopes: g.scopes, ttlMs: g.ttlMs });
-      } catch (err) {
-        if (resumePosition !== undefined && err instanceof CapvendError && err.reason === "GRANT_REVOKED") return;
-        if (err instanceof CapvendError) {
-          const field = err.subject.field === undefined ? undefined : `grants[${i}].${err.subject.field}`;
-          throw capvendError(err.reason, `grants[${i}]: ${err.rawMessage}`, { ...err.subject, field, grantIndex: String(i) }, err.cause);
-        }
-        throw err;
-      }
-    });
-
+  async *open(opening: StreamOpening, ctx: Pick<HandlerContext, "signal">, kill: () => void): AsyncGenerator<WatchSessionResponse> {
+    this.assertOpen();
+    const { session, grants, resumePosition } = opening;
     // The caps count streams open and streams still opening, so a burst cannot slip past them.
     const held = (this.#bySession.get(session.id)?.size ?? 0) + (this.#openingBySession.get(session.id) ?? 0);
     if (held >= this.#maxStreamsPerSession) {
@@ -192,12 +187,12 @@ export class StreamHub implements StreamHubInternals {
       if (!release) return;
       // Nothing is minted for a caller that went away while waiting.
       if (ctx.signal.aborted) return;
-      if (this.#draining) throw capvendError("DRAINING", "the server is shutting down; reconnect to another replica with the resume_token");
-      stream = new WatchStream(this, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumePosition ?? 0);
+      this.assertOpen();
+      stream = new WatchStream(this.#host, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumePosition ?? 0);
       // Register before reading the replay so no revocation falls between the two.
       this.#register(stream);
       uncount();
-      const replay = resumePosition !== undefined ? this.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
+      const replay = resumePosition !== undefined ? this.#opts.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
       try {
         // The open is recorded before any token is minted: an open the audit log refuses, or
         // whose caller leaves meanwhile, mints nothing, so no token.issued record stands for a
@@ -250,51 +245,15 @@ export class StreamHub implements StreamHubInternals {
     return run;
   }
 
-  onGrantDenied(stream: WatchStream, index: number, grant: GrantSpec, err: Error): void {
+  #grantDenied(stream: WatchStream, index: number, grant: GrantSpec, err: Error): void {
     const drift = this.#opts.drift;
     const denial = drift ? grantDenial(drift.policy, stream.session, grant, drift.ttlOf(grant)) : undefined;
     if (!drift || !denial) {
       stream.fail(err);
       return;
     }
-    const tokens = stream.liveGrants(this.clock.now()).find((g) => g.index === index)?.tokens ?? [];
-    drift.revokeGrant(stream, index, grant, tokens, denial).catch((e) => this.#opts.onDriftError?.(e));
-  }
-
-  /**
-   * The feed position a resume token stands for, once this replica has applied the feed
-   * up to it; undefined for a fresh start (no token). Refuses a token that is malformed,
-   * of another session or altered (INVALID_ARGUMENT), older than the longest token TTL
-   * (RESUME_TOKEN_EXPIRED: every token it covered has expired, so a fresh start loses
-   * nothing), or ahead of what this replica could catch up with (RESUME_AHEAD).
-   */
-  async #resumePosition(session: SessionRecord, token: string): Promise<number | undefined> {
-    if (token === "") return undefined;
-    const decoded = decodeResumeToken(session, token);
-    if (!decoded.ok) {
-      throw invalidArgument(
-        "resume_token",
-        decoded.problem === "malformed"
-          ? "is not a resume token this server issued (malformed or truncated); reconnect without it to start fresh"
-          : "was not issued for this session, or was altered; pass the resume_token of an event of this session's stream",
-      );
-    }
-    const { feedPosition, issuedAtMs } = decoded.point;
-    if (this.clock.now() - issuedAtMs > this.#opts.maxTokenTtlMs) {
-      throw capvendError(
-        "RESUME_TOKEN_EXPIRED",
-        `resume_token: older than ${Math.floor(this.#opts.maxTokenTtlMs / 1000)}s (the longest token lifetime), so every token it covered has expired; discard held tokens and reconnect without resume_token`,
-        { field: "resume_token" },
-      );
-    }
-    if (feedPosition > this.revocations.lastSeq && !(await this.revocations.catchUp(feedPosition, RESUME_CATCH_UP_TIMEOUT_MS))) {
-      throw capvendError(
-        "RESUME_AHEAD",
-        `resume_token: ahead of this server's revocation feed (position ${feedPosition} > ${this.revocations.lastSeq}); retry, here or on another replica, with the same resume_token`,
-        { field: "resume_token" },
-      );
-    }
-    return feedPosition;
+    const tokens = stream.liveGrants(this.#opts.clock.now()).find((g) => g.index === index)?.tokens ?? [];
+    drift.revokeGrant(stream, index, grant, tokens, denial).catch((e) => this.#events.driftError?.(e));
   }
 
   /** Tells every stream to reconnect elsewhere; new streams are refused from now on. */
@@ -307,10 +266,10 @@ export class StreamHub implements StreamHubInternals {
   close(): void {
     this.#unsubscribe();
     for (const set of [...this.#bySession.values()]) for (const s of [...set]) s.close("server closed");
-    this.queue.close();
+    this.#queue.close();
   }
 
-  unregister(stream: WatchStream, reason: string): void {
+  #unregister(stream: WatchStream, reason: string): void {
     const s = stream.session;
     const removed = remove(this.#bySession, s.id, stream);
     remove(this.#byTag, stream.tag, stream);
@@ -319,21 +278,9 @@ export class StreamHub implements StreamHubInternals {
     for (const r of stream.resources) remove(this.#byResource, r, stream);
     if (removed) {
       this.#streams--;
-      this.#opts.onStreamCount?.(this.#streams);
+      this.#events.streamCount?.(this.#streams);
       void this.#audit(stream, "stream.closed", { reason });
     }
-  }
-
-  onSlowReader(stream: WatchStream): void {
-    this.#opts.onEvent?.({ type: "slow_reader", sessionId: stream.session.id, streamId: stream.id });
-  }
-
-  onRevocationDelivered(stream: WatchStream, latencyMs: number): void {
-    this.#opts.onRevocationDelivered?.({ sessionId: stream.session.id, streamId: stream.id, latencyMs });
-  }
-
-  logRenewalFailure(stream: WatchStream, _grant: GrantSpec, error: unknown, retryInMs: number): void {
-    this.#opts.onEvent?.({ type: "renewal_failed", sessionId: stream.session.id, streamId: stream.id, error, retryInMs });
   }
 
   #register(stream: WatchStream): void {
@@ -344,7 +291,7 @@ export class StreamHub implements StreamHubInternals {
     if (s.userId !== undefined) add(this.#byUser, s.userId, stream);
     for (const r of stream.resources) add(this.#byResource, r, stream);
     this.#streams++;
-    this.#opts.onStreamCount?.(this.#streams);
+    this.#events.streamCount?.(this.#streams);
   }
 
   /** Could this revocation touch the stream? (The stream decides whether it does.) */
@@ -401,7 +348,7 @@ export class StreamHub implements StreamHubInternals {
       return;
     }
     await this.#opts.audit.append(event).catch((error) => {
-      this.#opts.onEvent?.({ type: "audit_failed", sessionId: stream.session.id, streamId: stream.id, error });
+      this.#events.auditFailed?.({ sessionId: stream.session.id, streamId: stream.id, error });
     });
   }
 }

@@ -5,15 +5,14 @@ import type { AuditEvent } from "../audit/event.js";
 import { capvendError, reasonOf } from "../errors.js";
 import { WatchSessionResponseSchema, type WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
 import { revokesSession, revokesToken, withdrawsGrant } from "../backends/revocation-rules.js";
-import { type GrantSpec, type Revocation, type SessionRecord } from "../backends/types.js";
-import type { IssuedToken, TokenRequest } from "../service/issuer.js";
-import { tokenMessage } from "../service/token-message.js";
+import type { GrantSpec, Revocation, RevocationList, SessionRecord } from "../backends/types.js";
+import type { Clock } from "../clock.js";
 import { issuedAtMsOfJti } from "../tokens/jti.js";
 import { Outbox, type ControlEvent, type OutboxItem } from "./outbox.js";
 import { coalesceRenewal, needsRenewal, renewAt } from "./renewal.js";
 import { encodeResumeToken } from "./resume-token.js";
-import type { StreamHubInternals } from "./stream-hub.js";
-import type { QueuedTimer } from "./timer-queue.js";
+import type { StreamRef, StreamToken, StreamTokens } from "./stream-tokens.js";
+import type { QueuedTimer, TimerQueue } from "./timer-queue.js";
 
 /** Retry delays for a renewal that failed for a passing reason (audit sink or store away). */
 export const RENEW_RETRY_MIN_MS = 250;
@@ -46,20 +45,42 @@ interface GrantState {
 export type StreamState = "opening" | "open" | "closing" | "closed";
 
 /**
+ * What a WatchStream uses of its hub: the shared timer queue, the token source, the
+ * revocation lookups and settings, and the calls back that keep the hub's books. The hub
+ * hands each stream this object; none of it is part of the hub's public surface.
+ */
+export interface StreamHost {
+  readonly clock: Clock;
+  readonly queue: TimerQueue;
+  readonly tokens: StreamTokens;
+  readonly revocations: Pick<RevocationList, "grantRevocation" | "tokenRevocation" | "lastSeq">;
+  readonly renewLeadMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly stallTimeoutMs: number;
+  random(): number;
+  /** The stream closed: drop its registrations. */
+  closed(stream: WatchStream, reason: string): void;
+  slowReader(stream: WatchStream): void;
+  revocationDelivered(stream: WatchStream, latencyMs: number): void;
+  renewalFailed(stream: WatchStream, grant: GrantSpec, err: unknown, retryInMs: number): void;
+  grantDenied(stream: WatchStream, index: number, grant: GrantSpec, err: Error): void;
+}
+
+/**
  * One WatchSession call: its grants' tokens, their renewals, the events waiting to go out,
  * and the generator Connect drains. Routing (which revocations reach it) and timing (one
  * queue for all streams) belong to the hub.
  */
-export class WatchStream {
+export class WatchStream implements StreamRef {
   readonly id: number;
   readonly session: SessionRecord;
   /** The session's tag, as carried in its tokens' ids. */
   readonly tag: string;
   readonly resources: ReadonlySet<string>;
   #state: StreamState = "opening";
-  readonly #hub: StreamHubInternals;
+  readonly #hub: StreamHost;
   readonly #grants: GrantState[];
-  readonly #outbox = new Outbox<{ token: IssuedToken; replaces?: string }>();
+  readonly #outbox = new Outbox<{ token: StreamToken; replaces?: string }>();
   readonly #signal: AbortSignal;
   readonly #kill: () => void;
   /** Feed position the last event was sent at; only grows (see resume-token.ts). */
@@ -70,7 +91,7 @@ export class WatchStream {
   #closeReason = "client went away";
 
   constructor(
-    hub: StreamHubInternals,
+    hub: StreamHost,
     id: number,
     session: SessionRecord,
     tag: string,
@@ -254,7 +275,7 @@ export class WatchStream {
         this.#hub.queue.cancel(this.#stall);
         this.#stall = undefined;
         if ((item.kind === "revoked" || item.kind === "session_ended") && item.revokedAt !== undefined) {
-          this.#hub.onRevocationDelivered(this, this.#hub.clock.now() - item.revokedAt);
+          this.#hub.revocationDelivered(this, this.#hub.clock.now() - item.revokedAt);
         }
         if (item.kind === "session_ended") return;
         if (item.kind === "reconnect") {
@@ -281,7 +302,7 @@ export class WatchStream {
     q.cancel(this.#stall);
     this.#heartbeat = this.#expiry = this.#stall = undefined;
     this.#outbox.close();
-    this.#hub.unregister(this, this.#closeReason);
+    this.#hub.closed(this, this.#closeReason);
   }
 
   #end(event: ControlEvent): void {
@@ -298,7 +319,7 @@ export class WatchStream {
   }
 
   #stalled(): void {
-    this.#hub.onSlowReader(this);
+    this.#hub.slowReader(this);
     this.#closeReason = "slow reader disconnected";
     // The handler is stuck in a write the client does not read: no status can reach it
     // through that stream, so the transport resets it (HTTP/2 ENHANCE_YOUR_CALM, which
@@ -321,16 +342,12 @@ export class WatchStream {
     g.renewal = undefined;
   }
 
-  #mint(g: GrantState, event: "token.issued" | "token.renewed"): Promise<IssuedToken> {
-    const req: TokenRequest = { resource: g.grant.resource, scopes: g.grant.scopes, ttlMs: g.grant.ttlMs };
-    return this.#hub.issuer.issue(this.session, req, {
-      event,
-      caller: { kind: "session", id: this.session.id },
-    });
+  #mint(g: GrantState, event: "token.issued" | "token.renewed"): Promise<StreamToken> {
+    return this.#hub.tokens.mint(this, g.grant, event);
   }
 
   /** Takes a freshly minted token into the grant, unless it was revoked while in flight. */
-  #accept(g: GrantState, t: IssuedToken, nowMs: number): void {
+  #accept(g: GrantState, t: StreamToken, nowMs: number): void {
     const ref = this.#ref(t);
     if (g.stopped || g.revoking) return;
     const revoked = this.#hub.revocations.tokenRevocation(this.#subject(g, ref));
@@ -354,7 +371,7 @@ export class WatchStream {
     g.renewal = undefined;
     if (g.stopped || g.revoking || this.#state !== "open") return;
     try {
-      const t = await this.#hub.traceRenewal(this, g.grant, () => this.#mint(g, "token.renewed"));
+      const t = await this.#mint(g, "token.renewed");
       if (this.#state !== "open") return;
       this.#accept(g, t, this.#hub.clock.now());
     } catch (err) {
@@ -362,14 +379,14 @@ export class WatchStream {
       if (reasonOf(err) === "SCOPE_DENIED") {
         // The policy changed under the grant: revoke its tokens (POLICY_CHANGED) and keep
         // the stream open for the grants that are still allowed.
-        this.#hub.onGrantDenied(this, g.index, g.grant, err instanceof Error ? err : new Error(String(err)));
+        this.#hub.grantDenied(this, g.index, g.grant, err instanceof Error ? err : new Error(String(err)));
         return;
       }
       const code = err instanceof ConnectError ? err.code : Code.Internal;
       if (code === Code.Unavailable || code === Code.Internal) {
         // A passing failure (audit sink, store): retry with backoff while the token lives.
         const delay = Math.min(RENEW_RETRY_MAX_MS, RENEW_RETRY_MIN_MS * 2 ** g.failures++);
-        this.#hub.logRenewalFailure(this, g.grant, err, delay);
+        this.#hub.renewalFailed(this, g.grant, err, delay);
         g.renewal = this.#hub.queue.schedule(this.#hub.clock.now() + delay, () => void this.#renew(g));
         return;
       }
@@ -385,8 +402,8 @@ export class WatchStream {
     }
   }
 
-  #ref(t: IssuedToken): TokenRef {
-    return { jti: t.jti, issuedAtSec: t.claims.iat, issuedAtMs: issuedAtMsOfJti(t.jti) ?? t.issuedAtMs, expiresAtMs: t.expiresAtMs };
+  #ref(t: StreamToken): TokenRef {
+    return { jti: t.jti, issuedAtSec: t.issuedAtSec, issuedAtMs: issuedAtMsOfJti(t.jti) ?? t.issuedAtMs, expiresAtMs: t.expiresAtMs };
   }
 
   #subject(g: GrantState, t: TokenRef) {
@@ -394,7 +411,7 @@ export class WatchStream {
     return { jti: t.jti, sessionId: s.id, agentId: s.agentId, userId: s.userId, resource: g.grant.resource, issuedAtSec: t.issuedAtSec, issuedAtMs: t.issuedAtMs };
   }
 
-  #toMessage(item: Exclude<OutboxItem<{ token: IssuedToken; replaces?: string }>, { kind: "fail" }>): WatchSessionResponse {
+  #toMessage(item: Exclude<OutboxItem<{ token: StreamToken; replaces?: string }>, { kind: "fail" }>): WatchSessionResponse {
     const at = "seq" in item && item.seq !== undefined ? item.seq : this.#hub.revocations.lastSeq;
     if (at > this.#position) this.#position = at;
     const resumeToken = encodeResumeToken(this.session, { feedPosition: this.#position, issuedAtMs: this.#hub.clock.now() });
@@ -404,7 +421,7 @@ export class WatchStream {
           resumeToken,
           event: {
             case: "tokenIssued",
-            value: { grantIndex: item.grantIndex, token: tokenMessage(item.token.token), replacesTokenId: item.token.replaces ?? "" },
+            value: { grantIndex: item.grantIndex, token: item.token.token.message, replacesTokenId: item.token.replaces ?? "" },
           },
         });
       case "revoked":

@@ -4,8 +4,8 @@
  * renewal is instead a root span linked to the stream's span, so either leads to the other.
  */
 import { ROOT_CONTEXT, SpanKind, type SpanContext, type Tracer } from "@opentelemetry/api";
-import type { SessionRecord, GrantSpec } from "../backends/types.js";
-import type { WatchStream } from "../streams/watch-stream.js";
+import type { SessionRecord } from "../backends/types.js";
+import type { StreamTokens } from "../streams/stream-tokens.js";
 import { ATTR_RESOURCE, ATTR_STREAM_ID, ATTR_TOKEN_SCOPES, SPAN_RENEW } from "./attributes.js";
 import { recordError } from "./span-errors.js";
 import { sessionAttributes } from "./traced-issuer.js";
@@ -29,28 +29,32 @@ export class StreamSpans {
 }
 
 /**
- * The hub's `traceRenewal` hook: runs `fn` (the renewal's issuance) under a new root span
+ * Decorates a stream token source: each renewal (`token.renewed`) runs under a new root span
  * `capvend.renew`, linked to the stream's WatchSession span when it is known, so the
- * issuance, policy, mint and audit spans of the renewal nest under it.
+ * issuance, policy, mint and audit spans of the renewal nest under it. A stream's first
+ * tokens are minted inside its WatchSession call and need no span of their own.
  */
-export function renewalTracer(tracer: Tracer, streams: StreamSpans) {
-  return <T>(stream: WatchStream, grant: GrantSpec, fn: () => Promise<T>): Promise<T> => {
-    const link = streams.of(stream.session);
-    const options = {
-      root: true,
-      kind: SpanKind.INTERNAL,
-      links: link ? [{ context: link }] : [],
-      attributes: { ...sessionAttributes(stream.session), [ATTR_STREAM_ID]: stream.id, [ATTR_RESOURCE]: grant.resource, [ATTR_TOKEN_SCOPES]: [...grant.scopes] },
-    };
-    return tracer.startActiveSpan(SPAN_RENEW, options, ROOT_CONTEXT, async (span) => {
-      try {
-        return await fn();
-      } catch (err) {
-        recordError(span, err);
-        throw err;
-      } finally {
-        span.end();
-      }
-    });
+export function traceRenewals(tokens: StreamTokens, tracer: Tracer, streams: StreamSpans): StreamTokens {
+  return {
+    mint(stream, grant, event) {
+      if (event !== "token.renewed") return tokens.mint(stream, grant, event);
+      const link = streams.of(stream.session);
+      const options = {
+        root: true,
+        kind: SpanKind.INTERNAL,
+        links: link ? [{ context: link }] : [],
+        attributes: { ...sessionAttributes(stream.session), [ATTR_STREAM_ID]: stream.id, [ATTR_RESOURCE]: grant.resource, [ATTR_TOKEN_SCOPES]: [...grant.scopes] },
+      };
+      return tracer.startActiveSpan(SPAN_RENEW, options, ROOT_CONTEXT, async (span) => {
+        try {
+          return await tokens.mint(stream, grant, event);
+        } catch (err) {
+          recordError(span, err);
+          throw err;
+        } finally {
+          span.end();
+        }
+      });
+    },
   };
 }

@@ -17,6 +17,7 @@ import {
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { Code, ConnectError, createContextKey, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { principalKey } from "../auth/principal.js";
+import { callTraceKey } from "../logging/call-trace.js";
 import {
   ATTR_RPC_CONNECT_RPC_ERROR_CODE,
   ATTR_RPC_GRPC_STATUS_CODE,
@@ -30,13 +31,14 @@ import type { StreamSpans } from "./renewal-tracing.js";
 import { principalAttributes, requestAttributes, responseAttributes } from "./rpc-attributes.js";
 import { codeName, recordError } from "./span-errors.js";
 
-/** The server span of the current call, for handlers that need its trace id (audit records). */
+/** The server span of the current call. */
 export const rpcSpanKey = createContextKey<Span | undefined>(undefined, { description: "capvend rpc span" });
 
-/** The trace id of the call's span, when tracing records one. */
-export function traceIdOf(values: ContextValues): string | undefined {
-  const sc = values.get(rpcSpanKey)?.spanContext();
-  return sc && isSpanContextValid(sc) ? sc.traceId : undefined;
+/** Puts the call's span in its context values, and its ids where logs and audit records look for them. */
+function setCallSpan(values: ContextValues, span: Span): void {
+  values.set(rpcSpanKey, span);
+  const sc = span.spanContext();
+  if (isSpanContextValid(sc)) values.set(callTraceKey, { traceId: sc.traceId, spanId: sc.spanId });
 }
 
 const headersGetter: TextMapGetter<Headers> = {
@@ -67,7 +69,7 @@ export function rpcTracingInterceptor(tracer: Tracer, streams?: StreamSpans, rec
     // audit records and log lines, and nothing else is spent on it.
     return (next) => (req) => {
       const parent = req.header.has("traceparent") ? propagator.extract(ROOT_CONTEXT, req.header, headersGetter) : ROOT_CONTEXT;
-      req.contextValues.set(rpcSpanKey, tracer.startSpan(req.method.name, { kind: SpanKind.SERVER }, parent));
+      setCallSpan(req.contextValues, tracer.startSpan(req.method.name, { kind: SpanKind.SERVER }, parent));
       return next(req);
     };
   }
@@ -89,7 +91,7 @@ export function rpcTracingInterceptor(tracer: Tracer, streams?: StreamSpans, rec
       },
       parent,
     );
-    req.contextValues.set(rpcSpanKey, span);
+    setCallSpan(req.contextValues, span);
     const active = trace.setSpan(parent, span);
 
     let ended = false;

@@ -4,24 +4,25 @@
  * environment; `telemetryFromEnv` (env.ts) is the shim that does.
  */
 import { metrics, trace, type Meter, type Tracer } from "@opentelemetry/api";
-import type { ContextValues, Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import { defaultResource, emptyResource, resourceFromAttributes, type Resource } from "@opentelemetry/resources";
 import { MeterProvider, type IMetricReader } from "@opentelemetry/sdk-metrics";
 import { AlwaysOffSampler, BasicTracerProvider, type Sampler, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import type { AuditSink, AuditSinkState } from "../audit/sink.js";
-import type { Revocation } from "../backends/types.js";
+import type { RevocationPublisher } from "../service/revocation-publisher.js";
 import type { Issuer } from "../service/issuer.js";
-import type { PolicyDecider } from "../service/policy-requests.js";
-import type { StreamHubOptions } from "../streams/stream-hub.js";
+import type { PolicyDecider } from "../policy/requests.js";
+import type { StreamHubEvents } from "../streams/stream-hub.js";
+import type { StreamTokens } from "../streams/stream-tokens.js";
 import type { Minter } from "../tokens/mint.js";
 import { ATTR_RESOURCE, ATTR_SERVICE_INSTANCE_ID, ATTR_REVOCATION_ID, ATTR_REVOCATION_KIND, ATTR_REVOCATION_REASON, ATTR_REVOCATION_VALUE, INSTRUMENTATION_SCOPE, SPAN_REVOCATION_PUBLISH } from "./attributes.js";
 import { ensureContextManager } from "./context-manager.js";
 import { createInstruments, type Instruments } from "./instruments.js";
 import { meterAudit } from "./metered-audit.js";
 import { RedactingSpanProcessor } from "./redacting-span-processor.js";
-import { renewalTracer, StreamSpans } from "./renewal-tracing.js";
-import { rpcTracingInterceptor, traceIdOf } from "./rpc-interceptor.js";
+import { StreamSpans, traceRenewals } from "./renewal-tracing.js";
+import { rpcTracingInterceptor } from "./rpc-interceptor.js";
 import { recordError } from "./span-errors.js";
 import { traceIssuer } from "./traced-issuer.js";
 import { traceMinter } from "./traced-minter.js";
@@ -30,18 +31,17 @@ import { tracePolicy } from "./traced-policy.js";
 /** Default `service.name`. */
 export const DEFAULT_SERVICE_NAME = "capvend";
 
-/** The StreamHub options telemetry fills in. */
-export type HubHooks = Required<Pick<StreamHubOptions, "traceRenewal" | "onRevocationDelivered" | "onStreamCount">>;
-
-/** Everything instrumented in capvend goes through one of these. */
+/**
+ * Everything instrumented in capvend goes through one of these, and always the same way:
+ * the interceptor for RPCs, and otherwise a `wrap*` decorator around the narrow interface a
+ * component depends on, which adds spans and metrics and changes nothing else.
+ */
 export interface Telemetry {
   readonly tracer: Tracer;
   readonly meter: Meter;
   readonly instruments: Instruments;
   /** The tracing interceptor; put it first (outermost) in the server's list. */
   readonly interceptor: Interceptor;
-  /** Renewal spans, revocation latency and the active-streams gauge, for `new StreamHub`. */
-  readonly hubHooks: HubHooks;
   /** Spans, latency and failures of audit appends; `onHealthChange` when `state.healthy` flips. */
   wrapAudit(sink: AuditSink, onHealthChange?: (healthy: boolean, state: AuditSinkState) => void): AuditSink;
   /** Issuance spans, issued/renewed/denied counters and issuance latency. */
@@ -50,10 +50,12 @@ export interface Telemetry {
   wrapPolicy(decider: PolicyDecider): PolicyDecider;
   /** A span per signature. */
   wrapMinter(minter: Minter): Minter;
-  /** Runs a revocation's publish as a `capvend.revocation.publish` span; counts it when it succeeds. */
-  tracePublish(revocation: Revocation, publish: () => Promise<void>): Promise<void>;
-  /** Trace id of the current RPC (from its context values), for audit records. */
-  traceId(values: ContextValues): string | undefined;
+  /** Renewals as root spans linked to their stream's WatchSession span. */
+  wrapStreamTokens(tokens: StreamTokens): StreamTokens;
+  /** Revocation delivery latency and the active-streams gauge, then whatever `events` does. */
+  wrapStreamEvents(events?: StreamHubEvents): StreamHubEvents;
+  /** Each publish as a `capvend.revocation.publish` span; counted when it succeeds. */
+  wrapPublisher(publisher: RevocationPublisher): RevocationPublisher;
   /** Exports whatever is buffered (spans and metrics). */
   forceFlush(): Promise<void>;
   /** Flushes and stops the exporters. Idempotent: later calls return the same promise. */
@@ -146,34 +148,40 @@ function instrument(parts: Pick<Telemetry, "tracer" | "meter" | "forceFlush" | "
     meter,
     instruments,
     interceptor: rpcTracingInterceptor(tracer, streams, recording),
-    hubHooks: {
-      traceRenewal: recording ? renewalTracer(tracer, streams) : (_stream, _grant, fn) => fn(),
-      onRevocationDelivered: (e) => instruments.revocationDelivery.record(Math.max(0, e.latencyMs) / 1000),
-      onStreamCount: (n) => instruments.streamsActive.record(n),
-    },
+    wrapStreamTokens: (tokens) => (recording ? traceRenewals(tokens, tracer, streams) : tokens),
+    wrapStreamEvents: (events = {}) => ({
+      ...events,
+      revocationDelivered(e) {
+        instruments.revocationDelivery.record(Math.max(0, e.latencyMs) / 1000);
+        events.revocationDelivered?.(e);
+      },
+      streamCount(n) {
+        instruments.streamsActive.record(n);
+        events.streamCount?.(n);
+      },
+    }),
     wrapAudit: (sink, onHealthChange) => meterAudit(sink, { tracer: recording ? tracer : undefined, instruments, onHealthChange }),
     wrapIssuer: (issuer) => traceIssuer(issuer, tracer, instruments, recording),
     wrapPolicy: (decider) => (recording ? tracePolicy(decider, tracer) : decider),
     wrapMinter: (minter) => (recording ? traceMinter(minter, tracer) : minter),
-    tracePublish(r, publish) {
-      if (!recording) {
-        return publish().then(() => instruments.tokensRevoked.add(1, { [ATTR_REVOCATION_KIND]: r.kind, ...(r.kind === "resource" ? { [ATTR_RESOURCE]: r.value } : {}) }));
-      }
-      const target = { [ATTR_REVOCATION_KIND]: r.kind, ...(r.kind === "resource" ? { [ATTR_RESOURCE]: r.value } : {}) };
-      const attributes = { ...target, [ATTR_REVOCATION_ID]: r.id, [ATTR_REVOCATION_VALUE]: r.value, [ATTR_REVOCATION_REASON]: r.reason };
-      return tracer.startActiveSpan(SPAN_REVOCATION_PUBLISH, { attributes }, async (span) => {
-        try {
-          await publish();
-          instruments.tokensRevoked.add(1, target);
-        } catch (err) {
-          recordError(span, err);
-          throw err;
-        } finally {
-          span.end();
-        }
-      });
-    },
-    traceId: traceIdOf,
+    wrapPublisher: (publisher) => ({
+      publish(r) {
+        const target = { [ATTR_REVOCATION_KIND]: r.kind, ...(r.kind === "resource" ? { [ATTR_RESOURCE]: r.value } : {}) };
+        if (!recording) return publisher.publish(r).then(() => instruments.tokensRevoked.add(1, target));
+        const attributes = { ...target, [ATTR_REVOCATION_ID]: r.id, [ATTR_REVOCATION_VALUE]: r.value, [ATTR_REVOCATION_REASON]: r.reason };
+        return tracer.startActiveSpan(SPAN_REVOCATION_PUBLISH, { attributes }, async (span) => {
+          try {
+            await publisher.publish(r);
+            instruments.tokensRevoked.add(1, target);
+          } catch (err) {
+            recordError(span, err);
+            throw err;
+          } finally {
+            span.end();
+          }
+        });
+      },
+    }),
     forceFlush: () => parts.forceFlush(),
     shutdown: () => parts.shutdown(),
   };

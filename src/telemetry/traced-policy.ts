@@ -1,7 +1,7 @@
 /** Spans for Cedar decisions, and their outcome folded into the span that asked for them. */
 import { trace, type Span, type Tracer } from "@opentelemetry/api";
 import { EntityValue, type ContextValue, type Decision } from "../policy/engine.js";
-import type { PolicyDecider } from "../service/policy-requests.js";
+import type { PolicyDecider } from "../policy/requests.js";
 import {
   ATTR_AGENT_ID,
   ATTR_ENDUSER_ID,

@@ -13,6 +13,7 @@ import { Code, ConnectError, type ContextValues, type MethodImplSpec } from "@co
 import { createMethodSerializationLookup, type MethodSerializationLookup } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { withErrorInfo } from "../errors.js";
+import { decodeRequestMessage } from "./decode-message.js";
 import type { HttpRequest, HttpResponse, RequestListener } from "./http-routes.js";
 import { LazyAbort, type MethodTable, type RpcInvoker } from "./rpc-invoker.js";
 
@@ -27,7 +28,6 @@ export interface ConnectUnaryOptions {
 
 const JSON_TYPE = /^application\/json(?:;\s*charset=utf-?8)?$/i;
 const PROTO_TYPE = /^application\/proto$/i;
-const PARSE_BINARY = "parse binary: ";
 
 /** Serves lean unary Connect calls; passes every other request to `next`. */
 export function createConnectUnaryListener(opts: ConnectUnaryOptions, next: RequestListener): RequestListener {
@@ -74,14 +74,9 @@ export function createConnectUnaryListener(opts: ConnectUnaryOptions, next: Requ
     try {
       const bytes = await readBody(req, readMaxBytes);
       const s = serialization(spec);
-      let input;
-      try {
-        input = s.getI(binary).parse(bytes);
-      } catch (err) {
-        const e = ConnectError.from(err);
-        // connect-es reports undecodable protobuf as INTERNAL; it is the caller's bad input.
-        throw e.code === Code.Internal && e.rawMessage.startsWith(PARSE_BINARY) ? new ConnectError(e.rawMessage, Code.InvalidArgument) : e;
-      }
+      // This path owns the decode: a body that is not the method's message is the caller's
+      // bad input (INVALID_ARGUMENT), in protobuf as in JSON (connect-es's JSON parse says so).
+      const input = binary ? decodeRequestMessage(spec.method.input, bytes) : s.getI(false).parse(bytes);
       const header = toHeaders(req);
       const result = await invoker.unary(spec, input, {
         protocolName: "connect",

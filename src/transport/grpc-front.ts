@@ -10,6 +10,7 @@
  */
 import * as http2 from "node:http2";
 import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { decodeRequestMessage } from "./decode-message.js";
 import { Code, ConnectError, type ContextValues, type MethodImplSpec } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
@@ -236,12 +237,7 @@ function decode(schema: DescMessage, bytes: Buffer, readMaxBytes: number): Messa
   if (bytes.byteLength > readMaxBytes) {
     throw new ConnectError(`message size ${bytes.byteLength} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
   }
-  try {
-    return fromBinary(schema, bytes);
-  } catch (err) {
-    // The message connect-es gives, with the code every other protocol answers here.
-    throw new ConnectError(`parse binary: ${err instanceof Error ? err.message : String(err)}`, Code.InvalidArgument);
-  }
+  return decodeRequestMessage(schema, bytes);
 }
 
 /** Calls without a known connection share one turn. */

@@ -10,6 +10,7 @@ import { openKeyRing, type KeyRing } from "../../src/keys/key-ring.js";
 import { loadPolicyEngine, type PolicyEngine } from "../../src/policy/engine.js";
 import { MemoryRevocationList } from "../../src/backends/memory/memory-revocation-list.js";
 import { createIssuer } from "../../src/service/issuer.js";
+import { admitWatch, streamTokens } from "../../src/service/watch-session.js";
 import type { SessionRecord } from "../../src/backends/types.js";
 import { StreamHub } from "../../src/streams/stream-hub.js";
 import { createMinter } from "../../src/tokens/mint.js";
@@ -54,7 +55,7 @@ describe("a held stream over 24 hours of fake time", () => {
     const revocations = new MemoryRevocationList(clock);
     const audit = createMemoryAuditSink({ clock });
     const issuer = createIssuer({ clock, policy, minter: createMinter({ keyRing, issuer: "https://capvend.local", clock }), audit, revocations, defaultTtlMs: 15 * 60 * S, maxTtlMs: H });
-    const hub = new StreamHub({ clock, issuer, revocations, audit, maxTokenTtlMs: H, renewLeadMs: 2 * 60 * S, heartbeatIntervalMs: 15 * S, stallTimeoutMs: 30 * S, random: rnd });
+    const hub = new StreamHub({ clock, tokens: streamTokens(issuer), revocations, audit, renewLeadMs: 2 * 60 * S, heartbeatIntervalMs: 15 * S, stallTimeoutMs: 30 * S, random: rnd });
 
     const ttls = [3 * S, 10 * S, ...Array.from({ length: 6 }, () => Math.round((3 * S + rnd() * (H - 3 * S)) / S) * S)];
     const start = clock.now();
@@ -76,7 +77,8 @@ describe("a held stream over 24 hours of fake time", () => {
     let received = 0;
     let ended = false;
     const reader = (async () => {
-      for await (const m of hub.watch(session, req, { signal: ac.signal }, () => undefined) as AsyncIterable<WatchSessionResponse>) {
+      const opening = await admitWatch({ clock, issuer, revocations, maxTokenTtlMs: H }, session, req);
+      for await (const m of hub.open(opening, { signal: ac.signal }, () => undefined) as AsyncIterable<WatchSessionResponse>) {
         received++;
         if (m.event.case === "tokenIssued") {
           const t = m.event.value.token!;

@@ -1,4 +1,4 @@
-import { entityValue, type AuthorizationRequest, type ContextValue, type Decision } from "../policy/engine.js";
+import { entityValue, type AuthorizationRequest, type ContextValue, type Decision } from "./engine.js";
 import type { Principal } from "../auth/principal.js";
 import type { SessionRecord } from "../backends/types.js";
 

@@ -1,6 +1,6 @@
 import { constants as h2 } from "node:http2";
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
-import type { HttpRequest } from "../transport/http-routes.js";
+import type { HttpRequest } from "./http-routes.js";
 
 /** The Node request behind a call, so a stuck stream can be reset at the transport. */
 export const nodeRequestKey = createContextKey<HttpRequest | undefined>(undefined, { description: "node request" });
