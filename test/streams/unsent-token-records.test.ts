@@ -7,7 +7,6 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditUnavailableError } from "../../src/audit/errors.js";
 import type { AuditEvent } from "../../src/audit/event.js";
@@ -17,10 +16,11 @@ import { MemoryRevocationList } from "../../src/backends/memory/memory-revocatio
 import type { SessionRecord } from "../../src/backends/types.js";
 import { ManualClock } from "../../src/clock.js";
 import { reasonOf } from "../../src/errors.js";
-import { WatchSessionRequestSchema, type WatchSessionResponse } from "../../src/gen/capvend/v1/vending_pb.js";
+import type { WatchSessionResponse } from "../../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing, type KeyRing } from "../../src/keys/key-ring.js";
 import { loadPolicyEngine, type PolicyEngine } from "../../src/policy/engine.js";
 import { createIssuer } from "../../src/service/issuer.js";
+import { streamTokens } from "../../src/service/watch-session.js";
 import { StreamHub } from "../../src/streams/stream-hub.js";
 import { createMinter } from "../../src/tokens/mint.js";
 
@@ -71,7 +71,7 @@ function setup(type: AuditEvent["type"]) {
   const audit = gatedSink(type);
   const revocations = new MemoryRevocationList(clock);
   const issuer = createIssuer({ clock, policy, minter: createMinter({ keyRing, issuer: "https://capvend.local", clock }), audit: audit.sink, revocations, defaultTtlMs: 15 * 60_000, maxTtlMs: H });
-  const hub = new StreamHub({ clock, issuer, revocations, audit: audit.sink, maxTokenTtlMs: H, renewLeadMs: 60_000, heartbeatIntervalMs: 15_000, stallTimeoutMs: 30_000 });
+  const hub = new StreamHub({ clock, tokens: streamTokens(issuer), revocations, audit: audit.sink, renewLeadMs: 60_000, heartbeatIntervalMs: 15_000, stallTimeoutMs: 30_000 });
   const now = clock.now();
   const session: SessionRecord = {
     id: "ses_unsent000000000000000000",
@@ -86,12 +86,13 @@ function setup(type: AuditEvent["type"]) {
     createdAt: now,
     expiresAt: now + H,
   };
-  const req = create(WatchSessionRequestSchema, { grants: session.grants.map((g) => ({ resource: g.resource, scopes: [...g.scopes] })) });
+  // What the service hands the hub once it has validated and authorized the call.
+  const opening = { session, grants: session.grants };
   const close = async () => {
     hub.close();
     await revocations.close();
   };
-  return { audit, revocations, hub, session, req, close };
+  return { audit, revocations, hub, session, opening, close };
 }
 
 /** Reads the stream to its end; resolves with the tokens it delivered and how it ended. */
@@ -111,7 +112,7 @@ describe("a stream open that does not complete", () => {
   it("records nothing for a caller that leaves while its open is being recorded", async () => {
     const t = setup("stream.opened");
     const ac = new AbortController();
-    const reading = drain(t.hub.watch(t.session, t.req, { signal: ac.signal }, () => undefined));
+    const reading = drain(t.hub.open(t.opening, { signal: ac.signal }, () => undefined));
     await t.audit.held;
     ac.abort();
     t.audit.release();
@@ -125,7 +126,7 @@ describe("a stream open that does not complete", () => {
 
   it("mints nothing when the audit log refuses the open", async () => {
     const t = setup("stream.opened");
-    const reading = drain(t.hub.watch(t.session, t.req, { signal: new AbortController().signal }, () => undefined));
+    const reading = drain(t.hub.open(t.opening, { signal: new AbortController().signal }, () => undefined));
     await t.audit.held;
     t.audit.fail();
     const { tokens, error } = await reading;
@@ -137,7 +138,7 @@ describe("a stream open that does not complete", () => {
 
   it("mints nothing for a session that ends while its open is being recorded", async () => {
     const t = setup("stream.opened");
-    const reading = drain(t.hub.watch(t.session, t.req, { signal: new AbortController().signal }, () => undefined));
+    const reading = drain(t.hub.open(t.opening, { signal: new AbortController().signal }, () => undefined));
     await t.audit.held;
     const now = clock.now();
     await t.revocations.publish({ id: "rev_test", kind: "session_id", value: t.session.id, reason: "ended", revokedAt: now, expiresAt: now + H, by: "system" });
@@ -153,7 +154,7 @@ describe("a stream open that does not complete", () => {
     const ac = new AbortController();
     const got: string[] = [];
     const reading = (async () => {
-      for await (const m of t.hub.watch(t.session, t.req, { signal: ac.signal }, () => undefined)) {
+      for await (const m of t.hub.open(t.opening, { signal: ac.signal }, () => undefined)) {
         if (m.event.case === "tokenIssued") got.push(m.event.value.token!.tokenId);
         if (got.length === 2) ac.abort();
       }
