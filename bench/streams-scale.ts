@@ -16,8 +16,8 @@
  *
  * $CAPVEND_BENCH_STREAMS overrides the stream count (default 10,000).
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { spawn, spawnSync, type ChildProcess, type StdioOptions } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as net from "node:net";
 import os from "node:os";
@@ -49,8 +49,9 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / ticks;
 }
 
-function pinned(core: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-  return hasTaskset ? spawn("taskset", ["-c", core, cmd, ...args], { env, stdio: ["pipe", "pipe", "inherit"] }) : spawn(cmd, args, { env, stdio: ["pipe", "pipe", "inherit"] });
+function pinned(core: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, stdout: "pipe" | number = "pipe"): ChildProcess {
+  const stdio: StdioOptions = ["pipe", stdout, "inherit"];
+  return hasTaskset ? spawn("taskset", ["-c", core, cmd, ...args], { env, stdio }) : spawn(cmd, args, { env, stdio });
 }
 
 /** Raw signing on one core: tokens per CPU-second of `minter.mint` alone. */
@@ -83,6 +84,9 @@ export async function runScale(): Promise<void> {
   const port = await freePort();
   // $CAPVEND_PROFILE_DIR: profile the server (node --cpu-prof) into that directory.
   const profile = process.env.CAPVEND_PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${process.env.CAPVEND_PROFILE_DIR}`] : [];
+  // The server's log goes to a file ($CAPVEND_BENCH_SERVER_LOG, else one in the run's directory):
+  // a pipe nobody reads would fill, and the logger would then hold every later line in memory.
+  const serverLog = openSync(process.env.CAPVEND_BENCH_SERVER_LOG ?? path.join(dataDir, "server.log"), "a");
   const server = pinned("1", serverNode, [...profile, path.join(repoRoot, "dist", "src", "cli.js"), "serve"], {
     ...process.env,
     CAPVEND_LISTEN: `127.0.0.1:${port}`,
@@ -90,7 +94,10 @@ export async function runScale(): Promise<void> {
     CAPVEND_ORCHESTRATOR_TOKEN: ORCHESTRATOR_TOKEN,
     CAPVEND_LOG_LEVEL: "warn",
     CAPVEND_SHUTDOWN_GRACE: "1s",
-  });
+    // One orchestrator holds every session of the run: its quota must not cap the run.
+    CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR: String(SCALE_STREAMS + 1000),
+  }, serverLog);
+  closeSync(serverLog);
   const client = pinned("0", process.execPath, [here, "client", `http://127.0.0.1:${port}`], process.env);
   const lines = createInterface({ input: client.stdout! });
   const queued: string[] = [];

@@ -53,16 +53,26 @@ export interface SealedRecord {
 
 /** Chains `body` (event fields, no chain fields) after a record whose line hashes to `prev`. */
 export function sealRecord(prev: string, seq: number, body: { [key: string]: JsonValue }): SealedRecord {
-  const members = canonicalMembers(body);
-  const seqMember = `"seq":${seq}`;
-  // Insert "seq" at its sorted position so the hashed text is canonicalJson({...body, seq}).
+  // One pass over the sorted keys builds both texts: the members without "seq" (the line) and
+  // with "seq" at its sorted position (the hashed text is canonicalJson({...body, seq})).
   const keys = Object.keys(body).sort();
-  let at = keys.findIndex((k) => k > "seq");
-  if (at === -1) at = keys.length;
-  const withSeq = [...members.slice(0, at), seqMember, ...members.slice(at)];
-  const hash = sha256Hex(prev + `{${withSeq.join(",")}}`);
+  const seqMember = `"seq":${seq}`;
+  let members = "";
+  let withSeq = "";
+  let seqPlaced = false;
+  for (const k of keys) {
+    const member = `${JSON.stringify(k)}:${canonicalJson(body[k]!)}`;
+    if (!seqPlaced && k > "seq") {
+      withSeq += withSeq === "" ? seqMember : `,${seqMember}`;
+      seqPlaced = true;
+    }
+    members += members === "" ? member : `,${member}`;
+    withSeq += withSeq === "" ? member : `,${member}`;
+  }
+  if (!seqPlaced) withSeq += withSeq === "" ? seqMember : `,${seqMember}`;
+  const hash = sha256Hex(prev + `{${withSeq}}`);
   const head = `{"seq":${seq},"prev":"${prev}","hash":"${hash}"`;
-  const line = members.length === 0 ? `${head}}` : `${head},${members.join(",")}}`;
+  const line = members === "" ? `${head}}` : `${head},${members}}`;
   return { seq, hash, line, lineHash: sha256Hex(line) };
 }
 

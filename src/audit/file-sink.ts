@@ -8,12 +8,17 @@
  * Appends arriving meanwhile form the next batch, so the cost of a sync is shared by everyone
  * who waited for it.
  *
- * Fail closed, never hang. Each append carries its own deadline (`timeoutMs`, from the
- * moment it is accepted). When the deadline passes the caller is rejected with
- * `AuditUnavailableError`, whatever the file system is doing. The sink never starts a second
- * write while one is outstanding, even a stuck one, so a write that completes late cannot
- * interleave with a later batch; while it is stuck, new appends are rejected at once instead
- * of queueing behind it. If the late write completes, its records stay in the log although
+ * Fail closed, never hang. The deadline (`timeoutMs`) bounds the file system, not the
+ * process: a write or sync that has not completed `timeoutMs` after it started stalls the
+ * sink, and every record waiting on it (in that batch or queued behind it) is rejected with
+ * `AuditUnavailableError`, whatever the file system is doing. A record therefore waits at
+ * most about twice `timeoutMs` for the disk (the write in progress when it came, then its
+ * own). One timer watches the sink, not one per record, and its verdict waits for the event
+ * loop's next I/O poll: a write that completed while the process was busy (a reconnect storm
+ * saturating the CPU) is seen as done, so load never turns into refusals. The sink never
+ * starts a second write while one is outstanding, even a stuck one, so a write that
+ * completes late cannot interleave with a later batch; while it is stuck, new appends are
+ * rejected at once instead of queueing behind it. If the late write completes, its records stay in the log although
  * their callers were told "not written": the log may over-report an attempt, never miss an
  * action (the caller did not return a token). If a write or sync fails, the callers are
  * rejected and, before the next batch, the file is reopened and truncated back to the last
@@ -52,7 +57,7 @@ import type { AuditDurability } from "../config/config.js";
 import type { AuditSink, AuditSinkState } from "./sink.js";
 import { DEFAULT_AUDIT_MAX_FILE_BYTES, DEFAULT_AUDIT_TIMEOUT_MS } from "./sink.js";
 import type { Waiter } from "./waiter.js";
-import { createWaiter } from "./waiter.js";
+import { createSettleOnce } from "./waiter.js";
 
 /** When an append counts as written (defined with the other settings). */
 export type { AuditDurability };
@@ -87,7 +92,10 @@ export interface FileAuditSinkOptions {
    * returns, i.e. in the OS page cache; survives a process crash, not a power loss.
    */
   durability?: AuditDurability;
-  /** Deadline for each append, ms from acceptance. Default 2000. */
+  /**
+   * Deadline of each file-system step (write, sync, rotation), ms from its start: records
+   * waiting on a step that takes longer are rejected. Default 2000.
+   */
   timeoutMs?: number;
   /**
    * A new segment starts when a record would take the current one past this many bytes.
@@ -260,6 +268,10 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
   let queue: Entry[] = [];
   let pending = 0;
   let inFlight = false;
+  /** The batch being written, and when its current file-system step started (clock ms). */
+  let writing: Entry[] = [];
+  let lastProgress = 0;
+  let watchdog: ReturnType<Clock["setTimeout"]> | undefined;
   let flushScheduled = false;
   let stalled = false;
   let needsRepair = false;
@@ -287,8 +299,9 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
   const schedule = () => {
     if (inFlight || flushScheduled || queue.length === 0) return;
     flushScheduled = true;
-    // A microtask lets appends made in the same tick join the first batch.
-    queueMicrotask(runBatch);
+    // After the I/O poll, so the appends of every request read in this turn of the event loop
+    // (not only of this tick) join the first batch: one write and one sync for all of them.
+    setImmediate(runBatch);
   };
 
   const runBatch = () => {
@@ -307,12 +320,40 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
       return;
     }
     inFlight = true;
+    writing = batch;
+    lastProgress = clock.now();
+    armWatchdog();
     void writeBatch(batch).finally(() => {
       inFlight = false;
+      writing = [];
       stalled = false;
       scheduleCheckpoint();
       schedule();
       notifyIdle();
+    });
+  };
+
+  /** One timer for the whole sink: see the module comment. */
+  const armWatchdog = () => {
+    if (watchdog) return;
+    watchdog = clock.setTimeout(onWatchdog, Math.max(1, lastProgress + timeoutMs - clock.now()));
+  };
+  const onWatchdog = () => {
+    watchdog = undefined;
+    if (!inFlight) return;
+    // Judged after the next I/O poll, where a step that already completed is delivered.
+    setImmediate(() => {
+      if (!inFlight || stalled) return;
+      if (clock.now() - lastProgress < timeoutMs) {
+        armWatchdog();
+        return;
+      }
+      // Only a write in progress can hold a record past its deadline.
+      stalled = true;
+      unhealthy(`audit write did not complete within ${timeoutMs} ms`);
+      const err = new AuditUnavailableError(`audit record not written: timed out after ${timeoutMs} ms`);
+      for (const e of writing) e.waiter.reject(err);
+      for (const e of queue) e.waiter.reject(err);
     });
   };
 
@@ -348,7 +389,10 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
   const writeBatch = async (batch: Entry[]) => {
     try {
       if (fatal) throw fatal;
-      if (needsRepair) await repair();
+      if (needsRepair) {
+        await repair();
+        lastProgress = clock.now();
+      }
       const parts: Part[] = [];
       let prev = head.hash;
       let seq = head.seq;
@@ -376,10 +420,14 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
         prev = sealed.lineHash;
       }
       for (const p of parts) {
-        if (p.fileNo !== fileNo) await rotate(p.fileNo);
+        if (p.fileNo !== fileNo) {
+          await rotate(p.fileNo);
+          lastProgress = clock.now();
+        }
         const data = Buffer.from(p.lines.join("\n") + "\n", "utf8");
         try {
           await handle.append(data);
+          lastProgress = clock.now();
           if (sync) await handle.datasync();
         } catch (err) {
           // Part of `data` may be in the file, or in a page cache a failed sync dropped.
@@ -475,19 +523,9 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
           new AuditUnavailableError(`audit record not written: a write has been pending for over ${timeoutMs} ms`),
         );
       }
-      const waiter = createWaiter(
-        clock,
-        timeoutMs,
-        () => {
-          // Only a write in progress can hold a record past its deadline.
-          if (inFlight) stalled = true;
-          unhealthy(`audit write did not complete within ${timeoutMs} ms`);
-          return new AuditUnavailableError(`audit record not written: timed out after ${timeoutMs} ms`);
-        },
-        () => {
-          pending--;
-        },
-      );
+      const waiter = createSettleOnce(() => {
+        pending--;
+      });
       pending++;
       queue.push({ body, waiter });
       schedule();
@@ -524,6 +562,8 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
         }
         if (cpTimer) clock.clearTimeout(cpTimer);
         cpTimer = undefined;
+        if (watchdog) clock.clearTimeout(watchdog);
+        watchdog = undefined;
         try {
           // The last word: a checkpoint of everything written, so a restart can tell a cut log.
           await checkpoint();

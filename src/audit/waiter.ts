@@ -55,3 +55,35 @@ export function createWaiter(clock: Clock, timeoutMs: number, onTimeout: () => E
     },
   };
 }
+
+/**
+ * A waiter with no deadline of its own, for a sink that bounds its writes itself (the file
+ * sink's watchdog): no timer per record, which is most of what a waiter costs.
+ */
+export function createSettleOnce(onSettle?: () => void): Waiter {
+  let settled = false;
+  let resolveFn!: () => void;
+  let rejectFn!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolveFn = res;
+    rejectFn = rej;
+  });
+  return {
+    promise,
+    get settled() {
+      return settled;
+    },
+    resolve() {
+      if (settled) return;
+      settled = true;
+      onSettle?.();
+      resolveFn();
+    },
+    reject(err) {
+      if (settled) return;
+      settled = true;
+      onSettle?.();
+      rejectFn(err);
+    },
+  };
+}

@@ -24,8 +24,19 @@ let offset = POOL_BYTES;
  * session a token belongs to, which `sid` says anyway.
  */
 export function sessionTag(sessionId: string): string {
-  return createHash("sha256").update(sessionId).digest("base64url").slice(0, SESSION_TAG_CHARS);
+  let tag = sessionTags.get(sessionId);
+  if (tag === undefined) {
+    tag = createHash("sha256").update(sessionId).digest("base64url").slice(0, SESSION_TAG_CHARS);
+    if (sessionTags.size >= SESSION_TAG_CACHE) sessionTags.clear();
+    sessionTags.set(sessionId, tag);
+  }
+  return tag;
 }
+// Every token names its session's tag, and a session mints again and again (each renewal of
+// each of its streams): hashing its id once saves a sha256 per token. Sized for a replica's
+// streams (the default CAPVEND_MAX_STREAMS); past that it starts over, which costs only hashes.
+const SESSION_TAG_CACHE = 20_000;
+const sessionTags = new Map<string, string>();
 
 /**
  * The tag of a grant (a resource) inside its tokens' ids: 6 base64url characters of

@@ -15,6 +15,7 @@ import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol
 import { withErrorInfo } from "../errors.js";
 import { decodeRequestMessage } from "./decode-message.js";
 import type { HttpRequest, HttpResponse, RequestListener } from "./http-routes.js";
+import { RequestHeaders } from "./request-headers.js";
 import { LazyAbort, type MethodTable, type RpcInvoker } from "./rpc-invoker.js";
 
 /** Options of {@link createConnectUnaryListener}. */
@@ -70,7 +71,8 @@ export function createConnectUnaryListener(opts: ConnectUnaryOptions, next: Requ
     req.on("error", () => undefined);
     let status = 200;
     let body: Uint8Array;
-    const out = new Headers();
+    // Names as Headers gives them (lower case); a later value replaces an earlier one.
+    const headers: Record<string, string> = {};
     try {
       const bytes = await readBody(req, readMaxBytes);
       const s = serialization(spec);
@@ -86,30 +88,28 @@ export function createConnectUnaryListener(opts: ConnectUnaryOptions, next: Requ
         contextValues: opts.contextValues(req),
         timeoutMs,
       });
-      result.header.forEach((v, k) => out.set(k, v));
-      result.trailer.forEach((v, k) => out.set(`trailer-${k}`, v));
+      result.header.forEach((v, k) => (headers[k] = v));
+      result.trailer.forEach((v, k) => (headers[`trailer-${k}`] = v));
       body = s.getO(binary).serialize(result.message);
-      out.set("content-type", binary ? "application/proto" : "application/json");
+      headers["content-type"] = binary ? "application/proto" : "application/json";
     } catch (err) {
       // Errors raised before the interceptors (decoding, size limit) get their ErrorInfo here.
       const error = withErrorInfo(err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err));
       status = codeToHttpStatus(error.code);
-      error.metadata.forEach((v, k) => out.set(k, v));
-      out.set("content-type", "application/json");
+      error.metadata.forEach((v, k) => (headers[k] = v));
+      headers["content-type"] = "application/json";
       body = errorToJsonBytes(error, {});
     }
     res.off("close", onClose);
     if (res.destroyed || res.writableEnded) return;
-    out.set("content-length", String(body.byteLength));
-    const headers: Record<string, string> = {};
-    out.forEach((v, k) => (headers[k] = v));
+    headers["content-length"] = String(body.byteLength);
     res.writeHead(status, headers);
     res.end(body);
   }
 }
 
 function toHeaders(req: HttpRequest): Headers {
-  const out = new Headers();
+  const out = new RequestHeaders();
   const h = req.headers;
   for (const key in h) {
     if (key.charCodeAt(0) === 58 /* ":" pseudo-header */) continue;
@@ -118,7 +118,7 @@ function toHeaders(req: HttpRequest): Headers {
     if (Array.isArray(v)) for (const x of v) out.append(key, x);
     else out.set(key, v);
   }
-  return out;
+  return out.asHeaders();
 }
 
 /** The whole request body; RESOURCE_EXHAUSTED past `max` bytes, as connect-es answers. */

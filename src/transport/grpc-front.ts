@@ -17,6 +17,7 @@ import * as grpc from "@grpc/grpc-js";
 import { withErrorInfo } from "../errors.js";
 import { createFairDispatch, type FairDispatch } from "./fair-dispatch.js";
 import type { HttpRequest } from "./http-routes.js";
+import { RequestHeaders } from "./request-headers.js";
 import { LazyAbort, type CallInit, type MethodTable, type RpcInvoker } from "./rpc-invoker.js";
 
 /** Options of {@link createGrpcFront}. */
@@ -121,7 +122,7 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
 
   function callInit(call: grpc.ServerUnaryCall<Buffer, unknown> | grpc.ServerWritableStream<Buffer, unknown>, path: string): { init: CallInit; abort: LazyAbort } {
     const raw = call.metadata.toHttp2Headers() as http2.IncomingHttpHeaders;
-    const header = new Headers();
+    const header = new RequestHeaders();
     for (const key in raw) {
       const v = raw[key];
       if (v === undefined) continue;
@@ -136,7 +137,7 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
     const timeoutMs = Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now()) : undefined;
     const stream = (call as unknown as { call?: { stream?: http2.ServerHttp2Stream } }).call?.stream;
     const contextValues = opts.contextValues(streamRequestView(stream, raw, path));
-    return { init: { protocolName: "grpc", url: path, header, cancel: abort, contextValues, timeoutMs }, abort };
+    return { init: { protocolName: "grpc", url: path, header: header.asHeaders(), cancel: abort, contextValues, timeoutMs }, abort };
   }
 
   function unaryHandler(spec: MethodImplSpec, path: string): grpc.handleUnaryCall<Buffer, unknown> {

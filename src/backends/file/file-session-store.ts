@@ -12,6 +12,7 @@ import { ensurePrivateDir } from "../../audit/permissions.js";
 import { openJournal, type Journal, type JournalDurability } from "./append-journal.js";
 import { MAX_RETRY_CREDENTIALS, SESSION_SWEEP_INTERVAL_MS, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "../types.js";
 import { pageOf } from "../session-index.js";
+import { clonePlain } from "../clone-record.js";
 
 /** Sub-directory of the data directory holding the embedded state. */
 export const STATE_SUBDIR = "state";
@@ -108,7 +109,8 @@ export class FileSessionStore implements SessionStore {
 
   async get(id: string): Promise<SessionRecord | undefined> {
     const r = this.#sessions.get(id);
-    return r && structuredClone(r);
+    // Every authenticated call reads its session: the cheap plain-data copy, as the memory store.
+    return r && clonePlain(r);
   }
 
   async list(query: SessionListQuery): Promise<SessionRecord[]> {
