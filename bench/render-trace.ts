@@ -16,7 +16,8 @@ import { hrTimeToMilliseconds } from "@opentelemetry/core";
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { createTelemetry } from "../src/telemetry/telemetry.js";
 import { ORCHESTRATOR_TOKEN, startHarness } from "../test/helpers/harness.js";
-import { clientWith, collect } from "../test/telemetry/helpers.js";
+import { collect } from "../test/helpers/stream-collector.js";
+import { clientWith } from "../test/telemetry/helpers.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", fileURLToPath(import.meta.url).includes(`${path.sep}dist${path.sep}`) ? ".." : ".");
 

@@ -18,6 +18,8 @@ const BENCHES: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   client: () => import("./client.js"),
   durability: () => import("./durability.js"),
   python: () => import("./python.js"),
+  "push-latency": () => import("./push-latency.js"),
+  "reload-memory": () => import("./reload-memory.js"),
 };
 
 const wanted = process.argv.slice(2);

@@ -195,8 +195,11 @@ export class StreamHub {
       uncount();
       const replay = resumePosition !== undefined ? this.#opts.revocations.since(resumePosition).filter((r) => this.#concerns(stream, r)) : [];
       try {
-        await stream.open(replay);
+        // The open is recorded before any token is minted: an open the audit log refuses, or
+        // whose caller leaves meanwhile, mints nothing, so no token.issued record stands for a
+        // token that was never sent.
         await this.#audit(stream, resumePosition !== undefined ? "stream.resumed" : "stream.opened", resumePosition !== undefined ? { resume_position: resumePosition, replayed: replay.length } : undefined);
+        await stream.open(replay);
       } catch (err) {
         stream.close("open failed");
         throw err;

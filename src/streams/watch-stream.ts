@@ -131,17 +131,20 @@ export class WatchStream implements StreamRef {
 
   /**
    * Replays what a resuming runtime missed, then mints the first token of every grant.
-   * Rejects (and sends nothing) when a first token cannot be issued.
+   * Rejects (and sends nothing) when a first token cannot be issued. Mints nothing for a
+   * stream that closed before (its caller left, or the session ended while the open was
+   * being recorded): no token.issued record is begun for a stream that cannot send it.
    */
   async open(replay: Revocation[]): Promise<void> {
     for (const r of replay) this.applyRevocation(r);
-    if (this.#state !== "opening") return; // the replay ended the session
+    if (this.#state !== "opening") return; // the replay ended the session, or the caller left
     this.#stopWithdrawnGrants();
     const q = this.#hub.queue;
     const now = this.#hub.clock.now();
     this.#expiry = q.schedule(this.session.expiresAt, () => this.#end({ kind: "session_ended", reason: "expired" }));
     this.#scheduleHeartbeat();
     const live = this.#grants.filter((g) => !g.stopped);
+    // Every grant's mint starts in this tick, after the check above: none for a closed stream.
     const minted = await Promise.all(live.map((g) => this.#mint(g, "token.issued")));
     if (this.#state !== "opening") return;
     live.forEach((g, i) => this.#accept(g, minted[i]!, now));

@@ -15,6 +15,7 @@ import { Code, ConnectError, type ContextValues, type MethodImplSpec } from "@co
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 import { toWireError, withErrorInfo } from "../errors.js";
+import { createFairDispatch, type FairDispatch } from "./fair-dispatch.js";
 import type { HttpRequest } from "./http-routes.js";
 import { RequestHeaders } from "./request-headers.js";
 import { LazyAbort, type CallInit, type MethodTable, type RpcInvoker } from "./rpc-invoker.js";
@@ -29,6 +30,8 @@ export interface GrpcFrontOptions {
   contextValues(req: HttpRequest): ContextValues;
   /** Options for the HTTP/2 server grpc-js creates (settings, session memory). */
   grpcOptions?: grpc.ServerOptions;
+  /** Turns for the handlers (see fair-dispatch.ts); default one of its own. */
+  dispatch?: FairDispatch;
 }
 
 /** The grpc-js server and the HTTP/2 server it owns. */
@@ -71,6 +74,7 @@ export function streamRequestView(stream: http2.ServerHttp2Stream | undefined, h
 /** Builds the grpc-js server, its connection injector and the method handlers. */
 export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
   const { invoker, methods } = opts;
+  const dispatch = opts.dispatch ?? createFairDispatch();
   const server = new grpc.Server({
     // grpc-js refuses bigger messages itself, with no ErrorInfo; up to twice the limit the
     // handlers refuse them instead (MESSAGE_TOO_LARGE), as every other protocol does.
@@ -137,70 +141,84 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
   }
 
   function unaryHandler(spec: MethodImplSpec, path: string): grpc.handleUnaryCall<Buffer, unknown> {
-    return (call, callback) => {
-      let input;
-      try {
-        input = decode(spec.method.input, call.request, opts.readMaxBytes);
-      } catch (err) {
+    return (call, callback) => dispatch.run(connectionOf(call), () => serveUnary(spec, path, call, callback));
+  }
+
+  function serveUnary(spec: MethodImplSpec, path: string, call: grpc.ServerUnaryCall<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>): void {
+    // Gone while it waited its turn: grpc-js has answered it already.
+    if (call.cancelled) return;
+    let input;
+    try {
+      input = decode(spec.method.input, call.request, opts.readMaxBytes);
+    } catch (err) {
+      callback(toStatus(err));
+      return;
+    }
+    const { init, abort } = callInit(call, path);
+    // grpc-js reports every call as cancelled once its status is sent: listen until then only.
+    const onCancelled = () => abort.abort();
+    call.once("cancelled", onCancelled);
+    invoker.unary(spec, input, init).then(
+      (res) => {
+        call.off("cancelled", onCancelled);
+        if (!isEmpty(res.header)) call.sendMetadata(toMetadata(res.header));
+        callback(null, res.message, isEmpty(res.trailer) ? undefined : toMetadata(res.trailer));
+      },
+      (err: unknown) => {
+        call.off("cancelled", onCancelled);
         callback(toStatus(err));
-        return;
-      }
-      const { init, abort } = callInit(call, path);
-      // grpc-js reports every call as cancelled once its status is sent: listen until then only.
-      const onCancelled = () => abort.abort();
-      call.once("cancelled", onCancelled);
-      invoker.unary(spec, input, init).then(
-        (res) => {
-          call.off("cancelled", onCancelled);
-          if (!isEmpty(res.header)) call.sendMetadata(toMetadata(res.header));
-          callback(null, res.message, isEmpty(res.trailer) ? undefined : toMetadata(res.trailer));
-        },
-        (err: unknown) => {
-          call.off("cancelled", onCancelled);
-          callback(toStatus(err));
-        },
-      );
-    };
+      },
+    );
   }
 
   function streamHandler(spec: MethodImplSpec, path: string): grpc.handleServerStreamingCall<Buffer, unknown> {
-    return (call) => {
-      let input;
-      try {
-        input = decode(spec.method.input, call.request, opts.readMaxBytes);
-      } catch (err) {
-        call.emit("error", toStatus(err));
-        return;
-      }
-      const { init, abort } = callInit(call, path);
-      let cancelled = false;
-      let wake: (() => void) | undefined;
-      call.once("cancelled", () => {
-        cancelled = true;
-        abort.abort();
-        wake?.();
-      });
-      call.on("drain", () => wake?.());
-      void (async () => {
-        try {
-          const res = await invoker.serverStream(spec, input, init);
-          if (!isEmpty(res.header)) call.sendMetadata(toMetadata(res.header));
-          for await (const m of res.messages) {
-            if (cancelled) break;
-            if (!call.write(m)) {
-              await new Promise<void>((resolve) => (wake = resolve));
-              wake = undefined;
-            }
-          }
-          if (!cancelled) {
-            const trailer = res.trailer();
-            call.end(isEmpty(trailer) ? undefined : toMetadata(trailer));
-          }
-        } catch (err) {
-          if (!cancelled) call.emit("error", toStatus(err));
-        }
-      })();
+    return (call) => dispatch.run(connectionOf(call), () => serveStream(spec, path, call));
+  }
+
+  function serveStream(spec: MethodImplSpec, path: string, call: grpc.ServerWritableStream<Buffer, unknown>): void {
+    if (call.cancelled) return;
+    let input;
+    try {
+      input = decode(spec.method.input, call.request, opts.readMaxBytes);
+    } catch (err) {
+      call.emit("error", toStatus(err));
+      return;
+    }
+    const { init, abort } = callInit(call, path);
+    let cancelled = false;
+    let wake: (() => void) | undefined;
+    const onCancelled = () => {
+      cancelled = true;
+      abort.abort();
+      wake?.();
     };
+    // As for unary calls: grpc-js reports the call cancelled once its status is out, which
+    // would abort the call's signal for nothing (an AbortError made per refused stream).
+    call.once("cancelled", onCancelled);
+    call.on("drain", () => wake?.());
+    void (async () => {
+      try {
+        const res = await invoker.serverStream(spec, input, init);
+        if (!isEmpty(res.header)) call.sendMetadata(toMetadata(res.header));
+        for await (const m of res.messages) {
+          if (cancelled) break;
+          if (!call.write(m)) {
+            await new Promise<void>((resolve) => (wake = resolve));
+            wake = undefined;
+          }
+        }
+        if (!cancelled) {
+          const trailer = res.trailer();
+          call.off("cancelled", onCancelled);
+          call.end(isEmpty(trailer) ? undefined : toMetadata(trailer));
+        }
+      } catch (err) {
+        if (!cancelled) {
+          call.off("cancelled", onCancelled);
+          call.emit("error", toStatus(err));
+        }
+      }
+    })();
   }
 
   return {
@@ -221,6 +239,14 @@ function decode(schema: DescMessage, bytes: Buffer, readMaxBytes: number): Messa
     throw new ConnectError(`message size ${bytes.byteLength} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
   }
   return decodeRequestMessage(schema, bytes);
+}
+
+/** Calls without a known connection share one turn. */
+const unknownConnection = {};
+
+/** The HTTP/2 connection a call came on: the key of its turns. */
+function connectionOf(call: object): object {
+  return (call as { call?: { stream?: http2.ServerHttp2Stream } }).call?.stream?.session ?? unknownConnection;
 }
 
 const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);

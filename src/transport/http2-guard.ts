@@ -5,7 +5,8 @@
  * budget per connection, a client that resets streams too fast is cut off (rapid reset),
  * a stream whose peer grants no flow-control window is reset, and a stream whose response
  * is complete is closed even when the client never ends its side (RST_STREAM NO_ERROR,
- * RFC 9113 §8.1), so nothing is left half-open and shutdown is never held by it.
+ * RFC 9113 §8.1), and a closed stream whose request body nobody will read is released, so
+ * nothing is left half-open and neither a departing client nor shutdown is held by it.
  */
 import * as http2 from "node:http2";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
@@ -45,6 +46,8 @@ export interface Http2GuardStats {
   rapidResetCutoffs: number;
   stallResets: number;
   halfOpenClosed: number;
+  /** Streams closed with their request body unread, released by the guard (see the sweep). */
+  unreadReleased: number;
 }
 
 interface Watched {
@@ -52,6 +55,8 @@ interface Watched {
   since: number | undefined;
   /** When the response was complete. */
   finished: number | undefined;
+  /** When the stream was first seen closed but not yet released by Node. */
+  closed: number | undefined;
 }
 
 /** A response complete this long ago on a stream the client keeps open is reset, in ms. */
@@ -71,7 +76,9 @@ export interface Http2Guard {
   /** Called for every new stream before it is served; false when it was refused here. */
   admit(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): boolean;
   readonly stats: Http2GuardStats;
-  /** Stops the stall sweep. */
+  /** Streams admitted and not yet destroyed, on every connection. */
+  readonly openStreams: number;
+  /** Stops the sweep; call it once the connections are gone (the sweep releases streams that would hold them). */
   close(): void;
 }
 
@@ -80,7 +87,8 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
   const { clock } = opts;
   const sessions = new WeakMap<http2.ServerHttp2Session, SessionState>();
   const watched = new Map<http2.ServerHttp2Stream, Watched>();
-  const stats: Http2GuardStats = { idleClosed: 0, firstRequestTimeouts: 0, unauthenticatedRefused: 0, rapidResetCutoffs: 0, stallResets: 0, halfOpenClosed: 0 };
+  let openStreams = 0;
+  const stats: Http2GuardStats = { idleClosed: 0, firstRequestTimeouts: 0, unauthenticatedRefused: 0, rapidResetCutoffs: 0, stallResets: 0, halfOpenClosed: 0, unreadReleased: 0 };
 
   const closeSession = (session: http2.ServerHttp2Session, code: number) => {
     if (session.destroyed) return;
@@ -141,15 +149,28 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
   const sweep = setInterval(() => {
     const now = clock.now();
     for (const [stream, s] of watched) {
-      if (stream.destroyed || stream.closed) {
+      if (stream.destroyed) {
         watched.delete(stream);
+        continue;
+      }
+      if (stream.closed) {
+        // Closed with NO_ERROR, Node keeps a stream until its request body has been read to
+        // the end. A handler that stopped reading (an oversized request) never reads it, and
+        // the stream would then hold its session open for ever: after a GOAWAY, nghttp2 stops
+        // reading the socket while a stream is left, so even a client that went away stays
+        // connected. Nothing more can be sent or received on it: release it.
+        s.closed ??= now;
+        if (now - s.closed >= HALF_OPEN_GRACE_MS) {
+          stats.unreadReleased++;
+          watched.delete(stream);
+          stream.destroy();
+        }
         continue;
       }
       if (s.finished === undefined && responseComplete(stream)) s.finished = now;
       if (s.finished !== undefined) {
         if (now - s.finished >= HALF_OPEN_GRACE_MS && peerStillOpen(stream)) {
           stats.halfOpenClosed++;
-          watched.delete(stream);
           stream.close(NGHTTP2_NO_ERROR);
         }
         continue;
@@ -158,7 +179,6 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
         s.since ??= now;
         if (now - s.since >= opts.stallTimeoutMs) {
           stats.stallResets++;
-          watched.delete(stream);
           stream.close(NGHTTP2_ENHANCE_YOUR_CALM);
         }
       } else {
@@ -170,6 +190,9 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
 
   return {
     stats,
+    get openStreams() {
+      return openStreams;
+    },
     close: () => clearInterval(sweep),
     admit(stream, headers) {
       const session = sessionOf.get(stream);
@@ -194,9 +217,10 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
         return false;
       }
       state.open++;
+      openStreams++;
       if (unauthenticated) state.unauthenticated++;
       arm(session, state);
-      const entry: Watched = { since: undefined, finished: undefined };
+      const entry: Watched = { since: undefined, finished: undefined, closed: undefined };
       watched.set(stream, entry);
       stream.on("drain", () => (entry.since = undefined));
       // The response is complete; a client that never ends its side would hold the stream.
@@ -206,6 +230,7 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
       stream.once("close", () => {
         watched.delete(stream);
         state.open--;
+        openStreams--;
         if (unauthenticated) state.unauthenticated--;
         if (!session.destroyed) arm(session, state);
       });

@@ -87,6 +87,8 @@ export interface TransportServer {
   readonly state: TransportServerState;
   /** Open sockets plus HTTP/2 sessions, including ones still being sniffed. */
   readonly openConnections: number;
+  /** HTTP/2 streams being served (admitted and not yet destroyed), on every connection. */
+  readonly openStreams: number;
   /** What the limits refused or cut off so far. */
   readonly limitStats: { refusedConnections: Record<RefusalReason, number> } & Http2GuardStats;
 }
@@ -181,6 +183,9 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
     get openConnections() {
       return registry.size;
     },
+    get openStreams() {
+      return guard.openStreams;
+    },
     get limitStats() {
       return { refusedConnections: { ...connections.refused }, ...guard.stats };
     },
@@ -214,7 +219,6 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
         const bound = listening ? await listening.then(() => true, () => false) : false;
         const stopped = bound ? new Promise<void>((resolve) => front.server.close(() => resolve())) : undefined;
         front.closeInner();
-        guard.close();
         registry.beginClose();
         const timer = clock.setTimeout(() => registry.destroyAll(), graceMs);
         try {
@@ -222,6 +226,8 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
           await stopped;
         } finally {
           clock.clearTimeout(timer);
+          // Only now: while draining, the guard still releases streams that would hold a session.
+          guard.close();
           state = "closed";
         }
       })();

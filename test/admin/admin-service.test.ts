@@ -8,7 +8,7 @@ import type { MemoryAuditSink } from "../../src/audit/memory-sink.js";
 import { reasonOf } from "../../src/errors.js";
 import { AdminService } from "../../src/gen/capvend/admin/v1/admin_pb.js";
 import { GATEWAY_TOKEN, ORCHESTRATOR_TOKEN, startHarness, startSalesSession, type Harness } from "../helpers/harness.js";
-import { collect, type Collected } from "../nats/watch-collector.js";
+import { collect, type Collected } from "../helpers/stream-collector.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const OTHER_ORCHESTRATOR = "other-orchestrator-token-0123456789";
@@ -109,7 +109,7 @@ describe("GetSession", () => {
     const s = await startSalesSession(h);
     const w = collect((signal) => s.runtime.watchSession({ grants: [{ resource: "calendar", scopes: ["read"] }] }, { signal }));
     streams.push(w);
-    await w.until(() => w.of("tokenIssued").length >= 1, 10_000, "the first token");
+    await w.until(() => w.of("tokenIssued").length >= 1, "the first token");
     const token = w.of("tokenIssued")[0]!.token!;
     const res = await admin(ORCHESTRATOR_TOKEN).getSession({ sessionId: s.sessionId });
     expect(res.session!.agentId).toBe("sales-bot");

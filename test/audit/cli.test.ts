@@ -3,7 +3,8 @@ import { writeFile } from "node:fs/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { auditCommand } from "../../src/audit/cli.js";
 import { createFileAuditSink } from "../../src/audit/file-sink.js";
-import { fileLines, sampleEvent, segmentFiles, tempDataDir, waitFor } from "./helpers.js";
+import { waitFor } from "../helpers/wait.js";
+import { fileLines, sampleEvent, segmentFiles, tempDataDir } from "./helpers.js";
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -70,7 +71,7 @@ describe("capvend audit", () => {
     const ac = new AbortController();
     const a = io({}, ac.signal);
     const code = auditCommand(["tail", "--dir", dir, "--follow"], a.io);
-    await waitFor(() => a.out.length === 12);
+    await waitFor(() => a.out.length === 12, "every record printed");
     ac.abort();
     expect(await code).toBe(0);
   });

@@ -105,15 +105,6 @@ export function controllableFs() {
   return { fs, ctl };
 }
 
-/** Polls `cond` every few ms until true or `ms` pass. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > until) throw new Error("waitFor: condition not met in time");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 /** Lets pending promise callbacks and I/O completions run. */
 export async function settleIo(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((r) => setImmediate(r));

@@ -2,7 +2,8 @@ import { appendFile } from "node:fs/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createFileAuditSink } from "../../src/audit/file-sink.js";
 import { tailAuditLog } from "../../src/audit/tail.js";
-import { sampleEvent, segmentFiles, tempDataDir, waitFor } from "./helpers.js";
+import { waitFor } from "../helpers/wait.js";
+import { sampleEvent, segmentFiles, tempDataDir } from "./helpers.js";
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -51,25 +52,27 @@ describe("tailAuditLog", () => {
     const out: string[] = [];
     const done = tailAuditLog({ dir, follow: true, filter: { session_id: "ses_0" }, signal: ac.signal, pollMs: 5, out: (l) => out.push(l) });
 
-    await waitFor(() => out.length === 1);
+    await waitFor(() => out.length === 1, "the first record");
     for (let i = 1; i < 80; i++) {
       await sink.append(sampleEvent(i));
       if (i % 10 === 0) await new Promise((r) => setTimeout(r, 7));
     }
     const expected = Array.from({ length: 80 }, (_, i) => i).filter((i) => i % 7 === 0);
-    await waitFor(() => out.length === expected.length);
+    await waitFor(() => out.length === expected.length, "every ses_0 record");
     expect((await segmentFiles(dir)).length).toBeGreaterThan(3);
     expect(out.map((l) => JSON.parse(l).jti)).toEqual(expected.map((i) => `tok_${String(i).padStart(8, "0")}`));
 
-    // A line being written shows up only once complete.
+    // A line being written shows up only once complete. One write puts a whole line and the
+    // start of the next: once the whole one is printed, the tail has read the partial one too.
     await sink.close();
     const last = (await segmentFiles(dir)).at(-1)!;
-    await appendFile(last, '{"seq":81,"session_id":"ses_0"');
-    await new Promise((r) => setTimeout(r, 40));
-    expect(out.length).toBe(expected.length);
+    await appendFile(last, '{"seq":81,"session_id":"ses_0","type":"stream.opened"}\n{"seq":82,"session_id":"ses_0"');
+    await waitFor(() => out.length === expected.length + 1, "the complete line");
+    expect(JSON.parse(out.at(-1)!)).toMatchObject({ seq: 81 });
+    expect(out).toHaveLength(expected.length + 1);
     await appendFile(last, ',"type":"stream.closed"}\n');
-    await waitFor(() => out.length === expected.length + 1);
-    expect(JSON.parse(out.at(-1)!)).toMatchObject({ seq: 81, type: "stream.closed" });
+    await waitFor(() => out.length === expected.length + 2, "the line once completed");
+    expect(JSON.parse(out.at(-1)!)).toMatchObject({ seq: 82, type: "stream.closed" });
 
     ac.abort();
     await done;

@@ -139,12 +139,3 @@ export function recordEvents(m: CredentialManager) {
     },
   };
 }
-
-/** Polls `pred` until true; rejects with `what` after `timeoutMs`. */
-export async function waitFor(pred: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

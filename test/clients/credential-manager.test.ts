@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CapvendError, CredentialManager, type CredentialEvent } from "@capvend/client";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
-import { grpcTransport, recordEvents, recordingApi, tcpProxy, waitFor } from "./client-helpers.js";
+import { waitFor } from "../helpers/wait.js";
+import { grpcTransport, recordEvents, recordingApi, tcpProxy } from "./client-helpers.js";
 
 const GRANTS = [
   { resource: "salesforce", scopes: ["read", "write"] },
@@ -52,9 +53,10 @@ describe("@capvend/client CredentialManager against a real server process", () =
     // Renewal: a new token arrives while the old one is still valid.
     const renewed = await rec.next("renewed", (e) => e.resource === "salesforce" && e.replacesTokenId === payload.jti);
     expect(renewed.tokenId).not.toBe(payload.jti);
-    expect(payload.exp! * 1000).toBeGreaterThan(Date.now() - 1000);
     const next = await m.getToken("salesforce");
     expect(jose.decodeJwt(next).jti).toBe(renewed.tokenId);
+    // Minted before the token it replaces expired (the server's clock, not this test's).
+    expect(jose.decodeJwt(next).iat!).toBeLessThan(payload.exp!);
 
     const st = m.state();
     expect(st).toMatchObject({ status: "ready", connected: true, endpoint: r.url, resumable: true });
@@ -253,9 +255,9 @@ describe("@capvend/client CredentialManager against a real server process", () =
 
     // A silent death: the proxy stops forwarding but keeps the connection open. The
     // deadline (3 heartbeats) is known once two heartbeats were seen.
+    // (How the interval is learned from arrival gaps is pinned on fake times in client-units.)
     await waitFor(() => m.state().heartbeatIntervalMs !== undefined, "the heartbeat interval");
-    expect(m.state().heartbeatIntervalMs).toBeGreaterThanOrEqual(250);
-    expect(m.state().heartbeatIntervalMs).toBeLessThan(1000);
+    expect(m.state().heartbeatIntervalMs).toBeGreaterThan(0);
     const from = rec.events.length;
     expect(proxy.freeze()).toBeGreaterThan(0);
     const lost = await rec.next("disconnected", () => true, 20_000, from);
@@ -341,10 +343,9 @@ describe("@capvend/client CredentialManager against a real server process", () =
     await m.close();
     // The iteration ends after what was queued.
     for (let e = await iter.next(); !e.done; e = await iter.next()) expect(e.value.type).not.toBe("ended");
-    await new Promise((r) => setTimeout(r, 100));
-    const after = count();
-    expect(after.TCPSocketWrap ?? 0).toBe(before.TCPSocketWrap ?? 0);
-    expect(after.Timeout ?? 0).toBeLessThanOrEqual(before.Timeout ?? 0);
+    // Sockets close a few turns of the event loop after close() resolves; a leaked one never does.
+    await waitFor(() => (count().TCPSocketWrap ?? 0) === (before.TCPSocketWrap ?? 0), "the manager's socket to close");
+    await waitFor(() => (count().Timeout ?? 0) <= (before.Timeout ?? 0), "the manager's timers to be cleared");
   });
 
   it("rejects bad settings with a message naming the field", () => {

@@ -38,7 +38,9 @@ async function capvend(...args: string[]): Promise<{ code: number; out: string; 
   }
 }
 
-describe("capvend CLI against a running server", () => {
+// Each step starts a CLI process; on a loaded two-core machine that is seconds each. The timeout
+// only stops a hung test: nothing here is timed.
+describe("capvend CLI against a running server", { timeout: 180_000 }, () => {
   it("starts, lists, shows and ends sessions, and revokes", async () => {
     const credFile = path.join(tmp, "cred");
     const started = await capvend("session", "start", "--agent", "sales-bot", "--user", "alice", "--grant", "calendar=read@5m", "--grant", "salesforce=read,write", "--label", "env=cli", "--credential-file", credFile);

@@ -726,19 +726,17 @@ describe("when the audit sink fails, nothing is issued (fail closed)", () => {
     const s = await startSalesSession(ha);
     sink.setMode("hang");
     try {
+      // Refused by the sink's own deadline (200 ms here), not left hanging with it: a hang
+      // would fail the test on its timeout.
       const sizeBefore = ha.sessions.size;
-      let t0 = Date.now();
       const f1 = await failure(ha.orchestrator.startSession(startBase));
-      const startElapsed = Date.now() - t0;
       expect(f1.code).toBe(Code.Unavailable);
-      expect(startElapsed).toBeLessThan(2000);
+      expect(f1.reason).toBe("AUDIT_UNAVAILABLE");
       expect(ha.sessions.size).toBe(sizeBefore);
 
-      t0 = Date.now();
       const f2 = await failure(s.runtime.issueToken({ resource: "calendar", scopes: ["read"] }));
-      const issueElapsed = Date.now() - t0;
       expect(f2.code).toBe(Code.Unavailable);
-      expect(issueElapsed).toBeLessThan(2000);
+      expect(f2.reason).toBe("AUDIT_UNAVAILABLE");
     } finally {
       sink.setMode("ok");
     }

@@ -176,7 +176,7 @@ describe("grpc-js client against capvend", () => {
     expect(h.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
   });
 
-  it("StartSession, then IssueToken with the session credential; the JWT verifies against the served JWKS", async () => {
+  it("StartSession, then IssueToken with the session credential; the JWT carries what was asked", async () => {
     const s = await startSession([{ resource: "salesforce", scopes: ["read", "write"] }]);
     expect(s.sessionId).toMatch(/^ses_[A-Za-z0-9_-]{22}$/);
     expect(s.sessionCredential).toMatch(/^ses_[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/);
@@ -190,19 +190,15 @@ describe("grpc-js client against capvend", () => {
     expect(token.scopes).toEqual(["read"]);
     expect(token.tokenId).toMatch(/^tok_/);
 
-    const jwks = jose.createRemoteJWKSet(new URL(`${h.url}/.well-known/jwks.json`));
-    const { payload, protectedHeader } = await jose.jwtVerify(token.accessToken, jwks, {
-      issuer: "https://capvend.local",
-      audience: "salesforce",
-      typ: "at+jwt",
-    });
-    expect(protectedHeader.kid).toBe(h.keyRing.current().kid);
-    expect(payload.sub).toBe("user:alice");
-    expect(payload.act).toEqual({ sub: "agent:sales-bot" });
+    // Signature and claims are checked against the JWKS in vending.test.ts; here, that what
+    // this client sent (a ttl as a decimal string) arrived.
+    const payload = jose.decodeJwt(token.accessToken);
     expect(payload.sid).toBe(s.sessionId);
     expect(payload.jti).toBe(token.tokenId);
     expect(payload.scope).toBe("read");
-    expect(payload.exp! - payload.iat!).toBe(600);
+    // The issuer and the minter read the clock one after the other: a second boundary between them costs one second.
+    expect(payload.exp! - payload.iat!).toBeGreaterThanOrEqual(599);
+    expect(payload.exp! - payload.iat!).toBeLessThanOrEqual(600);
     expect(token.expiresAt?.seconds).toBe(String(payload.exp));
     expect(token.issuedAt?.seconds).toBe(String(payload.iat));
   });
@@ -260,7 +256,7 @@ describe("grpc-js client against capvend", () => {
     expect(decodeURIComponent(err.details)).toBe("grants: must contain at least one grant");
   });
 
-  it("WatchSession as a server stream: the first event is token_issued for grant 0, and the token verifies", async () => {
+  it("WatchSession as a server stream: the first event is token_issued for grant 0, for this session", async () => {
     const s = await startSession([{ resource: "calendar", scopes: ["read"] }]);
     const stream = vending.WatchSession({ grants: [{ resource: "calendar", scopes: ["read"] }] }, bearer(s.sessionCredential));
     streams.push(stream);
@@ -272,8 +268,8 @@ describe("grpc-js client against capvend", () => {
     const token = first.tokenIssued!.token;
     expect(token.resource).toBe("calendar");
     expect(token.scopes).toEqual(["read"]);
-    const jwks = jose.createRemoteJWKSet(new URL(`${h.url}/.well-known/jwks.json`));
-    const { payload } = await jose.jwtVerify(token.accessToken, jwks, { issuer: "https://capvend.local", audience: "calendar" });
+    // Stream tokens are verified against the JWKS in watch.test.ts.
+    const payload = jose.decodeJwt(token.accessToken);
     expect(payload.sid).toBe(s.sessionId);
     expect(payload.jti).toBe(token.tokenId);
   });

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { verifyAuditLog } from "../../src/audit/verify.js";
-import type { WatchSessionResponse } from "../../src/gen/capvend/v1/vending_pb.js";
+import { collect } from "../helpers/stream-collector.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
 
 const started: ReplicaProcess[] = [];
@@ -30,33 +30,6 @@ async function auditRecords(dataDir: string): Promise<Record<string, unknown>[]>
   return out;
 }
 
-/** Reads a stream until `until` holds; returns the messages and a way to stop. */
-function watch(stream: AsyncIterable<WatchSessionResponse>) {
-  const messages: WatchSessionResponse[] = [];
-  const waiters: (() => void)[] = [];
-  let error: unknown;
-  const done = (async () => {
-    try {
-      for await (const m of stream) {
-        messages.push(m);
-        for (const w of waiters.splice(0)) w();
-      }
-    } catch (err) {
-      error = err;
-      for (const w of waiters.splice(0)) w();
-    }
-  })();
-  const until = async (pred: (m: WatchSessionResponse) => boolean) => {
-    for (;;) {
-      const hit = messages.find(pred);
-      if (hit) return hit;
-      if (error) throw error;
-      await new Promise<void>((r) => waiters.push(r));
-    }
-  };
-  return { messages, until, done, get error() { return error; } };
-}
-
 const salesGrants = [{ resource: "salesforce", scopes: ["read"] }];
 
 describe("restart of a single replica (embedded durable state)", () => {
@@ -67,12 +40,12 @@ describe("restart of a single replica (embedded durable state)", () => {
     const s = await a.orchestrator.startSession({ agentId: "sales-bot", userId: "alice", grants });
     const runtime = a.client(s.sessionCredential);
     const ac = new AbortController();
-    const w = watch(runtime.watchSession({ grants }, { signal: ac.signal }));
-    const first = await w.until((m) => m.event.case === "tokenIssued" && m.event.value.grantIndex === 0);
+    const w = collect(runtime.watchSession({ grants }, { signal: ac.signal }));
+    const first = await w.first((m) => m.event.case === "tokenIssued" && m.event.value.grantIndex === 0, "the first salesforce token");
     const revokedJti = first.event.case === "tokenIssued" ? first.event.value.token!.tokenId : "";
     const revokedJwt = first.event.case === "tokenIssued" ? first.event.value.token!.accessToken : "";
     await a.orchestrator.revoke({ target: { case: "tokenId", value: revokedJti }, reason: "leaked" });
-    const revoked = await w.until((m) => m.event.case === "tokensRevoked");
+    const revoked = await w.first((m) => m.event.case === "tokensRevoked", "the revocation");
     expect(revoked.event.case === "tokensRevoked" && revoked.event.value.tokenIds).toContain(revokedJti);
     const resumeToken = w.messages.at(-1)!.resumeToken;
     expect(resumeToken).not.toBe("");
@@ -84,8 +57,8 @@ describe("restart of a single replica (embedded durable state)", () => {
 
     const b = await replica(a.dataDir);
     // The runtime's credential still works, and its stream resumes where it was.
-    const resumed = watch(b.client(s.sessionCredential).watchSession({ grants, resumeToken }));
-    const fresh = await resumed.until((m) => m.event.case === "tokenIssued");
+    const resumed = collect(b.client(s.sessionCredential).watchSession({ grants, resumeToken }));
+    const fresh = await resumed.first((m) => m.event.case === "tokenIssued", "a fresh token on the resumed stream");
     expect(fresh.event.case === "tokenIssued" && fresh.event.value.token!.tokenId).not.toBe(revokedJti);
     // The withdrawn grant stays withdrawn across the restart: the resumed stream serves the other one.
     expect(fresh.event.case === "tokenIssued" && fresh.event.value.grantIndex).toBe(1);
@@ -97,7 +70,7 @@ describe("restart of a single replica (embedded durable state)", () => {
     expect((await b.orchestrator.introspect({ token: newJwt })).active).toBe(true);
     // The pre-restart session can be ended, which ends the resumed stream too.
     await b.orchestrator.endSession({ sessionId: s.sessionId, reason: "done" });
-    await resumed.until((m) => m.event.case === "sessionEnded");
+    await resumed.first((m) => m.event.case === "sessionEnded", "the session end");
     await b.kill("SIGTERM");
 
     const recs = await auditRecords(a.dataDir);

@@ -6,8 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
-import { waitFor } from "./fixtures.js";
-import { collect, type Collected } from "./watch-collector.js";
+import { waitFor } from "../helpers/wait.js";
+import { collect, type Collected } from "../helpers/stream-collector.js";
 
 let nats: NatsServer;
 let a: ReplicaProcess;
@@ -36,13 +36,13 @@ async function streamOn(r: ReplicaProcess) {
   const runtime = r.client(session.sessionCredential);
   const s = collect((signal) => runtime.watchSession({ grants: GRANTS }, { signal }));
   streams.push(s);
-  await s.until(() => s.of("tokenIssued").length >= 2, 10_000, "the first tokens");
+  await s.until(() => s.of("tokenIssued").length >= 2, "the first tokens");
   return { session, stream: s };
 }
 
 describe("GetSession across replicas", () => {
   it("lists a stream held on B when asked on A, with its live token ids", async () => {
-    await waitFor(async () => (await a.admin.policyStatus({})).replicas.length === 3, 10_000, "all three replicas reporting");
+    await waitFor(async () => (await a.admin.policyStatus({})).replicas.length === 3, "all three replicas reporting");
     const { session, stream } = await streamOn(b);
     const issued = new Set(stream.of("tokenIssued").map((t) => t.token!.tokenId));
 

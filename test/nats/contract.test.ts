@@ -3,7 +3,8 @@ import { afterAll, beforeAll } from "vitest";
 import { defineRevocationListContract } from "../contract/revocation-list.contract.js";
 import { defineSessionStoreContract } from "../contract/session-store.contract.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
-import { connectClient, createRevocationStream, createSessionBucket, openList, openStore, waitFor, type TestClient } from "./fixtures.js";
+import { waitFor } from "../helpers/wait.js";
+import { connectClient, createRevocationStream, createSessionBucket, openList, openStore, type TestClient } from "./fixtures.js";
 
 let server: NatsServer;
 let client: TestClient;
@@ -37,12 +38,12 @@ defineSessionStoreContract("NATS KV", async () => {
     store,
     async cutOff() {
       await server.stop();
-      await waitFor(() => !client.link.connected, 10_000, "the client to notice the outage");
+      await waitFor(() => !client.link.connected, "the client to notice the outage");
     },
     async cleanup() {
       if (!server.running) {
         await server.start();
-        await waitFor(() => client.link.connected, 20_000, "the client to reconnect");
+        await waitFor(() => client.link.connected, "the client to reconnect");
       }
       await store.close();
       await client.jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);

@@ -79,12 +79,3 @@ export async function openStore(c: TestClient, bucket: string): Promise<KvSessio
   const { kv } = await ensureBucket(c.js, c.jsm, { bucket, description: "test", ttlMs: 60 * 60 * 1000, replicas: 1, timeoutMs: 2000 }, c.logger, c.clock);
   return openKvSessionStore({ kv, link: c.link, clock: c.clock, logger: c.logger, timeoutMs: 2000, bucket });
 }
-
-/** Polls `pred` every 20 ms until it holds or `timeoutMs` passes (then throws naming `what`). */
-export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

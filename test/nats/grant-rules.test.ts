@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { reasonOf } from "../../src/errors.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
-import { collect, type Collected } from "./watch-collector.js";
+import { collect, type Collected } from "../helpers/stream-collector.js";
 
 const CAP = 3;
 let nats: NatsServer;
@@ -53,11 +53,11 @@ describe("grant rules on two replicas", () => {
     // A stream on B shows when B has applied the revocation (an event, not a sleep).
     const witness = await sessionOn(b);
     const onB = watchOn(b, witness.sessionCredential);
-    await onB.until(() => onB.of("tokenIssued").length >= 2, 15_000, "the witness's first tokens on B");
+    await onB.until(() => onB.of("tokenIssued").length >= 2, "the witness's first tokens on B");
     for (const r of [a, b]) expect((await r.client(s.sessionCredential).issueToken({ resource: "salesforce", scopes: ["read"] })).token?.resource).toBe("salesforce");
 
     await a.orchestrator.revoke({ target: { case: "resource", value: "salesforce" }, reason: "kill switch" });
-    await onB.until(() => onB.of("tokensRevoked").length > 0, 15_000, "the revocation on B");
+    await onB.until(() => onB.of("tokensRevoked").length > 0, "the revocation on B");
     expect(onB.of("tokensRevoked")[0]!.grantIndexes).toEqual([0]);
 
     for (const r of [a, b]) {
@@ -65,7 +65,7 @@ describe("grant rules on two replicas", () => {
       const issued = await failure(runtime.issueToken({ resource: "salesforce", scopes: ["read"] }));
       expect({ replica: r.id, code: issued?.code, reason: reasonOf(issued) }).toEqual({ replica: r.id, code: Code.PermissionDenied, reason: "GRANT_REVOKED" });
       const stream = watchOn(r, s.sessionCredential);
-      await stream.until(() => stream.ended, 15_000, `the refused stream on ${r.id}`);
+      await stream.until(() => stream.ended, `the refused stream on ${r.id}`);
       expect({ replica: r.id, events: stream.messages.length, reason: reasonOf(stream.error) }).toEqual({ replica: r.id, events: 0, reason: "GRANT_REVOKED" });
       // The session's other grant still works.
       expect((await runtime.issueToken({ resource: "calendar", scopes: ["read"] })).token?.resource).toBe("calendar");

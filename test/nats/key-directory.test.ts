@@ -8,7 +8,8 @@ import { toSigningKey, type SigningKey } from "../../src/keys/signing-key.js";
 import { ensureBucket } from "../../src/backends/nats/jetstream-setup.js";
 import { openKeyDirectory, type KeyDirectory } from "../../src/backends/nats/key-directory.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
-import { connectClient, uniqueName, waitFor, type TestClient } from "./fixtures.js";
+import { waitFor } from "../helpers/wait.js";
+import { connectClient, uniqueName, type TestClient } from "./fixtures.js";
 
 /** A key ring whose keys and change events the test controls (only what the directory uses). */
 class FakeRing {
@@ -101,17 +102,22 @@ describe("KeyDirectory", () => {
     const dirB = await directory(kv, ringB, "b");
     // B loaded A's key before its open resolved; A hears of B's through its watch.
     expect(kids(dirB.jwks())).toEqual([keyA.kid, keyB.kid].sort());
-    await waitFor(() => dirA.jwks().keys.length === 2, 5000, "A to see B's key");
+    await waitFor(() => dirA.jwks().keys.length === 2, "A to see B's key");
 
     const before = dirB.jwks();
     expect(dirB.jwks()).toBe(before);
     expect(Object.isFrozen(before)).toBe(true);
     await dirA.publishAll(); // a refresh: same keys, new revisions
-    await new Promise((r) => setTimeout(r, 200));
+    // Then an entry that is not a key: the bucket is watched in order, so once both
+    // directories have logged skipping it, B has applied the refresh too.
+    const from = c.lines.length;
+    await kv.put("refresh-sentinel", "not a key");
+    const skipped = () => c.lines.slice(from).filter((l) => l.includes("not a valid public key") && l.includes('"refresh-"')).length;
+    await waitFor(() => skipped() === 2, "both directories to skip the sentinel entry");
     expect(dirB.jwks()).toBe(before);
 
     const keyA2 = ringA.add(); // a rotation on A
-    await waitFor(() => dirB.jwks() !== before, 5000, "B to see A's new key");
+    await waitFor(() => dirB.jwks() !== before, "B to see A's new key");
     expect(kids(dirB.jwks())).toEqual([keyA.kid, keyA2.kid, keyB.kid].sort());
   });
 
@@ -126,7 +132,7 @@ describe("KeyDirectory", () => {
     const dirB = await directory(kv, ringB, "b");
     expect(dirB.jwks().keys).toHaveLength(3);
     ringA.remove(old.kid);
-    await waitFor(() => !dirB.jwks().keys.some((k) => k.kid === old.kid), 5000, "B to drop the removed key");
+    await waitFor(() => !dirB.jwks().keys.some((k) => k.kid === old.kid), "B to drop the removed key");
     expect((await kv.get(old.kid))?.operation).toBe("DEL");
   });
 
@@ -140,7 +146,7 @@ describe("KeyDirectory", () => {
     expect(dirB.retiredAt(old.kid)).toBeUndefined();
     const at = Date.now();
     ringA.retire(old.kid, at);
-    await waitFor(() => dirB.retiredAt(old.kid) !== undefined, 5000, "B to learn the retirement");
+    await waitFor(() => dirB.retiredAt(old.kid) !== undefined, "B to learn the retirement");
     expect(dirB.retiredAt(old.kid)).toBe(at);
     expect(kids(dirB.jwks())).toContain(old.kid);
   });

@@ -12,7 +12,7 @@ import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/ge
 import { REVOCATION_HEALTH_SERVICE, SESSIONS_HEALTH_SERVICE } from "../../src/backends/nats/names.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
-import { collect, type Collected } from "./watch-collector.js";
+import { collect, type Collected } from "../helpers/stream-collector.js";
 
 let nats: NatsServer;
 let a: ReplicaProcess;
@@ -59,15 +59,15 @@ describe("replicas on one NATS", () => {
   it("deliver a token revocation and a session end made on A to the stream held on B", async () => {
     const session = await sessionOn(a);
     const onB = watchOn(b, session.sessionCredential);
-    await onB.until(() => onB.of("tokenIssued").length >= 2, 10_000, "the first tokens on B");
+    await onB.until(() => onB.of("tokenIssued").length >= 2, "the first tokens on B");
     const jti = onB.of("tokenIssued")[0]!.token!.tokenId;
 
     await a.orchestrator.revoke({ target: { case: "tokenId", value: jti }, reason: "leaked" });
-    await onB.until(() => onB.of("tokensRevoked").length > 0, 10_000, "tokensRevoked on B");
+    await onB.until(() => onB.of("tokensRevoked").length > 0, "tokensRevoked on B");
     expect(onB.of("tokensRevoked")[0]).toMatchObject({ tokenIds: [jti], reason: "leaked" });
 
     await a.orchestrator.revoke({ target: { case: "sessionId", value: session.sessionId }, reason: "done here" });
-    await onB.until(() => onB.of("sessionEnded").length > 0, 10_000, "sessionEnded on B");
+    await onB.until(() => onB.of("sessionEnded").length > 0, "sessionEnded on B");
     expect(onB.of("sessionEnded")[0]!.reason).toBe("done here");
   });
 
@@ -130,18 +130,18 @@ describe("replicas on one NATS", () => {
   it("let a runtime whose replica was killed resume on another with its resume token, replaying the revocation it missed", async () => {
     const session = await sessionOn(a);
     const onB = watchOn(b, session.sessionCredential);
-    await onB.until(() => onB.of("tokenIssued").length >= 2, 10_000, "the first tokens on B");
+    await onB.until(() => onB.of("tokenIssued").length >= 2, "the first tokens on B");
     const resumeToken = onB.lastResumeToken();
     expect(resumeToken).not.toBe("");
     const held = onB.of("tokenIssued").map((t) => t.token!.tokenId);
 
     await b.kill("SIGKILL");
-    await onB.until(() => onB.ended, 10_000, "the stream on B to break");
+    await onB.until(() => onB.ended, "the stream on B to break");
     // Revoked while the runtime has no stream anywhere.
     await a.orchestrator.revoke({ target: { case: "tokenId", value: held[0]! }, reason: "revoked while away" });
 
     const onA = watchOn(a, session.sessionCredential, resumeToken);
-    await onA.until(() => onA.of("tokensRevoked").length > 0 && onA.of("tokenIssued").length >= 1, 10_000, "the replayed revocation and fresh tokens on A");
+    await onA.until(() => onA.of("tokensRevoked").length > 0 && onA.of("tokenIssued").length >= 1, "the replayed revocation and fresh tokens on A");
     expect(onA.of("tokensRevoked")[0]).toMatchObject({ tokenIds: [held[0]], reason: "revoked while away" });
     expect(onA.messages[0]!.event.case).toBe("tokensRevoked");
     expect(onA.messages[0]!.resumeToken).not.toBe(resumeToken);

@@ -3,8 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Revocation } from "../../src/backends/types.js";
 import { revocation } from "../contract/revocation-list.contract.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
+import { waitFor } from "../helpers/wait.js";
 import { encodeRevocation, revocationSubject } from "../../src/backends/nats/revocation-message.js";
-import { connectClient, createRevocationStream, openList, waitFor, type TestClient } from "./fixtures.js";
+import { connectClient, createRevocationStream, openList, type TestClient } from "./fixtures.js";
 
 let server: NatsServer;
 let a: TestClient;
@@ -32,7 +33,7 @@ describe("NatsRevocationList", () => {
       listB.subscribe((r) => onB.push(r));
       const r = revocation("agent_id", "bot-x");
       await listA.publish(r);
-      await waitFor(() => onB.length === 1, 5000, "the revocation on B");
+      await waitFor(() => onB.length === 1, "the revocation on B");
       expect(onB[0]).toMatchObject({ id: r.id, kind: "agent_id", value: "bot-x", seq: listA.lastSeq });
       expect(listB.lastSeq).toBe(listA.lastSeq);
       expect(listB.sessionRevocation({ sessionId: "s", agentId: "bot-x", createdAt: r.revokedAt - 1 })?.id).toBe(r.id);
@@ -145,17 +146,18 @@ describe("NatsRevocationList", () => {
     try {
       const before = revocation("token_id", "tok_before");
       await listA.publish(before);
-      await waitFor(() => listB.lastSeq === 1, 5000, "B to apply the first revocation");
+      await waitFor(() => listB.lastSeq === 1, "B to apply the first revocation");
 
       await server.stop();
-      await waitFor(() => !a.link.connected, 5000, "A to notice the outage");
-      const started = Date.now();
-      await expect(listA.publish(revocation("token_id", "tok_during"))).rejects.toMatchObject({ errorCode: "nats_unavailable" });
-      expect(Date.now() - started).toBeLessThan(3000);
+      await waitFor(() => !a.link.connected, "A to notice the outage");
+      // Fast: refused because the link is down, not after waiting out a deadline ("no answer within").
+      const err = await listA.publish(revocation("token_id", "tok_during")).then(() => undefined, (e: unknown) => e);
+      expect(err).toMatchObject({ errorCode: "nats_unavailable" });
+      expect((err as Error).message).toMatch(/NATS is unreachable$/);
       expect(listA.tokenRevocation({ jti: "tok_before", sessionId: "s", agentId: "a", resource: "r", issuedAtSec: 0 })?.id).toBe(before.id);
 
       await server.start();
-      await waitFor(() => a.link.connected && b.link.connected, 15_000, "both clients to reconnect");
+      await waitFor(() => a.link.connected && b.link.connected, "both clients to reconnect");
       const after = revocation("agent_id", "bot-after");
       // The stream survived the restart (file storage); B's consumer was lost with the server and is re-created.
       await waitFor(async () => {
@@ -165,8 +167,8 @@ describe("NatsRevocationList", () => {
         } catch {
           return false;
         }
-      }, 15_000, "a publish to succeed after the restart");
-      await waitFor(() => listB.since(0).some((r) => r.id === after.id), 20_000, "B to apply the revocation made after the restart");
+      }, "a publish to succeed after the restart");
+      await waitFor(() => listB.since(0).some((r) => r.id === after.id), "B to apply the revocation made after the restart");
       expect(listB.since(0).map((r) => r.id)).toEqual([before.id, after.id]);
     } finally {
       await listA.close();

@@ -5,8 +5,9 @@ import { loadPolicyEngine, policyVersionOf, type PolicyEngine } from "../../src/
 import { POLICY_CHANGED } from "../../src/streams/policy-drift.js";
 import { POLICY_HEALTH_SERVICE } from "../../src/telemetry/attributes.js";
 import { startHarness, type Harness } from "../helpers/harness.js";
-import { collect, type Collected } from "../nats/watch-collector.js";
+import { collect, type Collected } from "../helpers/stream-collector.js";
 import { cleanup, policyDir, writeFiles } from "../policy/helpers.js";
+import { waitFor } from "../helpers/wait.js";
 
 const ORCHESTRATION = '@id("orchestrator") permit (principal == Orchestrator::"dev", action, resource);\n';
 const CRM_READ = '@id("crm-read") permit (principal == Agent::"bot", action == Action::"read", resource == Resource::"crm");\n';
@@ -43,7 +44,7 @@ async function setup(files: Record<string, string>) {
     runtime.watchSession({ grants: [{ resource: "crm", scopes: ["read", "write"] }, { resource: "calendar", scopes: ["read"], ttl: { seconds: 3n } }] }, { signal }),
   );
   streams.push(stream);
-  await stream.until(() => stream.of("tokenIssued").length >= 2, 10_000, "the first two tokens");
+  await stream.until(() => stream.of("tokenIssued").length >= 2, "the first two tokens");
   return { dir, engine, h, stream, sessionId: started.sessionId };
 }
 
@@ -54,7 +55,7 @@ describe("a policy change on a held stream", () => {
 
     const files = { "a.cedar": ORCHESTRATION + CRM_READ + CAL_READ };
     await writeFiles(dir, files);
-    await stream.until(() => stream.of("tokensRevoked").length > 0, 10_000, "the POLICY_CHANGED revocation");
+    await stream.until(() => stream.of("tokensRevoked").length > 0, "the POLICY_CHANGED revocation");
     const revoked = stream.of("tokensRevoked")[0]!;
     expect(revoked.grantIndexes).toEqual([0]);
     expect(revoked.tokenIds).toEqual([crmToken]);
@@ -64,7 +65,7 @@ describe("a policy change on a held stream", () => {
 
     // The calendar grant (3 s tokens) keeps renewing on the same stream; crm gets nothing more.
     const calendarBefore = stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length;
-    await stream.until(() => stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length >= calendarBefore + 2, 15_000, "two calendar renewals");
+    await stream.until(() => stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length >= calendarBefore + 2, "two calendar renewals");
     expect(stream.of("tokenIssued").filter((t) => t.grantIndex === 0)).toHaveLength(1);
     expect(stream.ended).toBe(false);
 
@@ -83,7 +84,7 @@ describe("a policy change on a held stream", () => {
   it("names the forbid that now denies the grant", async () => {
     const { dir, stream, h } = await setup({ "a.cedar": ORCHESTRATION + CRM_READ + CRM_WRITE + CAL_READ });
     await writeFiles(dir, { "b.cedar": '@id("no-crm-write-for-alice") forbid (principal, action == Action::"write", resource) when { context has user && context.user == User::"alice" };\n' });
-    await stream.until(() => stream.of("tokensRevoked").length > 0, 10_000, "the POLICY_CHANGED revocation");
+    await stream.until(() => stream.of("tokensRevoked").length > 0, "the POLICY_CHANGED revocation");
     expect(stream.of("tokensRevoked")[0]!.reason).toContain("forbidden by policy no-crm-write-for-alice");
     const record = (h.audit as MemoryAuditSink).records.find((r) => r.type === "token.revoked")!;
     expect(record.policy_ids).toEqual(["no-crm-write-for-alice"]);
@@ -93,10 +94,10 @@ describe("a policy change on a held stream", () => {
     const { dir, stream, engine, h } = await setup({ "a.cedar": ORCHESTRATION + CRM_READ + CRM_WRITE + CAL_READ });
     const before = engine.state.policyVersion;
     await writeFiles(dir, { "b.cedar": '@id("crm-delete") permit (principal == Agent::"bot", action == Action::"delete", resource == Resource::"crm");\n' });
-    await waitUntil(() => engine.state.policyVersion !== before, "the widened set");
+    await waitFor(() => engine.state.policyVersion !== before, "the widened set");
     // Settle: a re-evaluation pass for the new version has run by the time the next renewal lands.
     const calendarBefore = stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length;
-    await stream.until(() => stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length > calendarBefore, 15_000, "a calendar renewal");
+    await stream.until(() => stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length > calendarBefore, "a calendar renewal");
     expect(stream.of("tokensRevoked")).toEqual([]);
     expect((h.audit as MemoryAuditSink).records.filter((r) => r.type === "token.revoked")).toEqual([]);
   });
@@ -106,30 +107,22 @@ describe("a policy change on a held stream", () => {
     const before = engine.state.policyVersion;
     expect(h.server.health.getStatus(POLICY_HEALTH_SERVICE)).toBe(ServingStatus.SERVING);
     await writeFiles(dir, { "a.cedar": ORCHESTRATION + "permit (principal, action, resource" });
-    await waitUntil(() => engine.state.lastError !== undefined, "the failed reload");
+    await waitFor(() => engine.state.lastError !== undefined, "the failed reload");
     expect(engine.state.policyVersion).toBe(before);
     expect(h.server.health.getStatus(POLICY_HEALTH_SERVICE)).toBe(ServingStatus.NOT_SERVING);
     expect(h.logLines.some((l) => l.includes("policy reload failed"))).toBe(true);
-    await waitUntil(() => (h.audit as MemoryAuditSink).records.some((r) => r.type === "policy.reloaded" && r.decision === "deny"), "the audit record");
+    await waitFor(() => (h.audit as MemoryAuditSink).records.some((r) => r.type === "policy.reloaded" && r.decision === "deny"), "the audit record");
     const record = (h.audit as MemoryAuditSink).records.find((r) => r.type === "policy.reloaded" && r.decision === "deny")!;
     expect(record.reason).toContain("a.cedar");
     expect(record.policy_version).toBe(before);
 
     // Tokens keep flowing under the old set: the crm grant (write) is still allowed.
     const calendarBefore = stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length;
-    await stream.until(() => stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length > calendarBefore, 15_000, "a calendar renewal");
+    await stream.until(() => stream.of("tokenIssued").filter((t) => t.grantIndex === 1).length > calendarBefore, "a calendar renewal");
     expect(stream.of("tokensRevoked")).toEqual([]);
 
     // Fixed again: health recovers.
     await writeFiles(dir, { "a.cedar": ORCHESTRATION + CRM_READ + CRM_WRITE + CAL_READ });
-    await waitUntil(() => h.server.health.getStatus(POLICY_HEALTH_SERVICE) === ServingStatus.SERVING, "health to recover");
+    await waitFor(() => h.server.health.getStatus(POLICY_HEALTH_SERVICE) === ServingStatus.SERVING, "health to recover");
   });
 });
-
-async function waitUntil(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

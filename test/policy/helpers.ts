@@ -20,12 +20,3 @@ export async function writeFiles(dir: string, files: Record<string, string>): Pr
 export async function cleanup(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
-
-/** Polls `check` until it returns true, failing after `timeoutMs`. */
-export async function waitFor(check: () => boolean, timeoutMs = 5_000, what = "condition"): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

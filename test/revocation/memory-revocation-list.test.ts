@@ -29,6 +29,9 @@ afterEach(async () => {
   lists = [];
 });
 
+// What every revocation list does (feed order, replay, listeners, lookups) is the contract in
+// test/contract/; these are what only the memory list has: its numbering, listener count,
+// catchUp on the injected clock, pruning and timer.
 describe("MemoryRevocationList", () => {
   it("numbers revocations 1, 2, 3… in publish order; lastSeq follows", async () => {
     const { list, rev } = setup();

@@ -17,6 +17,11 @@ import { createMinter } from "../../src/tokens/mint.js";
 
 const S = 1000;
 const H = 3600 * S;
+/**
+ * Simulated time. Three hours take every grant, the longest (one hour) included, through
+ * several renewals, and the 3-second one through thousands, at a tenth of the cost of a day.
+ */
+const HOURS = 3;
 
 function mulberry32(seed: number) {
   return () => {
@@ -45,11 +50,11 @@ afterAll(async () => {
 });
 
 /**
- * The real hub, issuer, minter, policy and audit sink on fake time: a stream held for 24
- * hours with grants of random TTLs (3 s to 1 h) must hold a valid, unrevoked token for every
- * grant at every simulated second.
+ * The real hub, issuer, minter, policy and audit sink on fake time: a stream held for hours
+ * with grants of random TTLs (3 s to 1 h) must hold a valid, unrevoked token for every grant
+ * at every simulated second.
  */
-describe("a held stream over 24 hours of fake time", () => {
+describe(`a held stream over ${HOURS} hours of fake time`, () => {
   it("always holds a valid, unrevoked token for every grant", async () => {
     const rnd = mulberry32(99);
     const revocations = new MemoryRevocationList(clock);
@@ -67,7 +72,7 @@ describe("a held stream over 24 hours of fake time", () => {
       credentialHash: "00",
       startedBy: "test",
       createdAt: start,
-      expiresAt: start + 24 * H + 500,
+      expiresAt: start + HOURS * H + 500,
     };
     const req = create(WatchSessionRequestSchema, {
       grants: ttls.map((ttl, i) => ({ resource: `api-${i}`, scopes: ["read"], ttl: { seconds: BigInt(ttl / 1000) } })),
@@ -92,7 +97,7 @@ describe("a held stream over 24 hours of fake time", () => {
     expect(held.size).toBe(ttls.length);
 
     let violations = 0;
-    for (let t = 0; t < 24 * 3600; t++) {
+    for (let t = 0; t < HOURS * 3600; t++) {
       clock.advance(S);
       await settle();
       const now = clock.now();
@@ -103,9 +108,11 @@ describe("a held stream over 24 hours of fake time", () => {
       }
     }
     expect(violations).toBe(0);
-    // Every renewal had its audit record: one per token the stream delivered (and maybe one in flight).
+    // Covering the whole run with tokens that live at most their grant's TTL takes at least
+    // run / TTL tokens per grant; every one had its audit record, and reached the stream.
+    const atLeast = ttls.reduce((n, ttl) => n + Math.floor((HOURS * H) / ttl), 0);
     const issued = audit.records.filter((r) => r.type === "token.issued" || r.type === "token.renewed").length;
-    expect(issued).toBeGreaterThan(20_000);
+    expect(issued).toBeGreaterThanOrEqual(atLeast);
     expect(received).toBeGreaterThan(issued * 0.99);
 
     clock.advance(2 * S);
@@ -116,5 +123,5 @@ describe("a held stream over 24 hours of fake time", () => {
     expect(hub.stats()).toMatchObject({ streams: 0, timers: 0, timerArmed: false });
     hub.close();
     await revocations.close();
-  }, 300_000); // 86,400 simulated seconds: CPU-bound, and slow on a shared, loaded machine
+  }, 120_000); // CPU-bound: the timeout only stops a hung run
 });

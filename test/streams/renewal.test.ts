@@ -93,20 +93,25 @@ describe("24 hours of renewals never leave a grant without a valid token", () =>
     const sessionEnd = start + 24 * H;
     let renewals = 0;
     let clipped = 0;
+    // Tens of thousands of checks: gathered here and asserted once (an expect() each costs
+    // more than the arithmetic), naming the first few that fail.
+    const broken: string[] = [];
+    const check = (ok: boolean, what: () => string) => {
+      if (!ok && broken.length < 10) broken.push(what());
+    };
     for (let g = 0; g < 200; g++) {
       const ttl = Math.floor(3 * S + rnd() * (H - 3 * S));
       let issued = start;
       // exp is whole seconds, like the JWT's.
       let exp = Math.floor(Math.min(issued + ttl, sessionEnd) / 1000) * 1000;
       for (;;) {
-        expect(exp).toBeGreaterThan(issued);
+        check(exp > issued, () => `grant ${g}: exp ${exp} not after issue ${issued}`);
         if (!needsRenewal(exp, sessionEnd, issued)) break;
         const at = renewAt(issued, exp, LEAD, rnd());
         // The replacement is minted while the current token is valid…
-        expect(at).toBeLessThan(exp);
-        expect(at).toBeGreaterThanOrEqual(issued);
+        check(at < exp && at >= issued, () => `grant ${g}: renewal at ${at} outside [${issued}, ${exp})`);
         // …and with real margin: at least min(lead, ttl/3) minus a millisecond of rounding.
-        expect(exp - at).toBeGreaterThanOrEqual(Math.min(LEAD, (exp - issued) / 3) - 1);
+        check(exp - at >= Math.min(LEAD, (exp - issued) / 3) - 1, () => `grant ${g}: renewal at ${at} only ${exp - at} ms before expiry`);
         issued = at;
         const next = Math.floor(Math.min(issued + ttl, sessionEnd) / 1000) * 1000;
         if (next < issued + ttl) clipped++;
@@ -114,8 +119,9 @@ describe("24 hours of renewals never leave a grant without a valid token", () =>
         renewals++;
       }
       // The last token runs to the session's end (within the second the JWT rounds to).
-      expect(sessionEnd - exp).toBeLessThan(S);
+      check(sessionEnd - exp < S, () => `grant ${g}: last token ends ${sessionEnd - exp} ms before the session`);
     }
+    expect(broken).toEqual([]);
     expect(renewals).toBeGreaterThan(10_000);
     expect(clipped).toBeGreaterThan(0);
   });

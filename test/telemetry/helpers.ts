@@ -4,7 +4,6 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { MetricReader, type DataPoint, type MetricData } from "@opentelemetry/sdk-metrics";
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
-import type { WatchSessionResponse } from "../../src/gen/capvend/v1/vending_pb.js";
 import { VendingService } from "../../src/gen/capvend/v1/vending_pb.js";
 import { createTelemetry, type Telemetry } from "../../src/telemetry/telemetry.js";
 
@@ -57,51 +56,6 @@ export function clientWith(baseUrl: string, bearer: string, opts: { traceparent?
   const transport =
     opts.protocol === "grpc" ? createGrpcTransport({ baseUrl, interceptors: [headers] }) : createConnectTransport({ baseUrl, httpVersion: "2", interceptors: [headers] });
   return createClient(VendingService, transport);
-}
-
-/** Reads a server stream in the background; `until` polls a condition. */
-export function collect(stream: AsyncIterable<WatchSessionResponse>) {
-  const messages: WatchSessionResponse[] = [];
-  let error: unknown;
-  let ended = false;
-  const done = (async () => {
-    try {
-      for await (const m of stream) messages.push(m);
-    } catch (err) {
-      error = err;
-    } finally {
-      ended = true;
-    }
-  })();
-  return {
-    messages,
-    done,
-    get error() {
-      return error;
-    },
-    get ended() {
-      return ended;
-    },
-    tokens() {
-      return messages.flatMap((m) => (m.event.case === "tokenIssued" && m.event.value.token ? [m.event.value.token] : []));
-    },
-    async until(pred: () => boolean, what: string, timeoutMs = 15_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!pred()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${messages.map((m) => m.event.case).join(",")}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    },
-  };
-}
-
-/** Polls until `pred` holds. */
-export async function waitFor(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 export const named = (spans: readonly ReadableSpan[], name: string) => spans.filter((s) => s.name === name);

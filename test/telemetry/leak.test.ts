@@ -10,7 +10,8 @@ import type { MemoryAuditSink } from "../../src/audit/memory-sink.js";
 import { createLogger } from "../../src/logging/logger.js";
 import { REDACTED } from "../../src/security/redact.js";
 import { GATEWAY_TOKEN, ORCHESTRATOR_TOKEN, startHarness, type Harness } from "../helpers/harness.js";
-import { clientWith, collect, memoryTelemetry, named, spanText, type MemoryTelemetry } from "./helpers.js";
+import { collect } from "../helpers/stream-collector.js";
+import { clientWith, memoryTelemetry, named, spanText, type MemoryTelemetry } from "./helpers.js";
 
 /**
  * Secrets must not leave through spans, logs or audit records, whatever a caller sends. The

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ORCHESTRATOR_TOKEN, startHarness, type Harness } from "../helpers/harness.js";
-import { clientWith, collect, countOf, memoryTelemetry, sumOf, waitFor, type MemoryTelemetry } from "./helpers.js";
+import { collect } from "../helpers/stream-collector.js";
+import { waitFor } from "../helpers/wait.js";
+import { clientWith, countOf, memoryTelemetry, sumOf, type MemoryTelemetry } from "./helpers.js";
 
 let h: Harness;
 let mt: MemoryTelemetry;

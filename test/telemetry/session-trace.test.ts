@@ -4,7 +4,8 @@ import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MemoryAuditSink } from "../../src/audit/memory-sink.js";
 import { ORCHESTRATOR_TOKEN, startHarness, type Harness } from "../helpers/harness.js";
-import { childrenOf, clientWith, collect, memoryTelemetry, named, only, rpc, type MemoryTelemetry } from "./helpers.js";
+import { collect } from "../helpers/stream-collector.js";
+import { childrenOf, clientWith, memoryTelemetry, named, only, rpc, type MemoryTelemetry } from "./helpers.js";
 
 /**
  * One agent session end to end, as an orchestrator and a runtime would drive it, and the

@@ -30,17 +30,31 @@ describe("telemetry without an exporter", () => {
     expect(sink.find({ type: "session.started", session_id: s.sessionId })[0]?.trace_id).toBe(traceId);
   });
 
-  it("gives a token's audit record and the log line of a failure their own trace id", async () => {
+  it("gives a token's audit record and the log line of a failure a trace id: the caller's, or one of their own", async () => {
     const s = await startSalesSession(h);
+    const zero = "0".repeat(32);
     const { token } = await s.runtime.issueToken({ resource: "calendar", scopes: ["read"] });
     const issued = sink.find({ type: "token.issued", jti: token!.tokenId })[0];
     expect(issued?.trace_id).toMatch(/^[0-9a-f]{32}$/);
+    expect(issued?.trace_id).not.toBe(zero);
 
+    const rpcFailed = (from: number) => h.logLines.slice(from).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "rpc failed");
     sink.setMode("fail");
-    await expect(s.runtime.issueToken({ resource: "calendar", scopes: ["read"] })).rejects.toThrow();
-    sink.setMode("ok");
-    const line = h.logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === "rpc failed");
-    expect(line?.trace_id).toMatch(/^[0-9a-f]{32}$/);
-    expect(line?.trace_id).not.toBe(issued?.trace_id);
+    try {
+      // A caller's trace id is continued into the failure's log line.
+      const callerTrace = randomBytes(16).toString("hex");
+      const traced = clientWith(h.url, s.sessionCredential, { traceparent: `00-${callerTrace}-${randomBytes(8).toString("hex")}-01` });
+      let from = h.logLines.length;
+      await expect(traced.issueToken({ resource: "calendar", scopes: ["read"] })).rejects.toThrow();
+      expect(rpcFailed(from).map((l) => l.trace_id)).toEqual([callerTrace]);
+      // Without one, the failure gets a fresh id, not the last call's.
+      from = h.logLines.length;
+      await expect(s.runtime.issueToken({ resource: "calendar", scopes: ["read"] })).rejects.toThrow();
+      const [own] = rpcFailed(from);
+      expect(own?.trace_id).toMatch(/^[0-9a-f]{32}$/);
+      expect([zero, callerTrace]).not.toContain(own?.trace_id);
+    } finally {
+      sink.setMode("ok");
+    }
   });
 });

@@ -9,7 +9,8 @@ import type { TransportServer } from "../../src/transport/transport-server.js";
 import { createProbe, run, startTestServer } from "./test-routes.js";
 import type { TestProbe } from "./test-routes.js";
 
-const hasCurl = (await run("curl", ["--version"])).code === 0;
+// CI installs curl: there a missing curl fails the test instead of skipping it.
+const hasCurl = process.env.CI === "true" || (await run("curl", ["--version"])).code === 0;
 const healthProto = fileURLToPath(new URL("../../proto-vendor/grpc/health/v1/health.proto", import.meta.url));
 
 describe("one cleartext port, every protocol", () => {

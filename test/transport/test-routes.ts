@@ -129,16 +129,6 @@ export async function startTestServer(
   return { server, port: address.port, errors };
 }
 
-/** Polls `predicate` every 10 ms until it holds or `timeoutMs` passes. */
-export async function eventually(predicate: () => boolean, timeoutMs = 3000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (predicate()) return true;
-    await delay(10);
-  }
-  return predicate();
-}
-
 /** Runs a program without blocking the event loop (the server under test lives in this process). */
 export function run(file: string, args: string[], timeoutMs = 10_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -9,11 +9,13 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
+import { ManualClock } from "../../src/clock.js";
 import type { TransportServer } from "../../src/transport/transport-server.js";
 import { createProbe, run, startTestServer } from "./test-routes.js";
 import type { TestProbe } from "./test-routes.js";
 
-const hasOpenssl = (await run("openssl", ["version"])).code === 0;
+// CI installs openssl: there a missing openssl fails the tests instead of skipping them.
+const hasOpenssl = process.env.CI === "true" || (await run("openssl", ["version"])).code === 0;
 const healthProto = fileURLToPath(new URL("../../proto-vendor/grpc/health/v1/health.proto", import.meta.url));
 
 /** GET over HTTPS/1.1 trusting `ca`; resolves the status, body and negotiated ALPN protocol. */
@@ -110,7 +112,8 @@ describe.skipIf(!hasOpenssl)("TLS: h2 and HTTP/1.1 by ALPN on one port [skipped 
   });
 
   it("closes promptly with idle h2 and HTTPS/1.1 connections open", async () => {
-    const own = await startTestServer(createProbe(), { tls: { cert, key } });
+    // A manual clock nobody advances: the close grace never runs out, so a close that resolves did not wait for it.
+    const own = await startTestServer(createProbe(), { tls: { cert, key }, clock: new ManualClock() });
     const transport = createGrpcTransport({ baseUrl: `https://localhost:${own.port}`, nodeOptions: { ca: cert } });
     await createClient(Health, transport).check({ service: "" });
     const keepAlive = new https.Agent({ keepAlive: true, ca: cert });
@@ -118,9 +121,7 @@ describe.skipIf(!hasOpenssl)("TLS: h2 and HTTP/1.1 by ALPN on one port [skipped 
       https.get(`https://localhost:${own.port}/healthz`, { agent: keepAlive }, (res) => res.resume().on("end", resolve)).on("error", reject),
     );
     expect(own.server.openConnections).toBeGreaterThanOrEqual(2);
-    const start = performance.now();
     await own.server.close(10_000);
-    expect(performance.now() - start).toBeLessThan(1000);
     expect(own.server.openConnections).toBe(0);
     keepAlive.destroy();
   });
