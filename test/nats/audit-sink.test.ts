@@ -84,7 +84,7 @@ describe("JetStream audit sink", () => {
       // Refused when its publish goes unacknowledged (a hang would fail the test on its timeout).
       const err = await s.append({ type: "token.issued", jti: "tok_x" }).then(() => undefined, (e: unknown) => e);
       expect(err).toMatchObject({ errorCode: "audit_unavailable" });
-      expect((err as Error).message).toMatch(/^audit record not written: JetStream did not acknowledge it/);
+      expect((err as { rawMessage: string }).rawMessage).toMatch(/^audit record not written: JetStream did not acknowledge it/);
       expect(s.state.healthy).toBe(false);
     } finally {
       await server.start();
