@@ -21,39 +21,13 @@ export interface Waiter {
  * `onSettle` runs once, however it settles.
  */
 export function createWaiter(clock: Clock, timeoutMs: number, onTimeout: () => Error, onSettle?: () => void): Waiter {
-  let settled = false;
-  let resolveFn!: () => void;
-  let rejectFn!: (err: Error) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolveFn = res;
-    rejectFn = rej;
-  });
-  const timer: TimerHandle = clock.setTimeout(() => {
-    if (settled) return;
-    settled = true;
+  const waiter = createSettleOnce(() => {
+    clock.clearTimeout(timer);
     onSettle?.();
-    rejectFn(onTimeout());
-  }, timeoutMs);
-  return {
-    promise,
-    get settled() {
-      return settled;
-    },
-    resolve() {
-      if (settled) return;
-      settled = true;
-      clock.clearTimeout(timer);
-      onSettle?.();
-      resolveFn();
-    },
-    reject(err) {
-      if (settled) return;
-      settled = true;
-      clock.clearTimeout(timer);
-      onSettle?.();
-      rejectFn(err);
-    },
-  };
+  });
+  // Cleared when the waiter settles, so when it fires the waiter is still pending.
+  const timer: TimerHandle = clock.setTimeout(() => waiter.reject(onTimeout()), timeoutMs);
+  return waiter;
 }
 
 /**
