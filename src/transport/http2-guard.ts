@@ -90,14 +90,25 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
   let openStreams = 0;
   const stats: Http2GuardStats = { idleClosed: 0, firstRequestTimeouts: 0, unauthenticatedRefused: 0, rapidResetCutoffs: 0, stallResets: 0, halfOpenClosed: 0, unreadReleased: 0 };
 
+  const closing = new WeakSet<http2.ServerHttp2Session>();
+  // Never from inside nghttp2's own callbacks: a stream's 'close' runs while nghttp2 is still
+  // reading the frame that reset it, and a session destroyed there, with other streams' DATA
+  // scheduled, makes Node's HTTP/2 layer pack empty DATA frames for streams it has already
+  // forgotten, for ever and in one native call: the process stops answering anything, signals
+  // included, and its memory grows by hundreds of MB a second. On the next turn of the event
+  // loop the same destroy is safe.
   const closeSession = (session: http2.ServerHttp2Session, code: number) => {
-    if (session.destroyed) return;
-    try {
-      session.goaway(code);
-    } catch {
-      // Already going away.
-    }
-    session.destroy();
+    if (session.destroyed || closing.has(session)) return;
+    closing.add(session);
+    setImmediate(() => {
+      if (session.destroyed) return;
+      try {
+        session.goaway(code);
+      } catch {
+        // Already going away.
+      }
+      session.destroy();
+    });
   };
 
   const arm = (session: http2.ServerHttp2Session, state: SessionState) => {
@@ -127,7 +138,7 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
       state.resetWindowStart = now;
       state.resets = 0;
     }
-    if (++state.resets > opts.maxResetsPerSecond && !session.destroyed) {
+    if (++state.resets > opts.maxResetsPerSecond && !session.destroyed && !closing.has(session)) {
       stats.rapidResetCutoffs++;
       opts.onAbuse(session, "rapid_reset");
       closeSession(session, NGHTTP2_ENHANCE_YOUR_CALM);
