@@ -59,6 +59,9 @@ interface Watched {
   closed: number | undefined;
 }
 
+/** A client reset counts towards the rapid-reset limit when the stream is younger than this, in ms. */
+export const RAPID_RESET_MAX_AGE_MS = 1000;
+
 /** A response complete this long ago on a stream the client keeps open is reset, in ms. */
 export const HALF_OPEN_GRACE_MS = 500;
 
@@ -215,10 +218,15 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
         if (stream.rstCode !== NGHTTP2_NO_ERROR) countReset(session, state);
         return false;
       }
-      // A stream reset by the client counts against its connection, served or refused. The
-      // server's own resets use NO_ERROR (a complete response) or ENHANCE_YOUR_CALM.
+      // A stream the client resets soon after opening it counts against its connection,
+      // served or refused: that is the rapid-reset pattern. A client dropping streams it has
+      // held for a while (a runtime abandoning its watches to reconnect elsewhere) is not,
+      // however many at once. The server's own resets use NO_ERROR (a complete response) or
+      // ENHANCE_YOUR_CALM.
+      const openedAt = clock.now();
       stream.once("close", () => {
-        if (stream.rstCode !== NGHTTP2_NO_ERROR && stream.rstCode !== NGHTTP2_ENHANCE_YOUR_CALM) countReset(session, state);
+        if (stream.rstCode === NGHTTP2_NO_ERROR || stream.rstCode === NGHTTP2_ENHANCE_YOUR_CALM) return;
+        if (clock.now() - openedAt < RAPID_RESET_MAX_AGE_MS) countReset(session, state);
       });
       const path = String(headers[":path"] ?? "");
       const unauthenticated = opts.isUnauthenticated(path);
