@@ -17,7 +17,7 @@
  * $CAPVEND_BENCH_STREAMS overrides the stream count (default 10,000).
  */
 import { spawn, spawnSync, type ChildProcess, type StdioOptions } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as net from "node:net";
 import os from "node:os";
@@ -49,9 +49,75 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / ticks;
 }
 
+/** Resident memory of a process (VmRSS), in bytes; 0 once it has exited. */
+function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Samples the resident memory of the server and the client every 100 ms: the peak per phase,
+ * an optional trace ($CAPVEND_BENCH_MEM_LOG: "ms server_rss client_rss" lines), and a stop
+ * ($CAPVEND_BENCH_MAX_RSS_MB, default 6,000) that kills the server rather than the machine.
+ */
+function watchMemory(server: number, client: number) {
+  const log = process.env.CAPVEND_BENCH_MEM_LOG ? openSync(process.env.CAPVEND_BENCH_MEM_LOG, "w") : undefined;
+  const capBytes = Number(process.env.CAPVEND_BENCH_MAX_RSS_MB ?? 6000) * 1024 * 1024;
+  const start = performance.now();
+  let peakServer = 0;
+  let peakClient = 0;
+  let overCap = false;
+  const timer = setInterval(() => {
+    const s = rssBytes(server);
+    const c = rssBytes(client);
+    peakServer = Math.max(peakServer, s);
+    peakClient = Math.max(peakClient, c);
+    if (log !== undefined) writeSync(log, `${Math.round(performance.now() - start)} ${s} ${c}\n`);
+    if (s > capBytes && !overCap) {
+      overCap = true;
+      process.stderr.write(`server RSS ${(s / 1048576).toFixed(0)} MiB is over the cap; killing it\n`);
+      process.kill(server, "SIGKILL");
+    }
+  }, 100);
+  return {
+    /** Peak RSS since the last call, in bytes; starts the next phase's peak. */
+    phasePeak(): { server: number; client: number } {
+      const p = { server: Math.max(peakServer, rssBytes(server)), client: Math.max(peakClient, rssBytes(client)) };
+      peakServer = rssBytes(server);
+      peakClient = rssBytes(client);
+      return p;
+    },
+    stop() {
+      clearInterval(timer);
+      if (log !== undefined) closeSync(log);
+    },
+  };
+}
+
+const mib = (b: number) => `${Math.round(b / 1048576).toLocaleString("en-US")} MiB`;
+
 function pinned(core: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, stdout: "pipe" | number = "pipe"): ChildProcess {
   const stdio: StdioOptions = ["pipe", stdout, "inherit"];
   return hasTaskset ? spawn("taskset", ["-c", core, cmd, ...args], { env, stdio }) : spawn(cmd, args, { env, stdio });
+}
+
+/** SIGTERM, then SIGKILL after `timeoutMs`; true when it exited within the timeout. */
+async function stopServer(server: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (server.exitCode !== null || server.signalCode !== null) return true;
+  const exited = new Promise<void>((resolve) => server.once("exit", () => resolve()));
+  server.kill("SIGTERM");
+  let timer: NodeJS.Timeout | undefined;
+  const inTime = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)))]);
+  clearTimeout(timer);
+  if (!inTime) {
+    server.kill("SIGKILL");
+    await exited;
+  }
+  return inTime;
 }
 
 /** Raw signing on one core: tokens per CPU-second of `minter.mint` alone. */
@@ -110,6 +176,7 @@ export async function runScale(): Promise<void> {
     if (line.startsWith("failed")) throw new Error(line);
     return JSON.parse(line) as Record<string, number> & { firstError?: string };
   };
+  let memory: ReturnType<typeof watchMemory> | undefined;
   try {
     // Wait for the server, then create the sessions.
     for (let i = 0; ; i++) {
@@ -119,40 +186,54 @@ export async function runScale(): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const pid = server.pid!;
+    memory = watchMemory(pid, client.pid!);
     const sessions = await ask(`sessions ${SCALE_STREAMS}`);
+    memory.phasePeak();
     let cpu0 = cpuSeconds(pid);
     const open = await ask("open");
     const openCpu = cpuSeconds(pid) - cpu0;
+    let peak = memory.phasePeak();
     process.stdout.write(
       `open storm: ${SCALE_STREAMS} WatchSession opens at once over ${SCALE_CONNECTIONS} connections (${sessions.ms} ms to create the sessions): ` +
-        `${open.ok} with a first token, ${open.failed} failed${open.failed > 0 ? ` (e.g. ${open.firstError})` : ""}; last first token after ${open.ms} ms; server CPU ${openCpu.toFixed(2)} s\n`,
+        `${open.ok} with a first token, ${open.failed} failed${open.failed > 0 ? ` (e.g. ${open.firstError})` : ""}; last first token after ${open.ms} ms; server CPU ${openCpu.toFixed(2)} s; ` +
+        `peak RSS server ${mib(peak.server)}, client ${mib(peak.client)}\n`,
     );
-    cpu0 = cpuSeconds(pid);
-    const renewFrom = Number(process.hrtime.bigint() / 1000n);
-    const renew = await ask(`renew ${RENEW_WINDOW_MS}`);
-    const renewCpu = cpuSeconds(pid) - cpu0;
-    renewWindow = [renewFrom, Number(process.hrtime.bigint() / 1000n)];
-    const perCpu = renew.renewals / renewCpu;
-    process.stdout.write(
-      `renewals: ${SCALE_STREAMS} streams, token TTL ${RENEW_TTL_S} s: ${renew.renewals} renewals in ${RENEW_WINDOW_MS} ms (${renew.late} arrived after the token they replaced expired), ` +
-        `server CPU ${renewCpu.toFixed(2)} s = ${Math.round(perCpu).toLocaleString("en-US")} renewals per CPU-second; ` +
-        `raw signing ${Math.round(raw).toLocaleString("en-US")} per CPU-second; ratio ${(perCpu / raw).toFixed(2)}\n`,
-    );
+    if (!process.env.CAPVEND_BENCH_SKIP_RENEWALS) {
+      cpu0 = cpuSeconds(pid);
+      const renewFrom = Number(process.hrtime.bigint() / 1000n);
+      const renew = await ask(`renew ${RENEW_WINDOW_MS}`);
+      const renewCpu = cpuSeconds(pid) - cpu0;
+      renewWindow = [renewFrom, Number(process.hrtime.bigint() / 1000n)];
+      const perCpu = renew.renewals / renewCpu;
+      peak = memory.phasePeak();
+      process.stdout.write(
+        `renewals: ${SCALE_STREAMS} streams, token TTL ${RENEW_TTL_S} s: ${renew.renewals} renewals in ${RENEW_WINDOW_MS} ms (${renew.late} arrived after the token they replaced expired), ` +
+          `server CPU ${renewCpu.toFixed(2)} s = ${Math.round(perCpu).toLocaleString("en-US")} renewals per CPU-second; ` +
+          `raw signing ${Math.round(raw).toLocaleString("en-US")} per CPU-second; ratio ${(perCpu / raw).toFixed(2)}; peak RSS server ${mib(peak.server)}\n`,
+      );
+    }
     cpu0 = cpuSeconds(pid);
     const storm = await ask("reconnect");
     const stormCpu = cpuSeconds(pid) - cpu0;
+    peak = memory.phasePeak();
     process.stdout.write(
       `reconnect storm: ${SCALE_STREAMS} streams dropped and resumed at once (resume_token) on new connections: ${storm.ok} with a first token, ` +
-        `${storm.failed} failed${storm.failed > 0 ? ` (e.g. ${storm.firstError})` : ""}; last first token after ${storm.ms} ms; server CPU ${stormCpu.toFixed(2)} s\n`,
+        `${storm.failed} failed${storm.failed > 0 ? ` (e.g. ${storm.firstError})` : ""}; last first token after ${storm.ms} ms; server CPU ${stormCpu.toFixed(2)} s; ` +
+        `peak RSS server ${mib(peak.server)}, client ${mib(peak.client)}\n`,
+    );
+    // Shutdown with every stream still open: SIGTERM to exit (grace 1 s).
+    const exitFrom = performance.now();
+    const exited = await stopServer(server, 30_000);
+    process.stdout.write(
+      exited
+        ? `shutdown after the storm: SIGTERM to exit ${Math.round(performance.now() - exitFrom)} ms (${SCALE_STREAMS} streams open, grace 1 s)\n`
+        : `shutdown after the storm: **the server had not exited 30 s after SIGTERM** (killed)\n`,
     );
   } finally {
+    memory?.stop();
     client.stdin!.end();
     client.kill();
-    await new Promise<void>((resolve) => {
-      if (server.exitCode !== null) return resolve();
-      server.once("exit", () => resolve());
-      server.kill("SIGTERM");
-    });
+    await stopServer(server, 30_000);
     await rm(dataDir, { recursive: true, force: true });
   }
 }

@@ -37,9 +37,12 @@ function quantile(sorted: number[], q: number): number {
 
 /** A server in this process (so its heap can be measured) and streams from a child process. */
 export async function main(): Promise<void> {
+  // $CAPVEND_BENCH_SCALE_ONLY: only the at-scale part (its own server process), e.g. for a storm.
+  if (process.env.CAPVEND_BENCH_SCALE_ONLY) return runScale();
   if (!gc) process.stdout.write("(run node with --expose-gc for exact heap figures; `npm run bench` does)\n");
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "capvend-bench-"));
-  const config = loadConfig({ CAPVEND_DATA_DIR: dataDir });
+  // One orchestrator holds every session of the run: its quota must not cap it.
+  const config = loadConfig({ CAPVEND_DATA_DIR: dataDir, CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR: String(IDLE_STREAMS + JITTER_STREAMS + 1000) });
   const clock = systemClock;
   const policy = await loadPolicyEngine({ dir: DEFAULT_POLICY_DIR, clock });
   const keyRing = await openKeyRing({ dataDir, alg: "EdDSA", clock, maxTokenTtlMs: config.maxTokenTtlMs });
