@@ -15,14 +15,19 @@ const count = Number(countText);
 const ttlSeconds = Number(ttlText);
 const bearer = (token: string) => createGrpcTransport({ baseUrl: url!, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] });
 const orchestrator = createClient(VendingService, bearer(orchestratorToken!));
+/** Connections the streams share: the server allows 256 per client address. */
+const CONNECTIONS = 20;
+/** Health streams per connection: the server allows 16 unauthenticated streams on one. */
+const HEALTH_PER_CONNECTION = 16;
 
 if (ttlText === "health") {
   // Baseline: N bare server streams (grpc.health.v1 Watch) that hold no capvend state.
-  const health = createClient(Health, bearer(""));
+  const healths = Array.from({ length: Math.ceil(count / HEALTH_PER_CONNECTION) }, () => createClient(Health, createGrpcTransport({ baseUrl: url! })));
   let open = 0;
   process.stdout.write(`sessions 0\n`);
   await new Promise((resolve) => process.stdin.once("data", resolve));
   for (let i = 0; i < count; i++) {
+    const health = healths[Math.floor(i / HEALTH_PER_CONNECTION)]!;
     void (async () => {
       for await (const _ of health.watch({ service: "" })) if (++open === count) process.stdout.write(`ready ${count}\n`);
     })();
@@ -40,11 +45,13 @@ for (let i = 0; i < count; i++) {
 }
 process.stdout.write(`sessions ${count}\n`);
 await new Promise((resolve) => process.stdin.once("data", resolve));
+const runtimes = Array.from({ length: CONNECTIONS }, () => createClient(VendingService, createGrpcTransport({ baseUrl: url! })));
 for (let i = 0; i < count; i++) {
-  const runtime = createClient(VendingService, bearer(credentials[i]!));
+  const runtime = runtimes[i % CONNECTIONS]!;
   void (async () => {
     let first = true;
-    for await (const m of runtime.watchSession({ grants: [{ resource: "calendar", scopes: ["read"], ttl: { seconds: BigInt(ttlSeconds) } }] })) {
+    const grants = [{ resource: "calendar", scopes: ["read"], ttl: { seconds: BigInt(ttlSeconds) } }];
+    for await (const m of runtime.watchSession({ grants }, { headers: { authorization: `Bearer ${credentials[i]!}` } })) {
       if (m.event.case !== "tokenIssued") continue;
       const exp = Number(m.event.value.token!.expiresAt!.seconds) * 1000;
       if (first) {
