@@ -24,7 +24,7 @@ import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { createClient, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { systemClock } from "../src/clock.js";
 import { VendingService } from "../src/gen/capvend/v1/vending_pb.js";
@@ -194,7 +194,7 @@ export async function runScale(): Promise<void> {
     const openCpu = cpuSeconds(pid) - cpu0;
     let peak = memory.phasePeak();
     process.stdout.write(
-      `open storm: ${SCALE_STREAMS} WatchSession opens at once over ${SCALE_CONNECTIONS} connections (${sessions.ms} ms to create the sessions): ` +
+      `open storm: ${SCALE_STREAMS} WatchSession opens at once over ${SCALE_CONNECTIONS} connections (${sessions.ms} ms to create the sessions${sessions.retries > 0 ? `, ${sessions.retries} retried after UNAVAILABLE` : ""}): ` +
         `${open.ok} with a first token, ${open.failed} failed${open.failed > 0 ? ` (e.g. ${open.firstError})` : ""}; last first token after ${open.ms} ms; server CPU ${openCpu.toFixed(2)} s; ` +
         `peak RSS server ${mib(peak.server)}, client ${mib(peak.client)}\n`,
     );
@@ -256,6 +256,7 @@ async function clientRole(url: string): Promise<void> {
   const held: Held[] = [];
   let renewals = 0;
   let late = 0;
+  let sessionRetries = 0;
   let aborts: AbortController[] = [];
   const grants = [{ resource: "calendar", scopes: ["read"], ttl: { seconds: BigInt(RENEW_TTL_S) } }];
 
@@ -311,6 +312,18 @@ async function clientRole(url: string): Promise<void> {
     });
   };
 
+  // As an orchestrator would: UNAVAILABLE says retry (a journal write slowed by a shared disk).
+  const startSession = async (client: (typeof orchestrators)[number], i: number) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await client.startSession({ agentId: "sales-bot", userId: `user-${i}`, grants });
+      } catch (err) {
+        if (!(err instanceof ConnectError) || err.code !== Code.Unavailable || attempt >= 5) throw err;
+        sessionRetries++;
+        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+      }
+    }
+  };
   const reply = (o: unknown) => process.stdout.write(`${JSON.stringify(o, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v))}\n`);
   for await (const line of createInterface({ input: process.stdin })) {
     const [cmd, arg] = line.split(" ");
@@ -323,12 +336,12 @@ async function clientRole(url: string): Promise<void> {
           Array.from({ length: 64 }, async (_, w) => {
             while (next < n) {
               const i = next++;
-              const s = await orchestrators[w % orchestrators.length]!.startSession({ agentId: "sales-bot", userId: `user-${i}`, grants });
+              const s = await startSession(orchestrators[w % orchestrators.length]!, i);
               held.push({ credential: s.sessionCredential, resumeToken: "", expiresAtMs: 0, firstToken: false });
             }
           }),
         );
-        reply({ ms: Math.round(performance.now() - start) });
+        reply({ ms: Math.round(performance.now() - start), retries: sessionRetries });
       } else if (cmd === "open") {
         reply(await openAll(false));
       } else if (cmd === "renew") {
