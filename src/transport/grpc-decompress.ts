@@ -22,9 +22,8 @@ export function decompress(bytes: Buffer, encoding: string | string[] | undefine
   }
   const inflate = name === "gzip" ? zlib.gunzip : name === "deflate" ? zlib.inflate : undefined;
   if (!inflate) {
-    const e = new ConnectError(`grpc-encoding "${name.slice(0, 32)}" is not supported: supported encodings are ${GRPC_ACCEPT_ENCODING}`, Code.Unimplemented);
-    e.metadata.set("grpc-accept-encoding", GRPC_ACCEPT_ENCODING);
-    return Promise.reject(e);
+    // Every response, this one included, advertises them in grpc-accept-encoding.
+    return Promise.reject(new ConnectError(`grpc-encoding "${name.slice(0, 32)}" is not supported: supported encodings are ${GRPC_ACCEPT_ENCODING}`, Code.Unimplemented));
   }
   return new Promise((resolve, reject) => {
     inflate(bytes, { maxOutputLength: Math.max(1, readMaxBytes) }, (err, out) => {
