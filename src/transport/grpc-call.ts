@@ -122,6 +122,8 @@ function onClose(this: CallStream): void {
   this[kCall]!.closed();
 }
 
+// Listeners are added with on(), not once(): each event comes once per stream at most (or,
+// for 'drain', is harmless again), and once() would wrap each in a closure per call.
 function onWantTrailers(this: CallStream): void {
   const call = this[kCall]!;
   this.sendTrailers(call.trailers ?? OK_TRAILERS);
@@ -150,6 +152,7 @@ class GrpcCall extends GrpcRequestReader {
   /** Made when the method starts; aborted if the client goes away before the call is done. */
   #abort: LazyAbort | undefined;
   #wake: (() => void) | undefined;
+  #drainListening = false;
   /** The trailers to send when the stream asks for them; undefined: grpc-status 0. */
   trailers: http2.OutgoingHttpHeaders | undefined;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -258,8 +261,7 @@ class GrpcCall extends GrpcRequestReader {
     header.set("content-type", GRPC_RESPONSE_CONTENT_TYPE);
     this.#abort = new LazyAbort();
     const contextValues = this.#deps.contextValues(streamRequestView(this.#stream, raw, this.#path));
-    const timeoutMs = this.#timeoutMs === undefined ? undefined : this.#timeoutMs;
-    return { protocolName: "grpc", url: this.#path, header: header.asHeaders(), cancel: this.#abort, contextValues, timeoutMs };
+    return { protocolName: "grpc", url: this.#path, header: header.asHeaders(), cancel: this.#abort, contextValues, timeoutMs: this.#timeoutMs };
   }
 
   #respondUnary(res: UnaryResult): void {
@@ -277,7 +279,7 @@ class GrpcCall extends GrpcRequestReader {
     if (stream.destroyed) return;
     if (!isEmpty(res.trailer)) this.trailers = copyFields(res.trailer, { "grpc-status": "0" });
     stream.respond(isEmpty(res.header) ? RESPONSE_HEADERS : copyFields(res.header, { ...RESPONSE_HEADERS }), WITH_TRAILERS);
-    stream.once("wantTrailers", onWantTrailers);
+    stream.on("wantTrailers", onWantTrailers);
     stream.end(frame);
   }
 
@@ -314,17 +316,18 @@ class GrpcCall extends GrpcRequestReader {
       return;
     }
     if (!isEmpty(trailer)) this.trailers = copyFields(trailer, { "grpc-status": "0" });
-    stream.once("wantTrailers", onWantTrailers);
+    stream.on("wantTrailers", onWantTrailers);
     stream.end();
   }
 
   /** Resolves on the stream's next 'drain', or once it is gone. */
   #drained(): Promise<void> {
     if (this.#done) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#wake = resolve;
-      this.#stream.once("drain", onDrain);
-    });
+    if (!this.#drainListening) {
+      this.#drainListening = true;
+      this.#stream.on("drain", onDrain);
+    }
+    return new Promise((resolve) => (this.#wake = resolve));
   }
 
   /** Ends the call with the status of `err`: in the trailers, or trailers-only before any message. */
@@ -336,7 +339,7 @@ class GrpcCall extends GrpcRequestReader {
     if (stream.destroyed) return;
     if (stream.headersSent) {
       this.trailers = errorTrailers(err);
-      stream.once("wantTrailers", onWantTrailers);
+      stream.on("wantTrailers", onWantTrailers);
       stream.end();
       return;
     }

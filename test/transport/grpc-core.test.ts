@@ -12,7 +12,9 @@ import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
 import type { ConnectRouter } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { Health, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus as ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { capvendError } from "../../src/errors.js";
 import { createTransportServer, type TransportServer } from "../../src/transport/transport-server.js";
 import { errorInfoFromStatusDetails } from "../helpers/error-info.js";
@@ -22,6 +24,7 @@ import { envelope } from "./test-routes.js";
 const LIMIT = 4096;
 const CHECK = "/grpc.health.v1.Health/Check";
 const WATCH = "/grpc.health.v1.Health/Watch";
+const padding = new BinaryWriter().bytes(new Uint8Array(32 * 1024)).finish();
 const healthProto = fileURLToPath(new URL("../../proto-vendor/grpc/health/v1/health.proto", import.meta.url));
 
 /** What the handlers saw. */
@@ -32,12 +35,15 @@ interface Seen {
   aborted: string[];
   /** Watch streams running. */
   watching: number;
+  /** Messages a "burst:<n>" Watch has produced so far. */
+  produced: number;
 }
 
 /**
  * Check: "wait" waits for its signal; "fail" throws PERMISSION_DENIED with ErrorInfo;
  * "text:<message>" throws INVALID_ARGUMENT with that message; "meta" sets a response header
- * and trailer. Watch: sends one message, then waits for cancellation.
+ * and trailer. Watch: "burst:<n>" sends n messages of 32 KiB and ends; anything else sends
+ * one message, then waits for cancellation.
  */
 function routes(seen: Seen) {
   return (router: ConnectRouter) =>
@@ -58,6 +64,16 @@ function routes(seen: Seen) {
         return { status: ServingStatus.SERVING };
       },
       async *watch(req, ctx) {
+        const burst = /^burst:(\d+)$/.exec(req.service);
+        if (burst) {
+          for (let i = 0; i < Number(burst[1]); i++) {
+            seen.produced++;
+            const msg = create(HealthCheckResponseSchema, { status: ServingStatus.SERVING });
+            msg.$unknown = [{ no: 99, wireType: WireType.LengthDelimited, data: padding }];
+            yield msg;
+          }
+          return;
+        }
         seen.watching++;
         try {
           yield { status: ServingStatus.SERVING };
@@ -88,7 +104,7 @@ describe("gRPC on the HTTP/2 core API", () => {
   let session: http2.ClientHttp2Session;
 
   beforeAll(async () => {
-    seen = { timeouts: new Map(), aborted: [], watching: 0 };
+    seen = { timeouts: new Map(), aborted: [], watching: 0, produced: 0 };
     server = createTransportServer({ routes: routes(seen), readMaxBytes: LIMIT, contextValues: () => createContextValues() });
     port = (await server.listen("127.0.0.1", 0)).port;
     session = http2.connect(`http://127.0.0.1:${port}`);
@@ -361,6 +377,31 @@ describe("gRPC on the HTTP/2 core API", () => {
       const status = await new Promise((resolve) => req.on("response", (h) => resolve(h[":status"])));
       req.close();
       expect(status).toBe(405);
+    });
+  });
+
+  describe("server streams", () => {
+    it("waits for the client's window: a reader that pauses holds the source back, and gets every message once it reads", async () => {
+      const n = 200;
+      const req = session.request({ ":method": "POST", ":path": WATCH, "content-type": "application/grpc", te: "trailers" });
+      req.on("error", () => undefined);
+      req.end(envelope(`burst:${n}`));
+      req.pause();
+      let bytes = 0;
+      let trailers: http2.IncomingHttpHeaders | undefined;
+      req.on("trailers", (t) => (trailers = t));
+      const closed = new Promise<void>((resolve) => req.once("close", () => resolve()));
+      await waitFor(() => seen.produced > 0, "the stream started");
+      // Room to run ahead if nothing held it back: 200 x 32 KiB takes a few ms to produce.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(seen.produced).toBeLessThan(n / 2);
+      req.on("data", (c: Buffer) => (bytes += c.length));
+      req.resume();
+      await closed;
+      expect(trailers?.["grpc-status"]).toBe("0");
+      expect(seen.produced).toBe(n);
+      // Each message: 5-byte prefix + status (2 bytes) + field 99 (2-byte tag, 3-byte length, 32 KiB).
+      expect(bytes).toBe(n * (5 + 2 + 2 + 3 + 32 * 1024));
     });
   });
 
