@@ -88,7 +88,10 @@ export function createGrpcFront(opts: GrpcFrontOptions): GrpcFront {
     inject: (socket) => void http2Server.emit("connection", socket),
     serves(headers) {
       if (headers[":method"] !== "POST" || !isGrpcProto(headers["content-type"])) return false;
-      return !otherKinds.has(String(headers[":path"] ?? "").split("?", 1)[0]!);
+      const path = headers[":path"];
+      if (typeof path !== "string") return true;
+      const q = path.indexOf("?");
+      return !otherKinds.has(q < 0 ? path : path.slice(0, q));
     },
     handleStream(stream, headers) {
       const path = String(headers[":path"] ?? "");
