@@ -30,7 +30,7 @@ import type { HttpRequest } from "./http-routes.js";
 import { RequestHeaders } from "./request-headers.js";
 import { LazyAbort, type CallInit, type RpcInvoker, type StreamResult, type UnaryResult } from "./rpc-invoker.js";
 
-const { NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
 /** What every call of one front shares. */
 export interface GrpcCallDeps {
@@ -56,6 +56,7 @@ const RESPONSE_HEADERS: http2.OutgoingHttpHeaders = {
   "grpc-accept-encoding": GRPC_ACCEPT_ENCODING,
 };
 const OK_TRAILERS: http2.OutgoingHttpHeaders = { "grpc-status": "0" };
+const UNSENDABLE_TRAILERS: http2.OutgoingHttpHeaders = { "grpc-status": String(Code.Internal), "grpc-message": "internal error: the response has a field HTTP/2 cannot carry" };
 const WITH_TRAILERS = { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions;
 const TRAILERS_ONLY = { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions;
 
@@ -85,8 +86,7 @@ export function streamRequestView(stream: http2.ServerHttp2Stream | undefined, h
 export function refuseGrpcStream(stream: http2.ServerHttp2Stream, err: ConnectError): void {
   stream.on("error", ignore);
   if (stream.destroyed || stream.headersSent) return;
-  stream.respond(errorTrailers(err, { ...RESPONSE_HEADERS }), TRAILERS_ONLY);
-  if (!stream.endAfterHeaders) stream.close(NGHTTP2_NO_ERROR);
+  if (respondSafely(stream, errorTrailers(err, { ...RESPONSE_HEADERS }), TRAILERS_ONLY) && !stream.endAfterHeaders) stream.close(NGHTTP2_NO_ERROR);
   stream.resume();
 }
 
@@ -126,7 +126,35 @@ function onClose(this: CallStream): void {
 // for 'drain', is harmless again), and once() would wrap each in a closure per call.
 function onWantTrailers(this: CallStream): void {
   const call = this[kCall]!;
-  this.sendTrailers(call.trailers ?? OK_TRAILERS);
+  try {
+    this.sendTrailers(call.trailers ?? OK_TRAILERS);
+  } catch {
+    // A trailer the handler set that HTTP/2 cannot carry: the status alone, or a reset.
+    try {
+      this.sendTrailers(UNSENDABLE_TRAILERS);
+    } catch {
+      this.close(NGHTTP2_INTERNAL_ERROR);
+    }
+  }
+}
+
+/**
+ * Sends response headers; when HTTP/2 refuses them (a field the handler or an error's
+ * metadata set that is not a valid header), a plain INTERNAL status instead, so a bad header
+ * never escapes as an exception. False when `headers` were not sent (the call is over).
+ */
+function respondSafely(stream: http2.ServerHttp2Stream, headers: http2.OutgoingHttpHeaders, options: http2.ServerStreamResponseOptions): boolean {
+  try {
+    stream.respond(headers, options);
+    return true;
+  } catch {
+    try {
+      stream.respond({ ...RESPONSE_HEADERS, ...UNSENDABLE_TRAILERS }, TRAILERS_ONLY);
+    } catch {
+      stream.close(NGHTTP2_INTERNAL_ERROR);
+    }
+    return false;
+  }
 }
 
 function onDrain(this: CallStream): void {
@@ -278,7 +306,7 @@ class GrpcCall extends GrpcRequestReader {
     const stream = this.#stream;
     if (stream.destroyed) return;
     if (!isEmpty(res.trailer)) this.trailers = copyFields(res.trailer, { "grpc-status": "0" });
-    stream.respond(isEmpty(res.header) ? RESPONSE_HEADERS : copyFields(res.header, { ...RESPONSE_HEADERS }), WITH_TRAILERS);
+    if (!respondSafely(stream, isEmpty(res.header) ? RESPONSE_HEADERS : copyFields(res.header, { ...RESPONSE_HEADERS }), WITH_TRAILERS)) return;
     stream.on("wantTrailers", onWantTrailers);
     stream.end(frame);
   }
@@ -297,7 +325,12 @@ class GrpcCall extends GrpcRequestReader {
         const r = await it.next();
         if (r.done) break;
         if (this.#done || stream.destroyed) continue;
-        if (!stream.headersSent) stream.respond(isEmpty(res.header) ? RESPONSE_HEADERS : copyFields(res.header, { ...RESPONSE_HEADERS }), WITH_TRAILERS);
+        if (!stream.headersSent && !respondSafely(stream, isEmpty(res.header) ? RESPONSE_HEADERS : copyFields(res.header, { ...RESPONSE_HEADERS }), WITH_TRAILERS)) {
+          this.#done = true;
+          this.#clearTimer();
+          await it.return?.();
+          return;
+        }
         if (!stream.write(envelope(toBinary(output, r.value)))) await this.#drained();
       }
     } catch (err) {
@@ -312,7 +345,7 @@ class GrpcCall extends GrpcRequestReader {
     if (!stream.headersSent) {
       // No message: a trailers-only response, as grpc-js sends it.
       const out = copyFields(res.header, { ...RESPONSE_HEADERS, "grpc-status": "0" });
-      stream.respond(isEmpty(trailer) ? out : copyFields(trailer, out), TRAILERS_ONLY);
+      respondSafely(stream, isEmpty(trailer) ? out : copyFields(trailer, out), TRAILERS_ONLY);
       return;
     }
     if (!isEmpty(trailer)) this.trailers = copyFields(trailer, { "grpc-status": "0" });
@@ -343,7 +376,7 @@ class GrpcCall extends GrpcRequestReader {
       stream.end();
       return;
     }
-    stream.respond(errorTrailers(err, { ...RESPONSE_HEADERS }), TRAILERS_ONLY);
+    if (!respondSafely(stream, errorTrailers(err, { ...RESPONSE_HEADERS }), TRAILERS_ONLY)) return;
     // Still sending its request (an oversized or malformed body): tell the client to stop.
     // The 'data' listener stays, dropping whatever still comes, so Node releases the stream.
     if (!this.#ended) stream.close(NGHTTP2_NO_ERROR);
