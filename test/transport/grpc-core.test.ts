@@ -57,6 +57,9 @@ function routes(seen: Seen) {
         }
         if (req.service === "fail") throw capvendError("ACTION_DENIED", "the policy does not allow this");
         if (req.service.startsWith("text:")) throw new ConnectError(req.service.slice(5), Code.InvalidArgument);
+        // Valid for a Headers object, not for HTTP/2 (a connection-specific field).
+        if (req.service === "bad-header") ctx.responseHeader.set("connection", "close");
+        if (req.service === "bad-trailer") ctx.responseTrailer.set("connection", "close");
         if (req.service === "meta") {
           ctx.responseHeader.set("x-front", "core");
           ctx.responseTrailer.set("x-done", "yes");
@@ -364,6 +367,14 @@ describe("gRPC on the HTTP/2 core API", () => {
       expect(res.grpcMessage).toBe("bad: 100%25 %C3%BCn%C3%AFcode%09tab");
       expect(decodeURIComponent(res.grpcMessage!)).toBe(text);
     });
+
+    for (const where of ["header", "trailer"]) {
+      it(`a response ${where} HTTP/2 cannot carry ends the call INTERNAL, and the server goes on`, async () => {
+        const res = await raw(CHECK, [envelope(`bad-${where}`)]);
+        expect(res.grpcStatus).toBe(String(Code.Internal));
+        expect((await raw(CHECK, [envelope("after-bad")])).grpcStatus).toBe("0");
+      });
+    }
 
     it("an unknown method → UNIMPLEMENTED, trailers-only", async () => {
       const res = await raw("/grpc.health.v1.Health/Nope", [envelope("x")]);
