@@ -7,7 +7,9 @@ import type { Logger } from "../../logging/logger.js";
 import { isPolicySetFile, policyVersionOf, type PolicyFiles } from "../../policy/policy-set.js";
 import type { PolicySource, SourceWatch } from "../../policy/policy-source.js";
 import { describeNatsError, withDeadline } from "./deadline.js";
+import { liveEntries, type BucketRef } from "./kv-listing.js";
 import { POLICY_BUCKET, POLICY_STATUS_BUCKET } from "./names.js";
+import { retryStartup, type StartupRetry } from "./startup-retry.js";
 import { superviseSubscription } from "./resubscribe.js";
 
 /** The key of the policy set in the policy bucket. */
@@ -88,25 +90,18 @@ export function parsePolicySetEntry(text: string): (PolicyFiles & { version: str
   return { files, version: policyVersionOf({ files }) };
 }
 
-/** Every replica's last report (replicas that stopped reporting age out). */
-export async function readPolicyStatuses(kv: KV, opts: { clock: Clock; timeoutMs: number }): Promise<ReplicaPolicyStatus[]> {
-  const keys = await withDeadline(
-    (async () => {
-      // A put while listing can deliver its key twice.
-      const out = new Set<string>();
-      for await (const k of await kv.keys()) out.add(k);
-      return [...out];
-    })(),
-    opts.timeoutMs,
-    opts.clock,
-    "policy status keys",
-  );
-  const entries = await Promise.all(keys.map((k) => withDeadline(kv.get(k), opts.timeoutMs, opts.clock, "policy status get")));
+/**
+ * Every replica's last report (replicas that stopped reporting age out): the replica
+ * directory. Reads the bucket without a consumer (see `liveEntries`), so it finishes within
+ * about two NATS timeouts even while reports are written, deleted or expire during the read.
+ */
+export async function readPolicyStatuses(ref: BucketRef, opts: { clock: Clock; timeoutMs: number }): Promise<ReplicaPolicyStatus[]> {
+  const entries = await liveEntries(ref, { ...opts, what: "policy status" });
   const out: ReplicaPolicyStatus[] = [];
   for (const e of entries) {
-    if (!e || e.operation !== "PUT") continue;
     try {
-      out.push(JSON.parse(e.string()) as ReplicaPolicyStatus);
+      const s = JSON.parse(e.string()) as ReplicaPolicyStatus;
+      if (s && typeof s === "object" && typeof s.replica === "string") out.push(s);
     } catch {
       // Not ours: skip.
     }
@@ -126,6 +121,8 @@ export interface KvPolicySourceOptions {
   clock: Clock;
   logger: Logger;
   timeoutMs: number;
+  /** The replica's start-up budget: the first read retries while JetStream is not ready. Unset: one attempt. */
+  startup?: StartupRetry;
 }
 
 /**
@@ -146,7 +143,8 @@ export class KvPolicySource implements PolicySource {
   /** Reads the pushed set (if any) so the first load already uses it. */
   static async open(opts: KvPolicySourceOptions): Promise<KvPolicySource> {
     const source = new KvPolicySource(opts);
-    const e = await withDeadline(opts.kv.get(POLICY_SET_KEY), opts.timeoutMs, opts.clock, "policy set get");
+    const read = () => withDeadline(opts.kv.get(POLICY_SET_KEY), opts.timeoutMs, opts.clock, "policy set get");
+    const e = opts.startup ? await retryStartup(`first read of bucket ${POLICY_BUCKET}`, opts.startup, read) : await read();
     if (e && e.operation === "PUT") source.#take(e.string(), e.revision);
     return source;
   }
