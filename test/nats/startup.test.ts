@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { POLICY_BUCKET, POLICY_STATUS_BUCKET, REVOCATION_STREAM } from "../../src/backends/nats/names.js";
 import { startNatsCluster, startNatsServer, type NatsCluster, type NatsServer } from "../helpers/nats-server.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
+import { waitFor } from "../helpers/wait.js";
 
 const RETRY_LINE = '"JetStream not ready; retrying a start-up step"';
 const GRANTS = [{ resource: "calendar", scopes: ["read"] }];
@@ -59,6 +60,8 @@ describe("replica start-up while JetStream is not ready", () => {
     const token = await replica.client(s.sessionCredential).issueToken({ resource: "calendar", scopes: ["read"] });
     expect(token.token?.accessToken.split(".")).toHaveLength(3);
     expect((await replica.health.check({ service: "capvend.revocation" })).status).toBe(1);
+    // And it is in the replica directory (its first status report may have failed while the cluster formed).
+    await waitFor(async () => (await replica.admin.policyStatus({})).replicas.some((r) => r.replica === "early-a"), "the replica's policy status report");
     const nc = await connect({ servers: n3.url });
     try {
       const jsm = await jetstreamManager(nc);

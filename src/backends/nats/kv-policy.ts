@@ -208,10 +208,15 @@ export class KvPolicySource implements PolicySource {
   }
 }
 
+/** First wait before re-trying a failed status report, ms; it doubles up to POLICY_STATUS_INTERVAL_MS. */
+export const POLICY_STATUS_RETRY_FIRST_MS = 1000;
+
 /**
  * Reports this replica's policy version to the status bucket after every reload and every
  * POLICY_STATUS_INTERVAL_MS, so `PolicyStatus` and `capvend policy push --wait` can see which
- * replicas run which version. Returns a stop function.
+ * replicas run which version. A failed report is tried again after POLICY_STATUS_RETRY_FIRST_MS,
+ * doubling up to the interval, so a replica that started while its cluster was still settling
+ * joins the replica directory as soon as NATS takes the write. Returns a stop function.
  */
 export function reportPolicyStatus(opts: {
   kv: KV;
@@ -224,11 +229,24 @@ export function reportPolicyStatus(opts: {
 }): () => void {
   let stopped = false;
   let timer: TimerHandle | undefined;
+  let retry: TimerHandle | undefined;
+  let failures = 0;
   const put = () => {
     if (stopped) return;
+    if (retry) opts.clock.clearTimeout(retry);
+    retry = undefined;
     const entry: ReplicaPolicyStatus = { replica: opts.replica, ...opts.status(), reported_at_ms: opts.clock.now() };
-    withDeadline(opts.kv.put(statusKeyOf(opts.replica), JSON.stringify(entry)), opts.timeoutMs, opts.clock, "policy status put").catch((err) =>
-      opts.logger.warn({ error: describeNatsError(err) }, "could not report the policy version to NATS; retrying at the next interval"),
+    withDeadline(opts.kv.put(statusKeyOf(opts.replica), JSON.stringify(entry)), opts.timeoutMs, opts.clock, "policy status put").then(
+      () => {
+        failures = 0;
+      },
+      (err: unknown) => {
+        if (stopped) return;
+        const wait = Math.min(POLICY_STATUS_RETRY_FIRST_MS * 2 ** Math.min(failures++, 10), POLICY_STATUS_INTERVAL_MS);
+        opts.logger.warn({ error: describeNatsError(err), retry_in_ms: wait }, "could not report the policy version to NATS; retrying");
+        if (retry) opts.clock.clearTimeout(retry);
+        retry = opts.clock.setTimeout(put, wait);
+      },
     );
   };
   const schedule = () => {
@@ -244,6 +262,7 @@ export function reportPolicyStatus(opts: {
     stopped = true;
     unsubscribe();
     if (timer) opts.clock.clearTimeout(timer);
+    if (retry) opts.clock.clearTimeout(retry);
     // The entry stays: it ages out, and a restart overwrites it.
   };
 }
