@@ -15,8 +15,10 @@
  * Without a key, someone who can write the files can rewrite the chain from an edit to the
  * end; anchoring the head elsewhere (another sink, a published `lastHash`) closes that gap.
  */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../security/sha256.js";
 import type { JsonValue } from "./event.js";
+
+export { sha256Hex };
 
 /** `prev` of the first record ever written. */
 export const GENESIS_PREV = "0".repeat(64);
@@ -33,12 +35,20 @@ export function canonicalJson(value: JsonValue): string {
 // Sorted explicitly: JSON.stringify would put integer-like keys first in numeric order.
 function canonicalMembers(obj: { [key: string]: JsonValue }): string[] {
   const keys = Object.keys(obj).sort();
-  return keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k]!)}`);
+  return keys.map((k) => memberPrefix(k) + canonicalJson(obj[k]!));
 }
 
-/** sha256 as lowercase hex. */
-export function sha256Hex(data: string | Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
+// `"key":` per key name. Records use a few dozen names, so each is quoted once, not per record.
+const prefixes = new Map<string, string>();
+const MAX_PREFIXES = 1024;
+
+function memberPrefix(key: string): string {
+  let p = prefixes.get(key);
+  if (p === undefined) {
+    p = `${JSON.stringify(key)}:`;
+    if (prefixes.size < MAX_PREFIXES) prefixes.set(key, p);
+  }
+  return p;
 }
 
 /** A record ready to append. */
@@ -53,24 +63,24 @@ export interface SealedRecord {
 
 /** Chains `body` (event fields, no chain fields) after a record whose line hashes to `prev`. */
 export function sealRecord(prev: string, seq: number, body: { [key: string]: JsonValue }): SealedRecord {
-  // One pass over the sorted keys builds both texts: the members without "seq" (the line) and
-  // with "seq" at its sorted position (the hashed text is canonicalJson({...body, seq})).
+  // One pass over the sorted keys builds the members of the line; the hashed text is the same
+  // members with "seq" at its sorted position (canonicalJson({...body, seq})), spliced in by offset.
   const keys = Object.keys(body).sort();
-  const seqMember = `"seq":${seq}`;
   let members = "";
-  let withSeq = "";
-  let seqPlaced = false;
+  let seqOffset = -1;
   for (const k of keys) {
-    const member = `${JSON.stringify(k)}:${canonicalJson(body[k]!)}`;
-    if (!seqPlaced && k > "seq") {
-      withSeq += withSeq === "" ? seqMember : `,${seqMember}`;
-      seqPlaced = true;
-    }
-    members += members === "" ? member : `,${member}`;
-    withSeq += withSeq === "" ? member : `,${member}`;
+    if (seqOffset < 0 && k > "seq") seqOffset = members.length;
+    const member = memberPrefix(k) + canonicalJson(body[k]!);
+    members = members === "" ? member : `${members},${member}`;
   }
-  if (!seqPlaced) withSeq += withSeq === "" ? seqMember : `,${seqMember}`;
-  const hash = sha256Hex(prev + `{${withSeq}}`);
+  const seqMember = `"seq":${seq}`;
+  let withSeq: string;
+  if (members === "") withSeq = seqMember;
+  else if (seqOffset < 0) withSeq = `${members},${seqMember}`;
+  else if (seqOffset === 0) withSeq = `${seqMember},${members}`;
+  // members.slice(seqOffset) starts with the comma before the first key after "seq".
+  else withSeq = `${members.slice(0, seqOffset)},${seqMember}${members.slice(seqOffset)}`;
+  const hash = sha256Hex(`${prev}{${withSeq}}`);
   const head = `{"seq":${seq},"prev":"${prev}","hash":"${hash}"`;
   const line = members === "" ? `${head}}` : `${head},${members}}`;
   return { seq, hash, line, lineHash: sha256Hex(line) };

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { sha256Hex } from "../security/sha256.js";
 
 /** Session ids look like `ses_` + 22 base64url characters (128 random bits). */
 export function newSessionId(): string {
@@ -20,9 +21,7 @@ export function newRevocationId(): string {
 }
 
 /** sha256 hex: how bearer secrets are stored and compared. */
-export function sha256Hex(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
-}
+export { sha256Hex };
 
 const HEX = /^(?:[0-9a-fA-F]{2})+$/;
 

@@ -53,6 +53,11 @@ export const DEFAULT_MAX_STREAMS = 20_000;
 export const DEFAULT_AUDIT_CHECKPOINT_INTERVAL_MS = 200;
 /** CAPVEND_NATS_TIMEOUT: longest wait for one NATS/JetStream answer (publish ack, KV read or write). */
 export const DEFAULT_NATS_TIMEOUT_MS = 2000;
+/**
+ * CAPVEND_NATS_STARTUP_TIMEOUT: how long a replica's start-up keeps retrying while JetStream
+ * is not ready (a cluster electing its leaders) before it fails: 30 s.
+ */
+export const DEFAULT_NATS_STARTUP_TIMEOUT_MS = 30_000;
 
 /** The example policy shipped with the package: the embedded default. */
 export const DEFAULT_POLICY_DIR = path.join(packageRoot(), "examples", "policy");
@@ -162,7 +167,7 @@ const SETTINGS: ReadonlySet<string> = new Set([
   "CAPVEND_SIGNING_KEY_FILES", "CAPVEND_ORCHESTRATOR_TOKEN", "CAPVEND_ORCHESTRATOR_HASHES",
   "CAPVEND_RESOURCE_SERVER_HASHES", "CAPVEND_RESOURCE_SERVER_AUDIENCES", "CAPVEND_MAX_SESSIONS_PER_ORCHESTRATOR", "CAPVEND_OIDC_ISSUER", "CAPVEND_OIDC_AUDIENCE", "CAPVEND_OIDC_JWKS_URL",
   "CAPVEND_OIDC_JWKS_FILE", "CAPVEND_TLS_CERT", "CAPVEND_TLS_KEY", "CAPVEND_REPLICA_ID", "CAPVEND_AUDIT_DURABILITY",
-  "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS",
+  "CAPVEND_AUDIT_TIMEOUT", "CAPVEND_LOG_LEVEL", "CAPVEND_NATS_TIMEOUT", "CAPVEND_NATS_REPLICAS", "CAPVEND_NATS_STARTUP_TIMEOUT",
   "CAPVEND_MAX_CONNECTIONS", "CAPVEND_MAX_CONNECTIONS_PER_ADDRESS", "CAPVEND_IDLE_TIMEOUT", "CAPVEND_HANDSHAKE_TIMEOUT",
   "CAPVEND_HEADERS_TIMEOUT", "CAPVEND_FIRST_REQUEST_TIMEOUT", "CAPVEND_MAX_CONCURRENT_STREAMS",
   "CAPVEND_MAX_UNAUTHENTICATED_STREAMS", "CAPVEND_MAX_RESETS_PER_SECOND", "CAPVEND_MAX_STREAMS_PER_SESSION", "CAPVEND_MAX_STREAMS",
@@ -170,6 +175,9 @@ const SETTINGS: ReadonlySet<string> = new Set([
   "CAPVEND_KEY_PUBLISH_DELAY", "CAPVEND_METRICS",
   "NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY_SEED_FILE", "NATS_CREDS_FILE",
 ]);
+
+/** `--nats-*` flags that set CAPVEND_NATS_* settings; every other `--nats-*` flag sets a NATS_* one. */
+const CAPVEND_NATS_FLAGS: ReadonlySet<string> = new Set(["nats-timeout", "nats-replicas", "nats-startup-timeout"]);
 
 /** Flags that may stand alone, meaning "true". */
 const BOOLEAN_FLAGS: ReadonlySet<string> = new Set(["accept-audit-gap"]);
@@ -197,7 +205,7 @@ export function flagsToEnv(argv: readonly string[]): Record<string, string> {
       value = argv[++i];
       if (value === undefined) throw new ConfigError(arg, "needs a value");
     }
-    const key = name.startsWith("nats-") && name !== "nats-timeout" && name !== "nats-replicas" ? name.replaceAll("-", "_").toUpperCase() : `CAPVEND_${name.replaceAll("-", "_").toUpperCase()}`;
+    const key = name.startsWith("nats-") && !CAPVEND_NATS_FLAGS.has(name) ? name.replaceAll("-", "_").toUpperCase() : `CAPVEND_${name.replaceAll("-", "_").toUpperCase()}`;
     if (!SETTINGS.has(key)) throw new ConfigError(`--${name}`, "is not a setting (see docs/configuration.md)");
     out[key] = value;
   }
@@ -279,7 +287,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
 
   const resourceServerHashes = parseHashes("CAPVEND_RESOURCE_SERVER_HASHES", str("CAPVEND_RESOURCE_SERVER_HASHES"));
-  const nats = parseNatsSettings(str, duration("CAPVEND_NATS_TIMEOUT", DEFAULT_NATS_TIMEOUT_MS, 100));
+  const nats = parseNatsSettings(str, duration("CAPVEND_NATS_TIMEOUT", DEFAULT_NATS_TIMEOUT_MS, 100), duration("CAPVEND_NATS_STARTUP_TIMEOUT", DEFAULT_NATS_STARTUP_TIMEOUT_MS, 1000));
 
   return {
     listen,
@@ -405,6 +413,11 @@ export interface NatsSettings {
   credsFile?: string;
   /** CAPVEND_NATS_TIMEOUT in ms (default 2 s): bounds every publish, KV read and KV write. */
   timeoutMs: number;
+  /**
+   * CAPVEND_NATS_STARTUP_TIMEOUT in ms (default 30 s, at least 1 s): how long start-up retries
+   * while JetStream is not ready before the replica fails to start.
+   */
+  startupTimeoutMs: number;
   /** CAPVEND_NATS_REPLICAS (1–5): replicas of capvend's streams and buckets; unset means 3 on a cluster, else 1. */
   replicas?: number;
 }
@@ -414,7 +427,7 @@ function maskUserInfo(server: string): string {
   return server.replace(/^((?:[a-z][a-z0-9+.-]*:\/\/)?)[^@/]*@/i, "$1***@");
 }
 
-function parseNatsSettings(str: (name: string) => string | undefined, timeoutMs: number): NatsSettings | undefined {
+function parseNatsSettings(str: (name: string) => string | undefined, timeoutMs: number, startupTimeoutMs: number): NatsSettings | undefined {
   const url = str("NATS_URL");
   if (url === undefined) return undefined;
   const servers = url.split(",").map((s) => s.trim()).filter(Boolean);
@@ -449,5 +462,5 @@ function parseNatsSettings(str: (name: string) => string | undefined, timeoutMs:
     replicas = Number(rawReplicas);
     if (!/^[1-5]$/.test(rawReplicas)) throw new ConfigError("CAPVEND_NATS_REPLICAS", `"${rawReplicas}" is not a replica count from 1 to 5`);
   }
-  return { servers, user, password, token, nkeySeedFile, credsFile, timeoutMs, replicas };
+  return { servers, user, password, token, nkeySeedFile, credsFile, timeoutMs, startupTimeoutMs, replicas };
 }

@@ -141,30 +141,43 @@ async function push(argv: string[], io: PolicyCommandIo): Promise<number> {
   }
   if (!config.nats) throw new UsageError("NATS_URL is not set: without NATS, each replica reads its own policy directory");
   const { connect } = await import("@nats-io/transport-node");
-  const { jetstream } = await import("@nats-io/jetstream");
+  const { jetstream, jetstreamManager } = await import("@nats-io/jetstream");
   const { natsConnectionOptions } = await import("../backends/nats/connection-options.js");
   const { openPolicyBucket, openPolicyStatusBucket, pushPolicySet, readPolicyStatuses } = await import("../backends/nats/kv-policy.js");
+  const { POLICY_STATUS_BUCKET } = await import("../backends/nats/names.js");
+  const { CLUSTER_DEFAULT_REPLICAS } = await import("../backends/nats/open-nats-backends.js");
+  const { describeNatsError } = await import("../backends/nats/deadline.js");
   const nc = await connect(await natsConnectionOptions(config.nats, "capvend policy push"));
   try {
     const timeoutMs = config.nats.timeoutMs;
-    const replicas = config.nats.replicas ?? 1;
+    // As a replica would create them, should the push come first.
+    const replicas = config.nats.replicas ?? (nc.info?.cluster ? CLUSTER_DEFAULT_REPLICAS : 1);
     const js = jetstream(nc, { timeout: timeoutMs });
     const kv = await openPolicyBucket(js, { replicas, timeoutMs });
     const pushedBy = `${os.userInfo().username}@${os.hostname()}`;
     const { version, revision } = await pushPolicySet(kv, files, { pushedBy, clock: systemClock, timeoutMs });
     io.stdout(`pushed: version ${version} (${parsed.policies.length} policies from ${dir}), revision ${revision}\n`);
     if (waitMs === 0) return 0;
-    const statusKv = await openPolicyStatusBucket(js, { replicas, timeoutMs });
+    const statusRef = { kv: await openPolicyStatusBucket(js, { replicas, timeoutMs }), jsm: await jetstreamManager(nc, { timeout: timeoutMs }), bucket: POLICY_STATUS_BUCKET };
     const deadline = Date.now() + waitMs;
+    let lastError: string | undefined;
     for (;;) {
-      const statuses = await readPolicyStatuses(statusKv, { clock: systemClock, timeoutMs });
-      const behind = statuses.filter((s) => s.policy_version !== version);
-      if (statuses.length > 0 && behind.length === 0) {
+      let statuses: Awaited<ReturnType<typeof readPolicyStatuses>> | undefined;
+      try {
+        statuses = await readPolicyStatuses(statusRef, { clock: systemClock, timeoutMs });
+        lastError = undefined;
+      } catch (err) {
+        // The push is done; one failed status read is no reason to stop waiting.
+        lastError = describeNatsError(err);
+      }
+      const behind = statuses?.filter((s) => s.policy_version !== version) ?? [];
+      if (statuses && statuses.length > 0 && behind.length === 0) {
         io.stdout(`every replica runs ${version}: ${statuses.map((s) => s.replica).join(", ")}\n`);
         return 0;
       }
       if (Date.now() >= deadline) {
         for (const s of behind) io.stderr(`replica ${s.replica} runs ${s.policy_version}${s.last_error ? ` (last error: ${s.last_error})` : ""}\n`);
+        if (lastError) io.stderr(`could not read the replicas' policy status: ${lastError}\n`);
         io.stderr(`not every replica runs ${version} after ${waitRaw}\n`);
         return 1;
       }

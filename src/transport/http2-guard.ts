@@ -1,5 +1,5 @@
 /**
- * Limits on every HTTP/2 connection, whichever code serves its streams (grpc-js or
+ * Limits on every HTTP/2 connection, whichever code serves its streams (the gRPC front or
  * connect-node): the first request must come within a deadline, a connection with no open
  * stream is closed once idle, unauthenticated streams (health, reflection) have a small
  * budget per connection, a client that resets streams too fast is cut off (rapid reset),

@@ -124,7 +124,7 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
   };
   const connectHandler = connectNodeAdapter({ routes: opts.routes, interceptors, readMaxBytes, contextValues }) as RequestListener;
 
-  // gRPC through grpc-js and unary Connect through the lean path run the same
+  // gRPC on the HTTP/2 core API and unary Connect through the lean path run the same
   // implementations and interceptors as connect-node, which serves everything else.
   const methods = methodTable(opts.routes);
   const invoker = createRpcInvoker(interceptors);
@@ -140,7 +140,7 @@ export function createTransportServer(opts: TransportServerOptions): TransportSe
     invoker,
     readMaxBytes,
     contextValues,
-    grpcOptions: { "grpc.max_concurrent_streams": limits.maxConcurrentStreams },
+    maxConcurrentStreams: limits.maxConcurrentStreams,
   });
   const guard = createHttp2Guard(grpcFront.http2Server, {
     clock,
@@ -275,9 +275,9 @@ function createHttp1Server(timeouts: Timeouts, listener: RequestListener): http.
 }
 
 /**
- * The HTTP/2 server every HTTP/2 connection goes to (grpc-js's own), with node:http2's
- * compatibility layer added for connect-node and the HTTP routes. Each stream goes to
- * grpc-js when it is gRPC with protobuf, else to the compatibility layer.
+ * The HTTP/2 server every HTTP/2 connection goes to (the gRPC front's), with node:http2's
+ * compatibility layer added for connect-node and the HTTP routes. Each stream goes to the
+ * gRPC front when it is a gRPC call with protobuf, else to the compatibility layer.
  */
 function attachHttp2(grpcFront: GrpcFront, guard: Http2Guard, registry: ConnectionRegistry, listener: RequestListener): http2.Http2Server {
   const h2 = grpcFront.http2Server;
@@ -287,7 +287,7 @@ function attachHttp2(grpcFront: GrpcFront, guard: Http2Guard, registry: Connecti
   h2.removeAllListeners("stream");
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
     if (!guard.admit(stream, headers)) return;
-    if (grpcFront.serves(headers["content-type"], headers[":path"])) grpcFront.handleStream(stream, headers, flags, rawHeaders);
+    if (grpcFront.serves(headers)) grpcFront.handleStream(stream, headers);
     else for (const l of compat) l(stream, headers, flags, rawHeaders);
   });
   h2.on("session", (session: http2.ServerHttp2Session) => registry.addSession(session));
@@ -319,7 +319,6 @@ function createCleartextFront(timeouts: Timeouts, registry: ConnectionRegistry, 
     server,
     closeInner() {
       h1.close();
-      grpcFront.destroy();
     },
   };
 }
@@ -355,7 +354,6 @@ function createTlsFront(
     server,
     closeInner() {
       h1.close();
-      grpcFront.destroy();
     },
   };
 }

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { GENESIS_PREV, canonicalJson, openRecord, sealRecord, sha256Hex } from "../../src/audit/chain.js";
+import type { JsonValue } from "../../src/audit/event.js";
 
 describe("canonicalJson", () => {
   it("sorts keys at every level, integer-like keys included, and keeps array order", () => {
@@ -26,6 +27,15 @@ describe("sealRecord / openRecord", () => {
       `{"seq":1,"prev":"${GENESIS_PREV}","hash":"${expectedHash}","jti":"tok_1","replica":"r1","scopes":["read"],"time":"2026-01-01T00:00:00.000Z","type":"token.issued"}`,
     );
     expect(sealed.lineHash).toBe(sha256Hex(sealed.line));
+  });
+
+  it("puts seq at its sorted place whichever keys come before or after it", () => {
+    const bodies: { [key: string]: JsonValue }[] = [{}, { a: 1 }, { z: 1 }, { seq0: 1 }, { sep: 1, seq0: 2, sez: 3 }, { "": 1, SEQ: 2, "\u00e9": 3 }, { a: 1, z: [1, { b: 2, a: "x" }] }];
+    for (const b of bodies) {
+      const sealed = sealRecord(GENESIS_PREV, 7, b);
+      expect(sealed.hash, JSON.stringify(b)).toBe(sha256Hex(GENESIS_PREV + canonicalJson({ ...b, seq: 7 })));
+      expect(openRecord(Buffer.from(sealed.line)), JSON.stringify(b)).toMatchObject({ ok: true, record: { seq: 7, body: b } });
+    }
   });
 
   it("opens what it sealed and rejects altered, re-ordered or malformed lines", () => {

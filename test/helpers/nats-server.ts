@@ -4,10 +4,12 @@
  * shared server on 4222 or each other. Also a 3-node JetStream cluster with routes.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, mkdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 
 /** Debian's nats-server (2.9); override with $NATS_SERVER_BIN. */
 export const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? "/usr/sbin/nats-server";
@@ -39,6 +41,10 @@ export interface NatsServerOptions {
   dir?: string;
   /** Cluster membership: own route port, peers' route ports, cluster name. */
   cluster?: { port: number; routes: number[]; name: string };
+  /** Extra server configuration (nats-server config syntax, e.g. an `authorization` block), written to `<dir>/server.conf`. */
+  config?: string;
+  /** Prepare the ports and directory but launch nothing until `start()`. */
+  deferStart?: boolean;
 }
 
 /** One nats-server process that can be stopped, killed and started again on the same port and store. */
@@ -55,7 +61,7 @@ export interface NatsServer {
   stop(): Promise<void>;
   /** SIGKILL: a crash. Resolves when the process is gone. */
   kill(): Promise<void>;
-  /** Starts it again with the same name, ports and store; resolves when it is healthy. */
+  /** Starts it (again, or first when deferred) with the same name, ports and store; resolves when it is healthy. */
   start(): Promise<void>;
   /** Stops the process and deletes its directory. Idempotent. */
   cleanup(): Promise<void>;
@@ -86,7 +92,13 @@ async function startOnce(opts: NatsServerOptions): Promise<NatsServer> {
   const storeDir = path.join(dir, "store");
   await mkdir(storeDir, { recursive: true });
   const name = opts.name ?? `n-${port}`;
-  const args = ["-js", "-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort), "-sd", storeDir, "--server_name", name, "-l", path.join(dir, "server.log")];
+  const args: string[] = [];
+  if (opts.config !== undefined) {
+    const file = path.join(dir, "server.conf");
+    await writeFile(file, opts.config);
+    args.push("-c", file);
+  }
+  args.push("-js", "-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort), "-sd", storeDir, "--server_name", name, "-l", path.join(dir, "server.log"));
   if (opts.cluster) {
     args.push(
       "--cluster_name",
@@ -123,7 +135,7 @@ async function startOnce(opts: NatsServerOptions): Promise<NatsServer> {
   };
   // A cluster member is healthy only once its peers are up: the cluster helper waits for all.
   try {
-    await launch(!opts.cluster);
+    if (!opts.deferStart) await launch(!opts.cluster);
   } catch (err) {
     await halt("SIGKILL");
     const log = await readFile(path.join(dir, "server.log"), "utf8").catch(() => "");
@@ -161,37 +173,57 @@ export interface NatsCluster {
   readonly servers: NatsServer[];
   /** Every node's client URL, comma-separated (a NATS_URL value). */
   readonly urls: string;
+  /** Resolves once every running node is healthy (meta leader elected) and the JetStream API answers through each. */
+  waitJetStreamReady(): Promise<void>;
   cleanup(): Promise<void>;
 }
 
+/** Options for `startNatsCluster`. */
+export interface NatsClusterOptions {
+  /**
+   * How many nodes to launch now (default all); the rest wait for their `start()`. With
+   * fewer than a quorum, JetStream stays unavailable: the helper then waits only until the
+   * launched nodes answer their monitoring port.
+   */
+  started?: number;
+}
+
 /**
- * Starts `size` (default 3) clustered JetStream nodes and waits until every one is healthy
- * (meta leader elected). A failed start is retried on fresh ports.
+ * Starts `size` (default 3) clustered JetStream nodes and, when all are launched, waits
+ * until JetStream is ready on every one (see `waitJetStreamReady`). A failed start is
+ * retried on fresh ports.
  */
-export async function startNatsCluster(size = 3, clusterName = "capvend-test"): Promise<NatsCluster> {
+export async function startNatsCluster(size = 3, clusterName = "capvend-test", opts: NatsClusterOptions = {}): Promise<NatsCluster> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startClusterOnce(size, clusterName);
+      return await startClusterOnce(size, clusterName, opts.started ?? size);
     } catch (err) {
       if (attempt >= START_ATTEMPTS) throw err;
     }
   }
 }
 
-async function startClusterOnce(size: number, clusterName: string): Promise<NatsCluster> {
+async function startClusterOnce(size: number, clusterName: string, started: number): Promise<NatsCluster> {
   const routePorts: number[] = [];
   for (let i = 0; i < size; i++) routePorts.push(await freePort());
   const servers: NatsServer[] = [];
+  const waitJetStreamReady = async () => {
+    const running = servers.filter((s) => s.running);
+    await Promise.all(running.map((s) => waitHealthy(s.monitorPort, () => s.running, NATS_READY_TIMEOUT_MS * 2)));
+    await Promise.all(running.map((s) => waitJetStreamApi(s.url, NATS_READY_TIMEOUT_MS * 2)));
+  };
   try {
     for (let i = 0; i < size; i++) {
       servers.push(
         await startNatsServer({
           name: `${clusterName}-n${i + 1}`,
           cluster: { port: routePorts[i]!, routes: routePorts.filter((_, j) => j !== i), name: clusterName },
+          deferStart: i >= started,
         }),
       );
     }
-    await Promise.all(servers.map((s) => waitHealthy(s.monitorPort, () => s.running, NATS_READY_TIMEOUT_MS * 2)));
+    if (started >= size) await waitJetStreamReady();
+    else await Promise.all(servers.filter((s) => s.running).map((s) => waitMonitor(s.monitorPort, () => s.running, NATS_READY_TIMEOUT_MS)));
   } catch (err) {
     await Promise.all(servers.map((s) => s.cleanup()));
     throw err;
@@ -199,10 +231,48 @@ async function startClusterOnce(size: number, clusterName: string): Promise<Nats
   return {
     servers,
     urls: servers.map((s) => s.url).join(","),
+    waitJetStreamReady,
     async cleanup() {
       await Promise.all(servers.map((s) => s.cleanup()));
     },
   };
+}
+
+/** Waits until the JetStream API answers an account info request through the server at `url`. */
+async function waitJetStreamApi(url: string, timeoutMs: number): Promise<void> {
+  const nc = await connect({ servers: url, timeout: 5000 });
+  try {
+    const deadline = Date.now() + timeoutMs;
+    let last = "no answer";
+    while (Date.now() < deadline) {
+      try {
+        await jetstreamManager(nc, { timeout: 2000 });
+        return;
+      } catch (err) {
+        last = String(err);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`JetStream API at ${url} not answering within ${timeoutMs} ms: ${last}`);
+  } finally {
+    await nc.close().catch(() => undefined);
+  }
+}
+
+/** Waits until the monitoring port answers at all (a cluster node without quorum is never healthy). */
+async function waitMonitor(monitorPort: number, alive: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!alive()) throw new Error(`nats-server (monitor port ${monitorPort}) exited during start`);
+    try {
+      const res = await fetch(`http://127.0.0.1:${monitorPort}/varz`, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nats-server (monitor port ${monitorPort}) not answering within ${timeoutMs} ms`);
 }
 
 async function waitHealthy(monitorPort: number, alive: () => boolean, timeoutMs: number): Promise<void> {

@@ -37,6 +37,10 @@ export interface ReplicaOptions {
   env?: Record<string, string>;
   /** Data directory to reuse (a restart); default a new temp dir, removed by `cleanup`. */
   dataDir?: string;
+  /** Called with each stdout/stderr line as it arrives, before the replica listens too. */
+  onLine?: (line: string) => void;
+  /** How long it may take to listen; default REPLICA_START_TIMEOUT_MS. */
+  startTimeoutMs?: number;
 }
 
 /** A running replica process and clients for it. */
@@ -107,6 +111,7 @@ export async function startReplica(opts: ReplicaOptions = {}): Promise<ReplicaPr
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         logs.push(line);
+        opts.onLine?.(line);
         if (line.includes('"capvend listening"')) {
           try {
             const address = (JSON.parse(line) as { address: string }).address;
@@ -128,7 +133,8 @@ export async function startReplica(opts: ReplicaOptions = {}): Promise<ReplicaPr
       throw new Error(`replica ${id} exited (${String(code)}) before listening:\n${logs.slice(-15).join("\n")}`);
     }),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`replica ${id} did not listen within ${REPLICA_START_TIMEOUT_MS} ms:\n${logs.slice(-15).join("\n")}`)), REPLICA_START_TIMEOUT_MS);
+      const startTimeoutMs = opts.startTimeoutMs ?? REPLICA_START_TIMEOUT_MS;
+      timer = setTimeout(() => reject(new Error(`replica ${id} did not listen within ${startTimeoutMs} ms:\n${logs.slice(-15).join("\n")}`)), startTimeoutMs);
     }),
   ]).catch(async (err: unknown) => {
     child.kill("SIGKILL");

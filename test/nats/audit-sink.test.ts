@@ -5,7 +5,7 @@ import { ensureStream } from "../../src/backends/nats/jetstream-setup.js";
 import { createJetStreamAuditSink, type JetStreamAuditSinkOptions } from "../../src/backends/nats/jetstream-audit-sink.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
-import { connectClient, uniqueName, type TestClient } from "./fixtures.js";
+import { connectClient, testStartup, uniqueName, type TestClient } from "./fixtures.js";
 
 let server: NatsServer;
 let c: TestClient;
@@ -22,7 +22,7 @@ afterAll(async () => {
 async function auditStream(): Promise<{ stream: string; subjectPrefix: string }> {
   const stream = uniqueName("T_AUDIT").toUpperCase();
   const subjectPrefix = `${stream.toLowerCase()}.audit`;
-  await ensureStream(c.jsm, { name: stream, subjects: [`${subjectPrefix}.>`], description: "test", maxAgeMs: 60_000, replicas: 1 }, c.logger, c.clock);
+  await ensureStream(c.jsm, { name: stream, subjects: [`${subjectPrefix}.>`], description: "test", maxAgeMs: 60_000, replicas: 1 }, testStartup(c));
   return { stream, subjectPrefix };
 }
 

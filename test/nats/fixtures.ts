@@ -7,6 +7,7 @@ import { pino } from "pino";
 import type { Logger } from "../../src/logging/logger.js";
 import { memoryLogDestination } from "../helpers/memory-log.js";
 import { ensureBucket, ensureStream } from "../../src/backends/nats/jetstream-setup.js";
+import { startupRetry, type StartupRetry } from "../../src/backends/nats/startup-retry.js";
 import { openKvSessionStore, type KvSessionStore } from "../../src/backends/nats/kv-session-store.js";
 import { NatsLink } from "../../src/backends/nats/link-state.js";
 import { openNatsRevocationList, type NatsRevocationList, type NatsRevocationListOptions } from "../../src/backends/nats/nats-revocation-list.js";
@@ -50,6 +51,11 @@ export async function connectClient(url: string, timeoutMs = 2000): Promise<Test
   };
 }
 
+/** A start-up budget for test set-up through client `c`: generous, since the machine is shared. */
+export function testStartup(c: Pick<TestClient, "clock" | "logger">, timeoutMs = 30_000): StartupRetry {
+  return startupRetry({ clock: c.clock, logger: c.logger, timeoutMs });
+}
+
 /** A unique suffix for stream, bucket and subject names. */
 export function uniqueName(prefix: string): string {
   return `${prefix}_${randomBytes(5).toString("hex")}`;
@@ -59,7 +65,7 @@ export function uniqueName(prefix: string): string {
 export async function createRevocationStream(c: TestClient, replicas = 1): Promise<{ stream: string; subjectPrefix: string }> {
   const stream = uniqueName("T_REV").toUpperCase();
   const subjectPrefix = `${stream.toLowerCase()}.revocations`;
-  await ensureStream(c.jsm, { name: stream, subjects: [`${subjectPrefix}.>`], description: "test", maxAgeMs: 60 * 60 * 1000, replicas }, c.logger, c.clock);
+  await ensureStream(c.jsm, { name: stream, subjects: [`${subjectPrefix}.>`], description: "test", maxAgeMs: 60 * 60 * 1000, replicas }, testStartup(c));
   return { stream, subjectPrefix };
 }
 
@@ -71,11 +77,11 @@ export function openList(c: TestClient, feed: { stream: string; subjectPrefix: s
 /** Creates a session bucket of its own and opens a store on it through client `c`. */
 export async function createSessionBucket(c: TestClient, replicas = 1): Promise<string> {
   const bucket = uniqueName("t_sessions");
-  await ensureBucket(c.js, c.jsm, { bucket, description: "test", ttlMs: 60 * 60 * 1000, replicas, timeoutMs: 2000 }, c.logger, c.clock);
+  await ensureBucket(c.js, c.jsm, { bucket, description: "test", ttlMs: 60 * 60 * 1000, replicas, timeoutMs: 2000 }, testStartup(c));
   return bucket;
 }
 
 export async function openStore(c: TestClient, bucket: string): Promise<KvSessionStore> {
-  const { kv } = await ensureBucket(c.js, c.jsm, { bucket, description: "test", ttlMs: 60 * 60 * 1000, replicas: 1, timeoutMs: 2000 }, c.logger, c.clock);
-  return openKvSessionStore({ kv, link: c.link, clock: c.clock, logger: c.logger, timeoutMs: 2000, bucket });
+  const { kv } = await ensureBucket(c.js, c.jsm, { bucket, description: "test", ttlMs: 60 * 60 * 1000, replicas: 1, timeoutMs: 2000 }, testStartup(c));
+  return openKvSessionStore({ kv, jsm: c.jsm, link: c.link, clock: c.clock, logger: c.logger, timeoutMs: 2000, bucket });
 }

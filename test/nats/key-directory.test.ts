@@ -9,7 +9,7 @@ import { ensureBucket } from "../../src/backends/nats/jetstream-setup.js";
 import { openKeyDirectory, type KeyDirectory } from "../../src/backends/nats/key-directory.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.js";
 import { waitFor } from "../helpers/wait.js";
-import { connectClient, uniqueName, type TestClient } from "./fixtures.js";
+import { connectClient, testStartup, uniqueName, type TestClient } from "./fixtures.js";
 
 /** A key ring whose keys and change events the test controls (only what the directory uses). */
 class FakeRing {
@@ -68,7 +68,7 @@ afterEach(async () => {
 
 async function bucket(): Promise<{ kv: KV }> {
   const name = uniqueName("t_keys");
-  const { kv } = await ensureBucket(c.js, c.jsm, { bucket: name, description: "test", ttlMs: TTL_MS, replicas: 1, timeoutMs: 2000 }, c.logger, c.clock);
+  const { kv } = await ensureBucket(c.js, c.jsm, { bucket: name, description: "test", ttlMs: TTL_MS, replicas: 1, timeoutMs: 2000 }, testStartup(c));
   return { kv };
 }
 

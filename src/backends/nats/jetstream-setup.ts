@@ -1,10 +1,7 @@
 import { DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
-import type { Clock } from "../../clock.js";
-import type { Logger } from "../../logging/logger.js";
-import { describeNatsError } from "./deadline.js";
-import { sleep } from "./resubscribe.js";
+import { NoLeaderYet, retryStartup, type StartupRetry } from "./startup-retry.js";
 
 /** Window in which JetStream drops a re-published message with the same `Nats-Msg-Id`: 2 min. */
 export const DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
@@ -12,8 +9,6 @@ export const DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 /** Largest KV value (a session record or a public key): 64 KiB. */
 export const MAX_KV_VALUE_BYTES = 64 * 1024;
-/** How long setup keeps retrying while a fresh cluster elects its JetStream leaders: 30 s. */
-export const SETUP_RETRY_DEADLINE_MS = 30_000;
 
 /** A capvend stream: created when absent; an existing one keeps its settings except a too-short max age. */
 export interface StreamSpec {
@@ -41,7 +36,8 @@ export interface BucketSpec {
  * replicas, a longer max age), so only a max age shorter than capvend needs is raised:
  * shorter would drop revocations that can still match live tokens.
  */
-export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logger: Logger, clock: Clock): Promise<StreamInfo> {
+export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, startup: StartupRetry): Promise<StreamInfo> {
+  const { logger } = startup;
   const config: Partial<StreamConfig> & { name: string } = {
     name: spec.name,
     subjects: spec.subjects,
@@ -58,7 +54,7 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logg
     deny_delete: true,
     deny_purge: true,
   };
-  return retrySetup(`stream ${spec.name}`, logger, clock, async () => {
+  return retryStartup(`stream ${spec.name}`, startup, async () => {
     let info: StreamInfo;
     try {
       info = await jsm.streams.info(spec.name);
@@ -79,8 +75,9 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logg
  * Opens the bucket, creating it when absent, and raises a too-short TTL like `ensureStream`.
  * Returns the bucket and its effective TTL in ms (0: none).
  */
-export async function ensureBucket(js: JetStreamClient, jsm: JetStreamManager, spec: BucketSpec, logger: Logger, clock: Clock): Promise<{ kv: KV; ttlMs: number }> {
-  return retrySetup(`bucket ${spec.bucket}`, logger, clock, async () => {
+export async function ensureBucket(js: JetStreamClient, jsm: JetStreamManager, spec: BucketSpec, startup: StartupRetry): Promise<{ kv: KV; ttlMs: number }> {
+  const { logger } = startup;
+  return retryStartup(`bucket ${spec.bucket}`, startup, async () => {
     const kv = await new Kvm(js).create(spec.bucket, {
       description: spec.description,
       history: 1,
@@ -101,45 +98,25 @@ export async function ensureBucket(js: JetStreamClient, jsm: JetStreamManager, s
   });
 }
 
-/** A stream just created in a cluster takes writes only once its group elected a leader. */
-class NoLeaderYet extends Error {
-  override readonly name = "NoLeaderYet";
+/**
+ * Opens a bucket with `open` (a `Kvm.create` with the bucket's own options) within the
+ * start-up budget, and returns it only once its stream has a leader: a bucket just created
+ * on a cluster answers reads and writes only after its group elected one.
+ */
+export async function ensureKvWithLeader(jsm: JetStreamManager, bucket: string, startup: StartupRetry, open: () => Promise<KV>): Promise<KV> {
+  return retryStartup(`bucket ${bucket}`, startup, async () => {
+    const kv = await open();
+    requireLeader(await jsm.streams.info(`KV_${bucket}`));
+    return kv;
+  });
 }
 
-function requireLeader(info: StreamInfo): StreamInfo {
+/** Throws NoLeaderYet (transient) while a clustered stream has no elected leader. */
+export function requireLeader(info: StreamInfo): StreamInfo {
   if (info.cluster && !info.cluster.leader) throw new NoLeaderYet(`stream ${info.config.name} has no leader yet`);
   return info;
 }
 
 function isNotFound(err: unknown): boolean {
   return (err instanceof JetStreamApiError && err.code === 10059) || (err instanceof Error && err.message === "stream not found");
-}
-
-/**
- * Runs a setup step, retrying while JetStream says it is not ready (a cluster still electing
- * its meta leader answers "temporarily unavailable" or not at all), up to a deadline.
- */
-async function retrySetup<T>(what: string, logger: Logger, clock: Clock, step: () => Promise<T>): Promise<T> {
-  const deadline = clock.now() + SETUP_RETRY_DEADLINE_MS;
-  const never = new AbortController().signal;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await step();
-    } catch (err) {
-      if (clock.now() >= deadline || !isTransient(err)) throw new Error(`JetStream setup of ${what} failed: ${describeNatsError(err)}`, { cause: err });
-      if (attempt === 0) logger.info({ what, error: describeNatsError(err) }, "JetStream not ready yet; retrying setup");
-      await sleep(clock, Math.min(250 * 2 ** attempt, 2000), never);
-    }
-  }
-}
-
-function isTransient(err: unknown): boolean {
-  if (err instanceof NoLeaderYet) return true;
-  if (err instanceof JetStreamApiError) {
-    // 10008: JetStream temporarily unavailable; 10074/10075: insufficient resources or no
-    // suitable peers while cluster peers are still joining.
-    return [10008, 10074, 10075, 10023].includes(err.code);
-  }
-  const msg = err instanceof Error ? `${err.name} ${err.message}` : "";
-  return /timeout|TimeoutError|no responders|NoResponders|temporarily unavailable|jetstream not enabled/i.test(msg);
 }

@@ -10,14 +10,14 @@ import { describeNatsError, withDeadline } from "./deadline.js";
 import type { NatsLink } from "./link-state.js";
 import { KEY_BUCKET } from "./names.js";
 import { sleep, superviseSubscription } from "./resubscribe.js";
+import { retryStartup, startupRetry, type StartupRetry } from "./startup-retry.js";
 
 /** How often a replica re-puts its live public keys, so they outlive the bucket's max age while it lives: 5 min. */
 export const DEFAULT_KEY_REFRESH_INTERVAL_MS = 5 * 60 * 1000;
 /** Version of the key entry schema below. */
 export const KEY_ENTRY_VERSION = 1;
-/** How long opening retries the first publish of this replica's keys: 10 s. */
+/** How long opening retries the first publish of this replica's keys without a start-up budget: 10 s. */
 const OPEN_PUBLISH_DEADLINE_MS = 10_000;
-const OPEN_PUBLISH_RETRY_MS = 250;
 /** Longest wait in `close` for the watch loop to stop, ms. */
 const CLOSE_WAIT_MS = 2000;
 
@@ -61,6 +61,8 @@ export interface KeyDirectoryOptions {
   refreshIntervalMs?: number;
   /** Bucket name for log lines; default `KEY_BUCKET`. */
   bucket?: string;
+  /** The replica's start-up budget for the first publish; default 10 s from the call. */
+  startup?: StartupRetry;
 }
 
 /**
@@ -72,16 +74,8 @@ export async function openKeyDirectory(opts: KeyDirectoryOptions): Promise<KeyDi
   const dir = new KeyDirectory(opts);
   try {
     // A bucket just created on a cluster may refuse writes for a moment: retry, bounded.
-    const deadline = opts.clock.now() + OPEN_PUBLISH_DEADLINE_MS;
-    for (;;) {
-      try {
-        await dir.publishAll();
-        break;
-      } catch (err) {
-        if (opts.clock.now() >= deadline) throw err;
-        await sleep(opts.clock, OPEN_PUBLISH_RETRY_MS, new AbortController().signal);
-      }
-    }
+    const budget = opts.startup ?? startupRetry({ clock: opts.clock, logger: opts.logger, timeoutMs: OPEN_PUBLISH_DEADLINE_MS });
+    await retryStartup(`first publish of this replica's public keys to ${opts.bucket ?? KEY_BUCKET}`, budget, () => dir.publishAll());
   } catch (err) {
     await dir.close();
     throw new Error(`could not publish this replica's public keys to ${opts.bucket ?? KEY_BUCKET}: ${describeNatsError(err)}`, { cause: err });

@@ -7,7 +7,9 @@ import type { Logger } from "../../logging/logger.js";
 import { isPolicySetFile, policyVersionOf, type PolicyFiles } from "../../policy/policy-set.js";
 import type { PolicySource, SourceWatch } from "../../policy/policy-source.js";
 import { describeNatsError, withDeadline } from "./deadline.js";
+import { liveEntries, type BucketRef } from "./kv-listing.js";
 import { POLICY_BUCKET, POLICY_STATUS_BUCKET } from "./names.js";
+import { retryStartup, type StartupRetry } from "./startup-retry.js";
 import { superviseSubscription } from "./resubscribe.js";
 
 /** The key of the policy set in the policy bucket. */
@@ -88,25 +90,18 @@ export function parsePolicySetEntry(text: string): (PolicyFiles & { version: str
   return { files, version: policyVersionOf({ files }) };
 }
 
-/** Every replica's last report (replicas that stopped reporting age out). */
-export async function readPolicyStatuses(kv: KV, opts: { clock: Clock; timeoutMs: number }): Promise<ReplicaPolicyStatus[]> {
-  const keys = await withDeadline(
-    (async () => {
-      // A put while listing can deliver its key twice.
-      const out = new Set<string>();
-      for await (const k of await kv.keys()) out.add(k);
-      return [...out];
-    })(),
-    opts.timeoutMs,
-    opts.clock,
-    "policy status keys",
-  );
-  const entries = await Promise.all(keys.map((k) => withDeadline(kv.get(k), opts.timeoutMs, opts.clock, "policy status get")));
+/**
+ * Every replica's last report (replicas that stopped reporting age out): the replica
+ * directory. Reads the bucket without a consumer (see `liveEntries`), so it finishes within
+ * about two NATS timeouts even while reports are written, deleted or expire during the read.
+ */
+export async function readPolicyStatuses(ref: BucketRef, opts: { clock: Clock; timeoutMs: number }): Promise<ReplicaPolicyStatus[]> {
+  const entries = await liveEntries(ref, { ...opts, what: "policy status" });
   const out: ReplicaPolicyStatus[] = [];
   for (const e of entries) {
-    if (!e || e.operation !== "PUT") continue;
     try {
-      out.push(JSON.parse(e.string()) as ReplicaPolicyStatus);
+      const s = JSON.parse(e.string()) as ReplicaPolicyStatus;
+      if (s && typeof s === "object" && typeof s.replica === "string") out.push(s);
     } catch {
       // Not ours: skip.
     }
@@ -126,6 +121,8 @@ export interface KvPolicySourceOptions {
   clock: Clock;
   logger: Logger;
   timeoutMs: number;
+  /** The replica's start-up budget: the first read retries while JetStream is not ready. Unset: one attempt. */
+  startup?: StartupRetry;
 }
 
 /**
@@ -146,7 +143,8 @@ export class KvPolicySource implements PolicySource {
   /** Reads the pushed set (if any) so the first load already uses it. */
   static async open(opts: KvPolicySourceOptions): Promise<KvPolicySource> {
     const source = new KvPolicySource(opts);
-    const e = await withDeadline(opts.kv.get(POLICY_SET_KEY), opts.timeoutMs, opts.clock, "policy set get");
+    const read = () => withDeadline(opts.kv.get(POLICY_SET_KEY), opts.timeoutMs, opts.clock, "policy set get");
+    const e = opts.startup ? await retryStartup(`first read of bucket ${POLICY_BUCKET}`, opts.startup, read) : await read();
     if (e && e.operation === "PUT") source.#take(e.string(), e.revision);
     return source;
   }
@@ -210,10 +208,15 @@ export class KvPolicySource implements PolicySource {
   }
 }
 
+/** First wait before re-trying a failed status report, ms; it doubles up to POLICY_STATUS_INTERVAL_MS. */
+export const POLICY_STATUS_RETRY_FIRST_MS = 1000;
+
 /**
  * Reports this replica's policy version to the status bucket after every reload and every
  * POLICY_STATUS_INTERVAL_MS, so `PolicyStatus` and `capvend policy push --wait` can see which
- * replicas run which version. Returns a stop function.
+ * replicas run which version. A failed report is tried again after POLICY_STATUS_RETRY_FIRST_MS,
+ * doubling up to the interval, so a replica that started while its cluster was still settling
+ * joins the replica directory as soon as NATS takes the write. Returns a stop function.
  */
 export function reportPolicyStatus(opts: {
   kv: KV;
@@ -226,11 +229,24 @@ export function reportPolicyStatus(opts: {
 }): () => void {
   let stopped = false;
   let timer: TimerHandle | undefined;
+  let retry: TimerHandle | undefined;
+  let failures = 0;
   const put = () => {
     if (stopped) return;
+    if (retry) opts.clock.clearTimeout(retry);
+    retry = undefined;
     const entry: ReplicaPolicyStatus = { replica: opts.replica, ...opts.status(), reported_at_ms: opts.clock.now() };
-    withDeadline(opts.kv.put(statusKeyOf(opts.replica), JSON.stringify(entry)), opts.timeoutMs, opts.clock, "policy status put").catch((err) =>
-      opts.logger.warn({ error: describeNatsError(err) }, "could not report the policy version to NATS; retrying at the next interval"),
+    withDeadline(opts.kv.put(statusKeyOf(opts.replica), JSON.stringify(entry)), opts.timeoutMs, opts.clock, "policy status put").then(
+      () => {
+        failures = 0;
+      },
+      (err: unknown) => {
+        if (stopped) return;
+        const wait = Math.min(POLICY_STATUS_RETRY_FIRST_MS * 2 ** Math.min(failures++, 10), POLICY_STATUS_INTERVAL_MS);
+        opts.logger.warn({ error: describeNatsError(err), retry_in_ms: wait }, "could not report the policy version to NATS; retrying");
+        if (retry) opts.clock.clearTimeout(retry);
+        retry = opts.clock.setTimeout(put, wait);
+      },
     );
   };
   const schedule = () => {
@@ -246,6 +262,7 @@ export function reportPolicyStatus(opts: {
     stopped = true;
     unsubscribe();
     if (timer) opts.clock.clearTimeout(timer);
+    if (retry) opts.clock.clearTimeout(retry);
     // The entry stays: it ages out, and a restart overwrites it.
   };
 }

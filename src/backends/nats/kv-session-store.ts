@@ -1,11 +1,12 @@
 import { type GrantSpec, MAX_RETRY_CREDENTIALS, SESSION_SWEEP_INTERVAL_MS, SessionExistsError, type SessionListQuery, type SessionRecord, type SessionStore } from "../types.js";
-import { JetStreamApiError } from "@nats-io/jetstream";
+import { JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
 import type { KV, KvEntry, KvWatchEntry } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
 import type { Clock, TimerHandle } from "../../clock.js";
 import type { Logger } from "../../logging/logger.js";
 import { StartedByIndex } from "../session-index.js";
 import { withDeadline } from "./deadline.js";
+import { bucketKeys } from "./kv-listing.js";
 import { fault } from "../../errors.js";
 import type { NatsLink } from "./link-state.js";
 import { SESSION_BUCKET } from "./names.js";
@@ -21,12 +22,14 @@ const CLOSE_WAIT_MS = 2000;
 export interface KvSessionStoreOptions {
   /** The `capvend_sessions` bucket (or a test's own). */
   kv: KV;
+  /** A JetStream manager on the same connection: `list` reads the bucket's keys from its stream. */
+  jsm: JetStreamManager;
   link: NatsLink;
   clock: Clock;
   logger: Logger;
   /** Longest wait for one KV read or write, ms (CAPVEND_NATS_TIMEOUT). */
   timeoutMs: number;
-  /** Bucket name for log lines; default `SESSION_BUCKET`. */
+  /** Bucket name (for log lines, and the stream `list` reads); default `SESSION_BUCKET`. */
   bucket?: string;
 }
 
@@ -112,21 +115,18 @@ export class KvSessionStore implements SessionStore {
     return entry && structuredClone(entry.record);
   }
 
-  /** Reads every session in the bucket (an operator's listing: not for the request path). */
+  /**
+   * Reads every session in the bucket (an operator's listing: not for the request path).
+   * The keys come from the bucket's stream state, not `kv.keys()`, which can wait 30 s for
+   * its consumer's heartbeat when sessions are deleted or expire during the listing; a
+   * session deleted or expired before its entry is read is left out.
+   */
   async list(query: SessionListQuery): Promise<SessionRecord[]> {
     this.#assertOpen();
     this.#opts.link.assertConnected("session listing");
-    const keys = await this.#bounded(
-      (async () => {
-        // A put while listing can deliver its key twice.
-        const out = new Set<string>();
-        for await (const k of await this.#opts.kv.keys()) if (query.afterId === undefined || k > query.afterId) out.add(k);
-        return [...out];
-      })(),
-      "session keys",
-    );
+    const keys = await bucketKeys({ kv: this.#opts.kv, jsm: this.#opts.jsm, bucket: this.#bucket }, { clock: this.#opts.clock, timeoutMs: this.#opts.timeoutMs, what: "session" });
     const records: SessionRecord[] = [];
-    for (const k of keys.sort()) {
+    for (const k of keys.filter((k) => query.afterId === undefined || k > query.afterId).sort()) {
       const e = await this.#read(k);
       if (e && query.match(e.record)) records.push(structuredClone(e.record));
       if (records.length >= query.limit) break;

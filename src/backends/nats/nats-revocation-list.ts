@@ -9,6 +9,7 @@ import { fault } from "../../errors.js";
 import type { NatsLink } from "./link-state.js";
 import { REVOCATION_STREAM, REVOCATION_SUBJECT_PREFIX } from "./names.js";
 import { sleep, superviseSubscription } from "./resubscribe.js";
+import { retryStartup, type StartupRetry } from "./startup-retry.js";
 import { decodeRevocation, encodeRevocation, revocationSubject } from "./revocation-message.js";
 
 /** How long opening waits for this replica to apply the whole feed before giving up: 60 s. */
@@ -46,6 +47,8 @@ export interface NatsRevocationListOptions {
   applyTimeoutMs?: number;
   /** Default `DEFAULT_START_CATCH_UP_TIMEOUT_MS`. */
   startCatchUpTimeoutMs?: number;
+  /** The replica's start-up budget: reading the stream at open retries while JetStream is not ready. Unset: one attempt. */
+  startup?: StartupRetry;
   /** Default `REVOCATION_STREAM` (tests use their own). */
   stream?: string;
   /** Default `REVOCATION_SUBJECT_PREFIX`. */
@@ -71,7 +74,8 @@ export interface NatsRevocationListStats {
  */
 export async function openNatsRevocationList(opts: NatsRevocationListOptions): Promise<NatsRevocationList> {
   const stream = opts.stream ?? REVOCATION_STREAM;
-  const info = await withDeadline(opts.jsm.streams.info(stream), opts.timeoutMs * 2, opts.clock, `reading stream ${stream}`);
+  const read = () => withDeadline(opts.jsm.streams.info(stream), opts.timeoutMs * 2, opts.clock, `reading stream ${stream}`);
+  const info = opts.startup ? await retryStartup(`first read of stream ${stream}`, opts.startup, read) : await read();
   const list = new NatsRevocationList(opts, Math.max(0, info.state.first_seq - 1));
   const target = info.state.last_seq;
   const timeoutMs = opts.startCatchUpTimeoutMs ?? DEFAULT_START_CATCH_UP_TIMEOUT_MS;

@@ -5,16 +5,17 @@ import type { NatsSettings } from "../../config/config.js";
 import { natsConnectionOptions } from "./connection-options.js";
 import { checkpointSubject, encodeCheckpoint } from "../../audit/nats-anchor.js";
 import { describeNatsError } from "./deadline.js";
-import { ensureBucket, ensureStream } from "./jetstream-setup.js";
+import { ensureBucket, ensureKvWithLeader, ensureStream } from "./jetstream-setup.js";
 import { createJetStreamAuditSink, type JetStreamAuditSink } from "./jetstream-audit-sink.js";
 import { keyBucketTtlMs, openKeyDirectory, type KeyDirectory } from "./key-directory.js";
 import { openKvSessionStore, type KvSessionStore, type KvSessionStoreStats } from "./kv-session-store.js";
 import { NatsLink } from "./link-state.js";
 import { KvPolicySource, openPolicyBucket, openPolicyStatusBucket, readPolicyStatuses, reportPolicyStatus } from "./kv-policy.js";
-import { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, KEY_BUCKET, REVOCATION_STREAM, REVOCATION_SUBJECT_PREFIX, SESSION_BUCKET } from "./names.js";
+import { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, KEY_BUCKET, POLICY_BUCKET, POLICY_STATUS_BUCKET, REVOCATION_STREAM, REVOCATION_SUBJECT_PREFIX, SESSION_BUCKET } from "./names.js";
 import { NatsHealth } from "./nats-health.js";
 import { createReplicaQueries } from "./replica-queries.js";
 import { openNatsRevocationList, type NatsRevocationList, type NatsRevocationListStats } from "./nats-revocation-list.js";
+import { retryStartup, startupRetry } from "./startup-retry.js";
 
 /**
  * Slack added to the revocation stream's max age and the session bucket's TTL beyond what
@@ -58,6 +59,12 @@ export interface NatsBackends extends Backends {
  * directory (this replica's public keys published and acknowledged) and the JetStream
  * audit sink. Resolves only when the replica may serve; rejects, after closing what it
  * opened, when NATS cannot be reached or set up.
+ *
+ * Every start-up JetStream call shares one budget, CAPVEND_NATS_STARTUP_TIMEOUT from the
+ * call: while JetStream is not ready (a cluster still electing its meta or stream leaders,
+ * a node restarting) each retries with backoff and logs why at warn; a permanent error
+ * (permission denied, a conflicting stream) fails at once, and so does anything still not
+ * ready when the budget is spent.
  */
 export async function openNatsBackends(opts: BackendOptions, settings: NatsSettings): Promise<NatsBackends> {
   const { config, clock, logger, keyRing } = opts;
@@ -73,22 +80,24 @@ export async function openNatsBackends(opts: BackendOptions, settings: NatsSetti
   try {
     const replicas = settings.replicas ?? (nc.info?.cluster ? CLUSTER_DEFAULT_REPLICAS : 1);
     const timeoutMs = settings.timeoutMs;
+    const startup = startupRetry({ clock, logger: log, timeoutMs: settings.startupTimeoutMs });
     const js = jetstream(nc, { timeout: timeoutMs });
-    const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
+    const jsm = await retryStartup("JetStream account info", startup, () => jetstreamManager(nc, { timeout: timeoutMs }));
     const limits = { maxTokenTtlMs: config.maxTokenTtlMs, sessionMaxDurationMs: config.sessionMaxDurationMs };
 
-    await ensureStream(jsm, { name: REVOCATION_STREAM, subjects: [`${REVOCATION_SUBJECT_PREFIX}.>`], description: "capvend revocations, in feed order (public interface)", maxAgeMs: revocationStreamMaxAgeMs(limits), replicas }, log, clock);
-    await ensureStream(jsm, { name: AUDIT_STREAM, subjects: [`${AUDIT_SUBJECT_PREFIX}.>`], description: "capvend audit events from every replica", maxAgeMs: DEFAULT_AUDIT_STREAM_MAX_AGE_MS, replicas }, log, clock);
-    const sessionBucket = await ensureBucket(js, jsm, { bucket: SESSION_BUCKET, description: "capvend session records (credential hashes only)", ttlMs: sessionBucketTtlMs(limits), replicas, timeoutMs }, log, clock);
-    const policyBucket = await openPolicyBucket(js, { replicas, timeoutMs });
-    const policyStatusBucket = await openPolicyStatusBucket(js, { replicas, timeoutMs });
-    const keyBucket = await ensureBucket(js, jsm, { bucket: KEY_BUCKET, description: "capvend public signing keys of every replica", ttlMs: keyBucketTtlMs(config.maxTokenTtlMs), replicas, timeoutMs }, log, clock);
+    await ensureStream(jsm, { name: REVOCATION_STREAM, subjects: [`${REVOCATION_SUBJECT_PREFIX}.>`], description: "capvend revocations, in feed order (public interface)", maxAgeMs: revocationStreamMaxAgeMs(limits), replicas }, startup);
+    await ensureStream(jsm, { name: AUDIT_STREAM, subjects: [`${AUDIT_SUBJECT_PREFIX}.>`], description: "capvend audit events from every replica", maxAgeMs: DEFAULT_AUDIT_STREAM_MAX_AGE_MS, replicas }, startup);
+    const sessionBucket = await ensureBucket(js, jsm, { bucket: SESSION_BUCKET, description: "capvend session records (credential hashes only)", ttlMs: sessionBucketTtlMs(limits), replicas, timeoutMs }, startup);
+    const policyBucket = await ensureKvWithLeader(jsm, POLICY_BUCKET, startup, () => openPolicyBucket(js, { replicas, timeoutMs }));
+    const policyStatusBucket = await ensureKvWithLeader(jsm, POLICY_STATUS_BUCKET, startup, () => openPolicyStatusBucket(js, { replicas, timeoutMs }));
+    const statusRef = { kv: policyStatusBucket, jsm, bucket: POLICY_STATUS_BUCKET };
+    const keyBucket = await ensureBucket(js, jsm, { bucket: KEY_BUCKET, description: "capvend public signing keys of every replica", ttlMs: keyBucketTtlMs(config.maxTokenTtlMs), replicas, timeoutMs }, startup);
 
-    const revocations = await openNatsRevocationList({ js, jsm, link, clock, logger: log, replica: config.replicaId, timeoutMs });
+    const revocations = await openNatsRevocationList({ js, jsm, link, clock, logger: log, replica: config.replicaId, timeoutMs, startup });
     closers.push(() => revocations.close());
-    const sessions = openKvSessionStore({ kv: sessionBucket.kv, link, clock, logger: log, timeoutMs });
+    const sessions = openKvSessionStore({ kv: sessionBucket.kv, jsm, link, clock, logger: log, timeoutMs });
     closers.push(() => sessions.close());
-    const publicKeys = await openKeyDirectory({ kv: keyBucket.kv, ttlMs: keyBucket.ttlMs, keyRing, link, clock, logger: log, replica: config.replicaId, timeoutMs });
+    const publicKeys = await openKeyDirectory({ kv: keyBucket.kv, ttlMs: keyBucket.ttlMs, keyRing, link, clock, logger: log, replica: config.replicaId, timeoutMs, startup });
     closers.push(() => publicKeys.close());
     const auditSink = createJetStreamAuditSink({ js, link, clock, logger: log, replica: config.replicaId, timeoutMs: config.audit.timeoutMs });
     closers.push(() => auditSink.close());
@@ -112,7 +121,7 @@ export async function openNatsBackends(opts: BackendOptions, settings: NatsSetti
         await js.publish(checkpointSubject(checkpoint.kid), encodeCheckpoint(checkpoint), { timeout: timeoutMs });
       },
       watchHealth: (listener) => health.watch(listener),
-      policySource: (fallback) => KvPolicySource.open({ kv: policyBucket, fallback, clock, logger: log, timeoutMs }),
+      policySource: (fallback) => KvPolicySource.open({ kv: policyBucket, fallback, clock, logger: log, timeoutMs, startup }),
       reportPolicy: (engine) =>
         reportPolicyStatus({
           kv: policyStatusBucket,
@@ -126,11 +135,12 @@ export async function openNatsBackends(opts: BackendOptions, settings: NatsSetti
           },
           subscribe: (listener) => engine.subscribe(listener),
         }),
-      policyStatuses: () => readPolicyStatuses(policyStatusBucket, { clock, timeoutMs }),
+      policyStatuses: () => readPolicyStatuses(statusRef, { clock, timeoutMs }),
       replicaQueries: createReplicaQueries({
         nc,
         replica: config.replicaId,
-        knownReplicas: async () => (await readPolicyStatuses(policyStatusBucket, { clock, timeoutMs })).map((s) => s.replica),
+        // The same consumer-less read as PolicyStatus: it finishes while reports change.
+        knownReplicas: async () => (await readPolicyStatuses(statusRef, { clock, timeoutMs })).map((s) => s.replica),
         clock,
         logger: log,
         timeoutMs,
