@@ -1,7 +1,9 @@
 /**
  * Audit sink throughput: appends/s for 1, 16 and 64 concurrent appenders, durability "fsync"
  * vs "write", against one-at-a-time fsync (the cost of a sync per record), plus 64 appenders
- * with group commit turned off, so what batching buys is visible at equal concurrency.
+ * with group commit turned off, so what batching buys is visible at equal concurrency. Each
+ * row also gives the process's CPU time per append (user + system, every thread, so the
+ * writes and syncs on libuv's threads count): what one record costs the issuing server.
  *
  * Each figure is the median of 5 timed runs on a fresh log. Writes go to a temporary
  * directory under $CAPVEND_BENCH_DIR or the OS temp dir; fsync figures mean nothing on tmpfs.
@@ -51,7 +53,7 @@ function event(i: number): AuditEvent {
 }
 
 /** One timed run: appends/s and the 99th-percentile append latency in ms. */
-async function run(base: string, cfg: Config, ms: number): Promise<{ rate: number; p99: number }> {
+async function run(base: string, cfg: Config, ms: number): Promise<{ rate: number; p99: number; cpuUs: number }> {
   const dir = await mkdtemp(join(base, "run-"));
   const sink = await createFileAuditSink({
     dir,
@@ -61,6 +63,7 @@ async function run(base: string, cfg: Config, ms: number): Promise<{ rate: numbe
   });
   const latencies: number[] = [];
   let n = 0;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const deadline = t0 + ms;
   const loop = async () => {
@@ -72,10 +75,15 @@ async function run(base: string, cfg: Config, ms: number): Promise<{ rate: numbe
   };
   await Promise.all(Array.from({ length: cfg.concurrency }, loop));
   const elapsed = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
   await sink.close();
   await rm(dir, { recursive: true, force: true });
   latencies.sort((a, b) => a - b);
-  return { rate: (latencies.length / elapsed) * 1000, p99: latencies[Math.floor(latencies.length * 0.99)] ?? 0 };
+  return {
+    rate: (latencies.length / elapsed) * 1000,
+    p99: latencies[Math.floor(latencies.length * 0.99)] ?? 0,
+    cpuUs: (cpu.user + cpu.system) / Math.max(1, latencies.length),
+  };
 }
 
 function median(xs: number[]): number {
@@ -89,19 +97,19 @@ export async function main(): Promise<void> {
   const base = await mkdtemp(join(process.env.CAPVEND_BENCH_DIR ?? tmpdir(), "capvend-audit-bench-"));
   try {
     await run(base, CONFIGS[2]!, Math.min(ms, 300)); // warm-up: JIT, page cache
-    const rows: { label: string; rate: number; p99: number }[] = [];
+    const rows: { label: string; rate: number; p99: number; cpuUs: number }[] = [];
     for (const cfg of CONFIGS) {
       const results = [];
       for (let i = 0; i < RUNS; i++) results.push(await run(base, cfg, ms));
-      rows.push({ label: cfg.label, rate: median(results.map((r) => r.rate)), p99: median(results.map((r) => r.p99)) });
+      rows.push({ label: cfg.label, rate: median(results.map((r) => r.rate)), p99: median(results.map((r) => r.p99)), cpuUs: median(results.map((r) => r.cpuUs)) });
     }
     const baseline = rows[0]!.rate;
     const out = [
       `audit sink, ${RUNS} runs of ${ms} ms each (median), log in ${base}`,
-      `${"configuration".padEnd(40)} ${"appends/s".padStart(10)} ${"vs baseline".padStart(12)} ${"p99 ms".padStart(8)}`,
+      `${"configuration".padEnd(40)} ${"appends/s".padStart(10)} ${"vs baseline".padStart(12)} ${"p99 ms".padStart(8)} ${"CPU µs/append".padStart(14)}`,
       ...rows.map(
         (r) =>
-          `${r.label.padEnd(40)} ${Math.round(r.rate).toString().padStart(10)} ${`${(r.rate / baseline).toFixed(1)}x`.padStart(12)} ${r.p99.toFixed(2).padStart(8)}`,
+          `${r.label.padEnd(40)} ${Math.round(r.rate).toString().padStart(10)} ${`${(r.rate / baseline).toFixed(1)}x`.padStart(12)} ${r.p99.toFixed(2).padStart(8)} ${r.cpuUs.toFixed(1).padStart(14)}`,
       ),
     ];
     console.log(out.join("\n"));

@@ -9,7 +9,11 @@
  *
  * - oidc-provider: HTTP/1.1 form POST to /token, HTTP_CONNECTIONS keep-alive connections;
  * - capvend Connect: `IssueToken` as Connect JSON over HTTP/1.1, the same connections;
- * - capvend gRPC: `IssueToken` with @grpc/grpc-js, GRPC_IN_FLIGHT calls on one connection.
+ * - capvend gRPC: `IssueToken` with @grpc/grpc-js, GRPC_IN_FLIGHT calls on one connection;
+ * - the floor (bench/peer-floor.ts), under the same two loads: Node's own HTTP/1.1 and HTTP/2
+ *   servers around capvend's minter and nothing else. It is what the transport and the
+ *   signature cost on this machine, so it shows how much of the 2x budget is left for
+ *   authentication, policy, the audit record and telemetry.
  *
  * A figure is tokens per second of server CPU: user + system time of every thread, read from
  * /proc/<pid>/stat before and after each run. The targets' runs are interleaved, RUNS times;
@@ -38,6 +42,7 @@ import {
   type IssueTokenResponse,
 } from "../src/gen/capvend/v1/vending_pb.js";
 import { freePort } from "../test/helpers/nats-server.js";
+import { floorServer } from "./peer-floor.js";
 
 /** Imported by name at run time: it is a devDependency without type declarations. */
 const OIDC_PROVIDER = "oidc-provider";
@@ -103,6 +108,13 @@ async function startOidc(): Promise<Server> {
   const proc = pinned(SERVER_CORE, serverNode, [here, "oidc-server", String(port)], { ...process.env, NODE_ENV: "production" });
   await waitForLine(proc, (l) => l.startsWith("listening"), "oidc-provider");
   return { name: "oidc-provider", proc, url: `http://127.0.0.1:${port}`, stop: () => stopProc(proc) };
+}
+
+async function startFloor(): Promise<Server> {
+  const port = await freePort();
+  const proc = pinned(SERVER_CORE, serverNode, [here, "floor-server", String(port)]);
+  await waitForLine(proc, (l) => l.startsWith("listening"), "floor server");
+  return { name: "floor", proc, url: `http://127.0.0.1:${port}`, stop: () => stopProc(proc) };
 }
 
 async function startCapvend(dataDir: string): Promise<Server> {
@@ -185,11 +197,15 @@ export async function main(): Promise<void> {
     servers.push(oidc);
     const capvend = await startCapvend(dataDir);
     servers.push(capvend);
+    const floor = await startFloor();
+    servers.push(floor);
     const targets: Target[] = [];
     for (const [label, server, kind] of [
       ["oidc-provider 8.8.1, HTTP/1.1 form POST", oidc, "oidc"],
       ["capvend IssueToken, Connect JSON over HTTP/1.1", capvend, "connect"],
       ["capvend IssueToken, gRPC (grpc-js client)", capvend, "grpc"],
+      ["floor: node:http + capvend's minter only, Connect JSON", floor, "connect"],
+      ["floor: node:http2 gRPC + capvend's minter only", floor, "grpc"],
     ] as const) {
       const load = startLoad(kind, server.url);
       loads.push(load);
@@ -388,6 +404,7 @@ async function load(kind: string, url: string): Promise<void> {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   if (process.argv[2] === "oidc-server") await oidcServer(Number(process.argv[3]));
+  else if (process.argv[2] === "floor-server") await floorServer(Number(process.argv[3]));
   else if (process.argv[2] === "load") await load(process.argv[3]!, process.argv[4]!);
   else await main();
 }

@@ -1,6 +1,6 @@
 /**
  * Runs a service method with the Connect interceptors, outside connect-node's protocol
- * handlers: the one piece that the grpc-js front and the lean Connect unary path share, so
+ * handlers: the one piece that the gRPC front and the lean Connect unary path share, so
  * authentication, tracing and error handling are the same interceptors on every protocol.
  */
 import { create, isMessage, type DescMessage, type DescMethod, type DescService, type MessageShape } from "@bufbuild/protobuf";
