@@ -31,6 +31,7 @@ import { VendingService } from "../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing } from "../src/keys/key-ring.js";
 import { createMinter } from "../src/tokens/mint.js";
 import { freePort } from "../test/helpers/nats-server.js";
+import { rssBytes } from "../test/helpers/process-memory.js";
 
 const ORCHESTRATOR_TOKEN = "bench-orchestrator-token-0123456789";
 const SCALE_STREAMS = Number(process.env.CAPVEND_BENCH_STREAMS ?? 10_000);
@@ -49,15 +50,6 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / ticks;
 }
 
-/** Resident memory of a process (VmRSS), in bytes; 0 once it has exited. */
-function rssBytes(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
 
 /**
  * Samples the resident memory of the server and the client every 100 ms: the peak per phase,

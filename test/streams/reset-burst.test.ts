@@ -13,12 +13,12 @@
  * bound (far above what it needs) rather than hanging the runner, and the child is killed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import * as http2 from "node:http2";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RAPID_RESET_MAX_AGE_MS } from "../../src/transport/http2-guard.js";
+import { rssBytes as rss } from "../helpers/process-memory.js";
 
 /** The child's resident memory past which it counts as runaway: about 10x what it needs. */
 const RUNAWAY_RSS_BYTES = 1024 * 1024 * 1024;
@@ -29,14 +29,6 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 /** The fixture as vitest's global setup builds it into dist/ (this file may run from test/ or dist/test/). */
 const fixture = path.resolve(here.includes(`${path.sep}dist${path.sep}`) ? here : path.join(here, "..", "..", "dist", "test", "streams"), "fixtures", "reset-burst-server.js");
 
-function rss(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
 
 /** Rejects once the process's memory passes the bound (and kills it); never resolves otherwise. */
 function runaway(child: ChildProcess): { promise: Promise<never>; stop(): void } {

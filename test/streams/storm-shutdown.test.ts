@@ -5,27 +5,19 @@
  * growing, deaf to SIGTERM). The process's memory is watched: past a generous bound the test
  * fails and the process is killed, rather than the test hanging.
  */
-import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { VendingService } from "../../src/gen/capvend/v1/vending_pb.js";
 import { RAPID_RESET_MAX_AGE_MS } from "../../src/transport/http2-guard.js";
 import { startReplica, type ReplicaProcess } from "../helpers/replica-process.js";
+import { rssBytes as rss } from "../helpers/process-memory.js";
 
 const STREAMS = 200;
 /** The server's resident memory past which it counts as runaway: several times what it needs. */
 const RUNAWAY_RSS_BYTES = 1536 * 1024 * 1024;
 const grants = [{ resource: "calendar", scopes: ["read"], ttl: { seconds: 60n } }];
 
-function rss(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
 
 interface Held {
   credential: string;
