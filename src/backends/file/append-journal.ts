@@ -32,11 +32,17 @@ export interface JournalOptions {
   path: string;
   durability: JournalDurability;
   /**
-   * Longest wait for an append, ms (default 2000): past it the caller is rejected, so a stuck
-   * disk fails calls instead of hanging them. The write may still land later: the entry then
-   * takes effect although its caller was told it did not (over-reporting, never losing).
+   * Longest a file-system step (a batch's write and sync, or a compaction) may take, ms from
+   * when it starts (default 2000): past it, the callers of that step and every caller queued
+   * behind it are rejected, so a stuck disk fails calls instead of hanging them. A call can
+   * so wait up to about twice this. Time spent queued behind steps that progress, or in a
+   * process too busy to notice a step finished, does not count. A rejected write may still
+   * land later: the entry then takes effect although its caller was told it did not
+   * (over-reporting, never losing).
    */
   timeoutMs?: number;
+  /** Opens the journal file for appending; default `fs.promises.open`. Tests make writes hang here. */
+  openAppend?: (path: string) => Promise<FileHandle>;
 }
 
 /** Default `timeoutMs`: 2 s, as the audit log's. */
@@ -81,7 +87,8 @@ export async function openJournal(opts: JournalOptions): Promise<{ journal: Jour
   const { entries, validBytes } = parse(text, path);
   const recoveredBytes = Buffer.byteLength(text) - validBytes;
 
-  let fh: FileHandle = await open(path, "a+", JOURNAL_FILE_MODE);
+  const openAppend = opts.openAppend ?? ((p: string) => open(p, "a+", JOURNAL_FILE_MODE));
+  let fh: FileHandle = await openAppend(path);
   await fh.chmod(JOURNAL_FILE_MODE);
   if (recoveredBytes > 0) {
     await fh.truncate(validBytes);
@@ -90,6 +97,16 @@ export async function openJournal(opts: JournalOptions): Promise<{ journal: Jour
   if (text === "") await fsyncDir(dirname(path));
   let bytes = validBytes;
   let queue: Op[] = [];
+  /**
+   * The operations of the step in flight, and when its current file-system call started
+   * (performance.now()): each call of a step gets the whole deadline.
+   */
+  let current: Op[] = [];
+  let stepStarted = 0;
+  const progress = () => {
+    stepStarted = performance.now();
+  };
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
   let running = false;
   let closing: Promise<void> | undefined;
   let idle: (() => void)[] = [];
@@ -101,20 +118,25 @@ export async function openJournal(opts: JournalOptions): Promise<{ journal: Jour
         const head = queue[0]!;
         if (head.kind === "rewrite") {
           queue.shift();
+          startStep([head]);
           try {
             const data = head.snapshot().map(line).join("");
             const tmp = join(dirname(path), `.${basename(path)}.compact`);
             const t = await open(tmp, "w", JOURNAL_FILE_MODE);
             try {
               await t.writeFile(data);
+              progress();
               await t.sync();
+              progress();
             } finally {
               await t.close();
             }
             await rename(tmp, path);
+            progress();
             await fsyncDir(dirname(path));
+            progress();
             await fh.close().catch(() => undefined);
-            fh = await open(path, "a+", JOURNAL_FILE_MODE);
+            fh = await openAppend(path);
             bytes = Buffer.byteLength(data);
             head.done();
           } catch (err) {
@@ -126,8 +148,10 @@ export async function openJournal(opts: JournalOptions): Promise<{ journal: Jour
         const batch: Extract<Op, { kind: "append" }>[] = [];
         while (queue.length > 0 && queue[0]!.kind === "append") batch.push(queue.shift() as Extract<Op, { kind: "append" }>);
         const data = batch.map((o) => o.data).join("");
+        startStep(batch);
         try {
           await fh.appendFile(data);
+          progress();
           if (sync) await fh.datasync();
           bytes += Buffer.byteLength(data);
           for (const o of batch) o.applied?.();
@@ -140,24 +164,47 @@ export async function openJournal(opts: JournalOptions): Promise<{ journal: Jour
       }
     } finally {
       running = false;
+      current = [];
+      if (watchdog) clearTimeout(watchdog);
+      watchdog = undefined;
       const ws = idle;
       idle = [];
       for (const w of ws) w();
     }
   };
 
+  /** One file-system step begins: its deadline counts from now. */
+  const startStep = (ops: Op[]) => {
+    current = ops;
+    progress();
+    if (!watchdog) armWatchdog();
+  };
+  const armWatchdog = () => {
+    watchdog = setTimeout(onWatchdog, Math.max(1, stepStarted + timeoutMs - performance.now()));
+    watchdog.unref();
+  };
+  const onWatchdog = () => {
+    watchdog = undefined;
+    if (!running) return;
+    // Judged after the next I/O poll, where a step that already completed is delivered: a
+    // process too busy to hear of it in time has not found a stuck disk.
+    setImmediate(() => {
+      if (!running || watchdog) return;
+      if (performance.now() - stepStarted < timeoutMs) return armWatchdog();
+      const err = new Error(`journal ${path}: write did not complete within ${timeoutMs} ms`);
+      for (const o of current) o.fail(err);
+      for (const o of queue) o.fail(err);
+      // Still stuck: whoever queues meanwhile is failed at the next check, a timeout from now.
+      watchdog = setTimeout(onWatchdog, timeoutMs);
+      watchdog.unref();
+    });
+  };
+
   const enqueue = (op: (done: () => void, fail: (e: Error) => void) => Op): Promise<void> => {
     if (closing) return Promise.reject(new Error(`journal ${path} is closed`));
     return new Promise<void>((done, fail) => {
       let settled = false;
-      const timer = setTimeout(() => {
-        if (settled) return;
-        settled = true;
-        fail(new Error(`journal ${path}: write did not complete within ${timeoutMs} ms`));
-      }, timeoutMs);
-      timer.unref();
       const finish = (f: () => void) => {
-        clearTimeout(timer);
         if (settled) return;
         settled = true;
         f();
