@@ -68,6 +68,8 @@ describe("journal deadline on a stuck disk", () => {
   it("fails the stuck write's caller and those queued behind it, and later ones once it is still stuck", async () => {
     const path = join(dir, "j.jsonl");
     let hang = false;
+    // The stuck write's completion, held until the test lets the disk come back.
+    let unstick: (() => void) | undefined;
     const { journal } = await openJournal({
       path,
       durability: "fsync",
@@ -75,7 +77,12 @@ describe("journal deadline on a stuck disk", () => {
       async openAppend(p) {
         const fh = await open(p, "a+", 0o600);
         const appendFile = fh.appendFile.bind(fh);
-        fh.appendFile = (data, options) => (hang ? new Promise<void>(() => {}) : appendFile(data, options));
+        fh.appendFile = (data, options) => {
+          if (!hang) return appendFile(data, options);
+          return new Promise<void>((resolve, reject) => {
+            unstick = () => appendFile(data, options).then(resolve, reject);
+          });
+        };
         return fh;
       },
     });
@@ -87,5 +94,12 @@ describe("journal deadline on a stuck disk", () => {
     await expect(queued).rejects.toThrow(`write did not complete within ${TIMEOUT_MS} ms`);
     const later = journal.append({ n: 3 });
     await expect(later).rejects.toThrow(`write did not complete within ${TIMEOUT_MS} ms`);
+
+    // The disk comes back: the rejected entries still land (over-reported, never lost).
+    hang = false;
+    unstick!();
+    await journal.close();
+    const lines = (await readFile(path, "utf8")).trim().split("\n").map((l) => JSON.parse(l) as { n: number });
+    expect(lines.map((l) => l.n)).toEqual([0, 1, 2, 3]);
   });
 });
