@@ -24,13 +24,7 @@ let offset = POOL_BYTES;
  * session a token belongs to, which `sid` says anyway.
  */
 export function sessionTag(sessionId: string): string {
-  let tag = sessionTags.get(sessionId);
-  if (tag === undefined) {
-    tag = createHash("sha256").update(sessionId).digest("base64url").slice(0, SESSION_TAG_CHARS);
-    if (sessionTags.size >= SESSION_TAG_CACHE) sessionTags.clear();
-    sessionTags.set(sessionId, tag);
-  }
-  return tag;
+  return cachedTag(sessionTags, SESSION_TAG_CACHE, sessionId, SESSION_TAG_CHARS);
 }
 // Every token names its session's tag, and a session mints again and again (each renewal of
 // each of its streams): hashing its id once saves a sha256 per token. Sized for a replica's
@@ -45,17 +39,22 @@ const sessionTags = new Map<string, string>();
  * in the token's `aud` anyway. 36 bits keep the grants of one session (at most 64) apart.
  */
 export function grantTag(resource: string): string {
-  let tag = grantTags.get(resource);
-  if (tag === undefined) {
-    tag = createHash("sha256").update(resource).digest("base64url").slice(0, GRANT_TAG_CHARS);
-    if (grantTags.size >= GRANT_TAG_CACHE) grantTags.clear();
-    grantTags.set(resource, tag);
-  }
-  return tag;
+  return cachedTag(grantTags, GRANT_TAG_CACHE, resource, GRANT_TAG_CHARS);
 }
 // Resources are few and named again and again: hashing each once keeps minting cheap.
 const GRANT_TAG_CACHE = 1024;
 const grantTags = new Map<string, string>();
+
+/** The first `chars` base64url characters of sha256(`value`), remembered in `cache` (cleared once it holds `max`). */
+function cachedTag(cache: Map<string, string>, max: number, value: string, chars: number): string {
+  let tag = cache.get(value);
+  if (tag === undefined) {
+    tag = createHash("sha256").update(value).digest("base64url").slice(0, chars);
+    if (cache.size >= max) cache.clear();
+    cache.set(value, tag);
+  }
+  return tag;
+}
 
 const body = Buffer.alloc(JTI_TIME_BYTES + JTI_RANDOM_BYTES);
 

@@ -15,7 +15,7 @@ import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol
 import { withErrorInfo } from "../errors.js";
 import { decodeRequestMessage } from "./decode-message.js";
 import type { HttpRequest, HttpResponse, RequestListener } from "./http-routes.js";
-import { RequestHeaders } from "./request-headers.js";
+import { requestHeadersFrom } from "./request-headers.js";
 import { LazyAbort, type MethodTable, type RpcInvoker } from "./rpc-invoker.js";
 
 /** Options of {@link createConnectUnaryListener}. */
@@ -79,7 +79,7 @@ export function createConnectUnaryListener(opts: ConnectUnaryOptions, next: Requ
       // This path owns the decode: a body that is not the method's message is the caller's
       // bad input (INVALID_ARGUMENT), in protobuf as in JSON (connect-es's JSON parse says so).
       const input = binary ? decodeRequestMessage(spec.method.input, bytes) : s.getI(false).parse(bytes);
-      const header = toHeaders(req);
+      const header = requestHeadersFrom(req.headers).asHeaders();
       const result = await invoker.unary(spec, input, {
         protocolName: "connect",
         url: `http://${req.headers.host ?? req.headers[":authority"] ?? "localhost"}${req.url}`,
@@ -106,19 +106,6 @@ export function createConnectUnaryListener(opts: ConnectUnaryOptions, next: Requ
     res.writeHead(status, headers);
     res.end(body);
   }
-}
-
-function toHeaders(req: HttpRequest): Headers {
-  const out = new RequestHeaders();
-  const h = req.headers;
-  for (const key in h) {
-    if (key.charCodeAt(0) === 58 /* ":" pseudo-header */) continue;
-    const v = h[key];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) out.append(key, x);
-    else out.set(key, v);
-  }
-  return out.asHeaders();
 }
 
 /** The whole request body; RESOURCE_EXHAUSTED past `max` bytes, as connect-es answers. */

@@ -27,7 +27,7 @@ import {
 } from "./grpc-wire.js";
 import type { FairDispatch } from "./fair-dispatch.js";
 import type { HttpRequest } from "./http-routes.js";
-import { RequestHeaders } from "./request-headers.js";
+import { requestHeadersFrom } from "./request-headers.js";
 import { LazyAbort, type CallInit, type RpcInvoker, type StreamResult, type UnaryResult } from "./rpc-invoker.js";
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants;
@@ -157,6 +157,11 @@ function respondSafely(stream: http2.ServerHttp2Stream, headers: http2.OutgoingH
   }
 }
 
+/** The response headers of a call whose handler set `header` (most set none: shared then). */
+function responseHeaders(header: Headers): http2.OutgoingHttpHeaders {
+  return isEmpty(header) ? RESPONSE_HEADERS : copyFields(header, { ...RESPONSE_HEADERS });
+}
+
 function onDrain(this: CallStream): void {
   this[kCall]!.wake();
 }
@@ -277,14 +282,7 @@ class GrpcCall extends GrpcRequestReader {
 
   #init(): CallInit {
     const raw = this.#headers;
-    const header = new RequestHeaders();
-    for (const key in raw) {
-      if (key.charCodeAt(0) === 58 /* ":" */ || TRANSPORT_HEADERS.has(key)) continue;
-      const v = raw[key];
-      if (v === undefined) continue;
-      if (Array.isArray(v)) for (const x of v) header.append(key, x);
-      else header.set(key, String(v));
-    }
+    const header = requestHeadersFrom(raw, TRANSPORT_HEADERS);
     // The tracing interceptor reads the protocol from it.
     header.set("content-type", GRPC_RESPONSE_CONTENT_TYPE);
     this.#abort = new LazyAbort();
@@ -306,7 +304,7 @@ class GrpcCall extends GrpcRequestReader {
     const stream = this.#stream;
     if (stream.destroyed) return;
     if (!isEmpty(res.trailer)) this.trailers = copyFields(res.trailer, { "grpc-status": "0" });
-    if (!respondSafely(stream, isEmpty(res.header) ? RESPONSE_HEADERS : copyFields(res.header, { ...RESPONSE_HEADERS }), WITH_TRAILERS)) return;
+    if (!respondSafely(stream, responseHeaders(res.header), WITH_TRAILERS)) return;
     stream.on("wantTrailers", onWantTrailers);
     stream.end(frame);
   }
@@ -325,7 +323,7 @@ class GrpcCall extends GrpcRequestReader {
         const r = await it.next();
         if (r.done) break;
         if (this.#done || stream.destroyed) continue;
-        if (!stream.headersSent && !respondSafely(stream, isEmpty(res.header) ? RESPONSE_HEADERS : copyFields(res.header, { ...RESPONSE_HEADERS }), WITH_TRAILERS)) {
+        if (!stream.headersSent && !respondSafely(stream, responseHeaders(res.header), WITH_TRAILERS)) {
           this.#done = true;
           this.#clearTimer();
           await it.return?.();

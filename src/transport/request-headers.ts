@@ -1,3 +1,5 @@
+import type { IncomingHttpHeaders } from "node:http";
+
 /**
  * The request headers of one call as interceptors and handlers see them (a `Headers`), kept in
  * a plain map. undici's `Headers` validates and normalizes every name and value it is given,
@@ -61,4 +63,20 @@ export class RequestHeaders {
   asHeaders(): Headers {
     return this as unknown as Headers;
   }
+}
+
+/**
+ * The request headers a call's interceptors see, from Node's parsed `raw` headers: every
+ * field but HTTP/2 pseudo-headers and those in `skip`, repeated ones joined.
+ */
+export function requestHeadersFrom(raw: IncomingHttpHeaders, skip?: ReadonlySet<string>): RequestHeaders {
+  const out = new RequestHeaders();
+  for (const key in raw) {
+    if (key.charCodeAt(0) === 58 /* ":" pseudo-header */ || skip?.has(key)) continue;
+    const v = raw[key];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) out.append(key, x);
+    else out.set(key, String(v));
+  }
+  return out;
 }
