@@ -1,5 +1,6 @@
 import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { CapvendError, toWireError } from "../errors.js";
+import { relay } from "../stream-relay.js";
 import { callTraceKey } from "./call-trace.js";
 import type { Logger } from "./logger.js";
 
@@ -24,16 +25,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
     try {
       const res = await next(req);
       if (!res.stream) return res;
-      return {
-        ...res,
-        message: (async function* () {
-          try {
-            yield* res.message;
-          } catch (err) {
-            throw wrap(err, procedure, req.contextValues);
-          }
-        })(),
-      };
+      return { ...res, message: relay(res.message, { error: (err) => wrap(err, procedure, req.contextValues) }) };
     } catch (err) {
       throw wrap(err, procedure, req.contextValues);
     }

@@ -11,6 +11,7 @@ import type { CallSubject, DecisionLog } from "../audit/decision-log.js";
 import { isAudited } from "../audit/decision-log.js";
 import { describePrincipal, principalKey } from "../auth/principal.js";
 import { callTraceId } from "../logging/call-trace.js";
+import { relay } from "../stream-relay.js";
 
 /** What the current call is about, for its refusal record. */
 export const callSubjectKey = createContextKey<CallSubject | undefined>(undefined, { description: "capvend audit subject" });
@@ -43,23 +44,20 @@ export function auditInterceptor(log: DecisionLog): Interceptor {
       throw err;
     }
     if (!res.stream) return res;
-    const messages = res.message;
+    // A stream refused before its first message is a refused call; failures later are the
+    // stream's end (stream.closed), not a decision.
+    let sent = false;
     return {
       ...res,
-      // A stream refused before its first message is a refused call; failures later are the
-      // stream's end (stream.closed), not a decision.
-      message: (async function* () {
-        let sent = false;
-        try {
-          for await (const m of messages) {
-            sent = true;
-            yield m;
-          }
-        } catch (err) {
+      message: relay(res.message, {
+        value: () => {
+          sent = true;
+        },
+        error: async (err) => {
           if (!sent) await record(err);
-          throw err;
-        }
-      })(),
+          return err;
+        },
+      }),
     };
   };
 }

@@ -7,6 +7,7 @@ import { newRevocationId, newSessionCredential, newSessionId, sessionIdForReques
 import { callerOf, describePrincipal, type Principal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import { asFault, capvendError, invalidArgument, rethrowAs } from "../errors.js";
+import { afterSetup } from "../stream-relay.js";
 import { callTraceId } from "../logging/call-trace.js";
 import {
   EndSessionRequestSchema,
@@ -263,11 +264,11 @@ export function createVendingService(deps: VendingServiceDeps): ServiceImpl<type
       contract.check(WatchSessionRequestSchema, req);
       noteSubject(ctx, { session_id: caller.session.id, agent_id: caller.session.agentId, user_id: caller.session.userId });
       const session = caller.session;
-      return (async function* () {
+      return afterSetup(async () => {
         deps.streams.assertOpen();
         const opening = await admitWatch({ clock, issuer, revocations, maxTokenTtlMs: limits.maxTokenTtlMs }, session, req);
-        yield* deps.streams.open(opening, ctx);
-      })();
+        return deps.streams.open(opening, ctx);
+      });
     },
 
     async revoke(req, ctx) {

@@ -3,6 +3,7 @@ import type { AuditEvent } from "../audit/event.js";
 import type { AuditSink } from "../audit/sink.js";
 import type { Clock } from "../clock.js";
 import { capvendError } from "../errors.js";
+import { afterSetup } from "../stream-relay.js";
 import { appendOrFail } from "../audit/append-or-fail.js";
 import type { WatchSessionResponse } from "../gen/capvend/v1/vending_pb.js";
 import type { GrantSpec, Revocation, RevocationList, SessionRecord } from "../backends/types.js";
@@ -159,7 +160,13 @@ export class StreamHub {
    * Refuses with STREAM_LIMIT past the per-session or per-replica cap, DRAINING while
    * shutting down, and AUDIT_UNAVAILABLE when the opening cannot be recorded.
    */
-  async *open(opening: StreamOpening, ctx: Pick<HandlerContext, "signal">, kill: () => void): AsyncGenerator<WatchSessionResponse> {
+  open(opening: StreamOpening, ctx: Pick<HandlerContext, "signal">, kill: () => void): AsyncIterable<WatchSessionResponse> {
+    // Everything up to the first token runs at the first read, as a generator's body would;
+    // then the transport reads the stream's own messages with nothing in between.
+    return afterSetup(() => this.#openStream(opening, ctx, kill));
+  }
+
+  async #openStream(opening: StreamOpening, ctx: Pick<HandlerContext, "signal">, kill: () => void): Promise<AsyncIterable<WatchSessionResponse> | undefined> {
     this.assertOpen();
     const { session, grants, resumePosition } = opening;
     // The caps count streams open and streams still opening, so a burst cannot slip past them.
@@ -185,9 +192,9 @@ export class StreamHub {
     try {
       // Opens wait their turn here; a caller that gives up while waiting leaves the queue.
       release = await this.#admission.acquire(ctx.signal);
-      if (!release) return;
+      if (!release) return undefined;
       // Nothing is minted for a caller that went away while waiting.
-      if (ctx.signal.aborted) return;
+      if (ctx.signal.aborted) return undefined;
       this.assertOpen();
       stream = new WatchStream(this.#host, ++this.#nextId, session, sessionTag(session.id), grants, ctx.signal, kill, resumePosition ?? 0);
       // Register before reading the replay so no revocation falls between the two.
@@ -208,7 +215,7 @@ export class StreamHub {
       release?.();
       uncount();
     }
-    yield* stream.messages();
+    return stream.messages();
   }
 
   /** Every open stream of this replica. */

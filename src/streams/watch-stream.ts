@@ -262,29 +262,67 @@ export class WatchStream implements StreamRef {
     this.#end({ kind: "fail", error });
   }
 
-  /** The messages Connect writes. Ends when the session ends, fails, drains or the client leaves. */
-  async *messages(): AsyncGenerator<WatchSessionResponse> {
-    try {
-      for (;;) {
-        const item = await this.#outbox.next(this.#signal);
-        if (!item) return;
-        if (item.kind === "fail") throw item.error;
-        const msg = this.#toMessage(item);
-        this.#stall = this.#hub.queue.schedule(this.#hub.clock.now() + this.#hub.stallTimeoutMs, () => this.#stalled());
-        yield msg;
-        this.#hub.queue.cancel(this.#stall);
-        this.#stall = undefined;
-        if ((item.kind === "revoked" || item.kind === "session_ended") && item.revokedAt !== undefined) {
-          this.#hub.revocationDelivered(this, this.#hub.clock.now() - item.revokedAt);
-        }
-        if (item.kind === "session_ended") return;
-        if (item.kind === "reconnect") {
-          throw capvendError("DRAINING", `the server is shutting down: ${item.reason}; reconnect with the resume_token`);
-        }
+  /**
+   * The messages the transport writes. Ends when the session ends, fails, drains or the client
+   * leaves. An iterator object rather than a generator (see stream-relay.ts): what a
+   * message needs after it was written (its stall timer cancelled, a revocation's delivery
+   * timed, the end of the stream) runs when the transport asks for the next one, as it would
+   * after a generator's `yield`. `return()` and `throw()` close the stream.
+   */
+  messages(): AsyncIterable<WatchSessionResponse> {
+    const iterator: AsyncIterator<WatchSessionResponse> = {
+      next: () => this.#nextMessage(),
+      return: (value?: unknown) => {
+        this.close();
+        return Promise.resolve({ done: true, value: value as WatchSessionResponse });
+      },
+      throw: (err?: unknown) => {
+        this.close();
+        return Promise.reject(err);
+      },
+    };
+    return { [Symbol.asyncIterator]: () => iterator };
+  }
+
+  /** The item the last message was made of, until the transport asks for the next one. */
+  #sent: Exclude<OutboxItem<{ token: StreamToken; replaces?: string }>, { kind: "fail" }> | undefined;
+
+  #nextMessage(): Promise<IteratorResult<WatchSessionResponse>> {
+    const sent = this.#sent;
+    this.#sent = undefined;
+    if (sent) {
+      // The transport took the last message: it was written, or is queued with room to spare.
+      this.#hub.queue.cancel(this.#stall);
+      this.#stall = undefined;
+      if ((sent.kind === "revoked" || sent.kind === "session_ended") && sent.revokedAt !== undefined) {
+        this.#hub.revocationDelivered(this, this.#hub.clock.now() - sent.revokedAt);
       }
-    } finally {
-      this.close();
+      if (sent.kind === "session_ended") return this.#finish();
+      if (sent.kind === "reconnect") {
+        return this.#finish(capvendError("DRAINING", `the server is shutting down: ${sent.reason}; reconnect with the resume_token`));
+      }
     }
+    // A closed outbox answers undefined at once: no abort listener per message is needed, as
+    // the call's signal closes the stream (#onAbort).
+    return this.#outbox.next().then((item) => {
+      if (!item) return this.#finish();
+      if (item.kind === "fail") return this.#finish(item.error);
+      let msg: WatchSessionResponse;
+      try {
+        msg = this.#toMessage(item);
+      } catch (err) {
+        return this.#finish(err);
+      }
+      this.#stall = this.#hub.queue.schedule(this.#hub.clock.now() + this.#hub.stallTimeoutMs, () => this.#stalled());
+      this.#sent = item;
+      return { done: false, value: msg };
+    });
+  }
+
+  /** Closes the stream and ends its messages, with `error` when given. */
+  #finish(error?: unknown): Promise<IteratorResult<WatchSessionResponse>> {
+    this.close();
+    return error === undefined ? Promise.resolve({ done: true, value: undefined }) : Promise.reject(error);
   }
 
   readonly #onAbort = () => this.close();

@@ -311,7 +311,6 @@ class GrpcCall extends GrpcRequestReader {
 
   async #respondStream(res: StreamResult): Promise<void> {
     const stream = this.#stream;
-    const output = this.#spec.method.output;
     const it = res.messages[Symbol.asyncIterator]();
     try {
       for (;;) {
@@ -320,16 +319,16 @@ class GrpcCall extends GrpcRequestReader {
           await it.return?.();
           return;
         }
-        const r = await it.next();
-        if (r.done) break;
-        if (this.#done || stream.destroyed) continue;
-        if (!stream.headersSent && !respondSafely(stream, responseHeaders(res.header), WITH_TRAILERS)) {
-          this.#done = true;
-          this.#clearTimer();
+        // Each result goes straight to #send and is named nowhere here: a suspended async
+        // function keeps its registers, so a message held in one would live until the next
+        // arrives (seconds, on a WatchSession stream) and be promoted to the old generation.
+        const step = this.#send(res, await it.next());
+        if (step === "end") break;
+        if (step === "stop") {
           await it.return?.();
           return;
         }
-        if (!stream.write(envelope(toBinary(output, r.value)))) await this.#drained();
+        if (step === "full") await this.#drained();
       }
     } catch (err) {
       this.#fail(err);
@@ -349,6 +348,23 @@ class GrpcCall extends GrpcRequestReader {
     if (!isEmpty(trailer)) this.trailers = copyFields(trailer, { "grpc-status": "0" });
     stream.on("wantTrailers", onWantTrailers);
     stream.end();
+  }
+
+  /**
+   * Writes one result of a server stream: "end" when the stream is over, "stop" when the
+   * response could not start (the call is done), "full" when the write filled the stream's
+   * buffer, else "sent" (a message of a call already done or gone is dropped).
+   */
+  #send(res: StreamResult, r: IteratorResult<MessageShape<DescMessage>>): "end" | "stop" | "full" | "sent" {
+    if (r.done) return "end";
+    const stream = this.#stream;
+    if (this.#done || stream.destroyed) return "sent";
+    if (!stream.headersSent && !respondSafely(stream, responseHeaders(res.header), WITH_TRAILERS)) {
+      this.#done = true;
+      this.#clearTimer();
+      return "stop";
+    }
+    return stream.write(envelope(toBinary(this.#spec.method.output, r.value))) ? "sent" : "full";
   }
 
   /** Resolves on the stream's next 'drain', or once it is gone. */
