@@ -162,10 +162,11 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
   // Twice a stall check's resolution, so a half-open stream is reset within a second.
   const sweep = setInterval(() => {
     const now = clock.now();
-    for (const [stream, s] of watched) {
+    // forEach, not for…of: no entry pair per stream, and it runs over every stream held.
+    watched.forEach((s, stream) => {
       if (stream.destroyed) {
         watched.delete(stream);
-        continue;
+        return;
       }
       if (stream.closed) {
         // Closed with NO_ERROR, Node keeps a stream until its request body has been read to
@@ -179,15 +180,16 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
           watched.delete(stream);
           stream.destroy();
         }
-        continue;
+        return;
       }
-      if (s.finished === undefined && responseComplete(stream)) s.finished = now;
+      // `state` is a native call that builds an object: asked only once the response has ended.
+      if (s.finished === undefined && stream.writableEnded && responseComplete(stream)) s.finished = now;
       if (s.finished !== undefined) {
         if (now - s.finished >= HALF_OPEN_GRACE_MS && peerStillOpen(stream)) {
           stats.halfOpenClosed++;
           stream.close(NGHTTP2_NO_ERROR);
         }
-        continue;
+        return;
       }
       if (stream.bufferSize > 0) {
         s.since ??= now;
@@ -198,7 +200,7 @@ export function createHttp2Guard(server: http2.Http2Server, opts: Http2GuardOpti
       } else {
         s.since = undefined;
       }
-    }
+    });
   }, STALL_SWEEP_INTERVAL_MS / 2);
   sweep.unref();
 
