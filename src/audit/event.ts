@@ -130,35 +130,47 @@ export function prepareAuditEvent(
   if (event.time !== undefined && (typeof event.time !== "string" || Number.isNaN(Date.parse(event.time)))) {
     throw fault("audit_event_refused", 'audit event refused: "time" is not an ISO 8601 string');
   }
-  const body = copyJson(event, "") as Record<string, JsonValue>;
+  const body = copyJson(event, "", undefined) as Record<string, JsonValue>;
   if (body.time === undefined) body.time = new Date(stamp.now).toISOString();
   body.replica = stamp.replica;
   return body;
 }
 
-function copyJson(value: unknown, path: string): JsonValue | undefined {
+/** The path of member `key` under `parent` ("" and no key for the event itself). */
+function pathOf(parent: string, key: string | number | undefined): string {
+  if (key === undefined) return parent;
+  if (typeof key === "number") return `${parent}[${key}]`;
+  return parent === "" ? key : `${parent}.${key}`;
+}
+
+/**
+ * A JSON copy of `value`, the member `key` of `parent` (no key for the event itself). A path
+ * is built only for an error message or a nested value: this runs on every record.
+ */
+function copyJson(value: unknown, parent: string, key: string | number | undefined): JsonValue | undefined {
   switch (typeof value) {
     case "string":
       if (looksSecret(value, true)) {
         throw fault(
           "audit_event_refused",
-          `audit event refused: field "${path}" looks like a token, credential or key; audit records name tokens by jti only`,
+          `audit event refused: field "${pathOf(parent, key)}" looks like a token, credential or key; audit records name tokens by jti only`,
         );
       }
       return value;
     case "boolean":
       return value;
     case "number":
-      if (!Number.isFinite(value)) throw fault("audit_event_refused", `audit event refused: field "${path}" is not a finite number`);
+      if (!Number.isFinite(value)) throw fault("audit_event_refused", `audit event refused: field "${pathOf(parent, key)}" is not a finite number`);
       return value;
     case "undefined":
       return undefined;
     case "object": {
       if (value === null) return null;
+      const path = pathOf(parent, key);
       if (Array.isArray(value)) {
         return value.map((item, i) => {
-          const v = copyJson(item, `${path}[${i}]`);
-          if (v === undefined) throw fault("audit_event_refused", `audit event refused: field "${path}[${i}]" is undefined`);
+          const v = copyJson(item, path, i);
+          if (v === undefined) throw fault("audit_event_refused", `audit event refused: field "${pathOf(path, i)}" is undefined`);
           return v;
         });
       }
@@ -167,15 +179,14 @@ function copyJson(value: unknown, path: string): JsonValue | undefined {
         throw fault("audit_event_refused", `audit event refused: field "${path || "(event)"}" is not a plain object`);
       }
       const out: Record<string, JsonValue> = {};
-      for (const key of Object.keys(value)) {
-        const child = path === "" ? key : `${path}.${key}`;
-        if (looksSecret(key, true)) throw fault("audit_event_refused", `audit event refused: a key under "${path || "(event)"}" looks like a secret`);
-        const v = copyJson((value as Record<string, unknown>)[key], child);
-        if (v !== undefined) out[key] = v;
+      for (const k of Object.keys(value)) {
+        if (looksSecret(k, true)) throw fault("audit_event_refused", `audit event refused: a key under "${path || "(event)"}" looks like a secret`);
+        const v = copyJson((value as Record<string, unknown>)[k], path, k);
+        if (v !== undefined) out[k] = v;
       }
       return out;
     }
     default:
-      throw fault("audit_event_refused", `audit event refused: field "${path}" has unsupported type ${typeof value}`);
+      throw fault("audit_event_refused", `audit event refused: field "${pathOf(parent, key)}" has unsupported type ${typeof value}`);
   }
 }

@@ -258,6 +258,9 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
   }
 
   const pathOf = (n: number) => join(auditDir, segmentName(n));
+  // The current segment's path, for `state` (read after every append): joined once per segment.
+  let current: { n: number; path: string } | undefined;
+  const currentPath = () => (current?.n === fileNo ? current.path : (current = { n: fileNo, path: pathOf(fileNo) }).path);
   let { fileNo, size, handle } = opened!;
   let head = opened!.head;
   let headSegment = opened!.headSegment;
@@ -536,7 +539,7 @@ export async function createFileAuditSink(options: FileAuditSinkOptions): Promis
       const s: FileAuditSinkState = {
         healthy,
         pending,
-        file: pathOf(fileNo),
+        file: currentPath(),
         lastSeq: head.seq,
         lastHash: head.hash,
       };
