@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=64
 import { readFileSync } from "node:fs";
 import { auditCommand } from "./audit/cli.js";
 import { sha256Hex } from "./auth/credentials.js";
