@@ -15,6 +15,9 @@
  *   signature cost on this machine, so it shows how much of the 2x budget is left for
  *   authentication, policy, the audit record and telemetry.
  *
+ * Every server runs with the Node flags `capvend serve` ships with (src/node-flags.ts), so
+ * none gains from a heap setting the others lack.
+ *
  * A figure is tokens per second of server CPU: user + system time of every thread, read from
  * /proc/<pid>/stat before and after each run. The targets' runs are interleaved, RUNS times;
  * each row is the median. Any error from either server fails the benchmark.
@@ -41,6 +44,7 @@ import {
   type IssueTokenRequest,
   type IssueTokenResponse,
 } from "../src/gen/capvend/v1/vending_pb.js";
+import { SERVE_NODE_FLAGS } from "../src/node-flags.js";
 import { freePort } from "../test/helpers/nats-server.js";
 import { floorServer } from "./peer-floor.js";
 
@@ -105,21 +109,21 @@ interface Server {
 
 async function startOidc(): Promise<Server> {
   const port = await freePort();
-  const proc = pinned(SERVER_CORE, serverNode, [here, "oidc-server", String(port)], { ...process.env, NODE_ENV: "production" });
+  const proc = pinned(SERVER_CORE, serverNode, [...SERVE_NODE_FLAGS, here, "oidc-server", String(port)], { ...process.env, NODE_ENV: "production" });
   await waitForLine(proc, (l) => l.startsWith("listening"), "oidc-provider");
   return { name: "oidc-provider", proc, url: `http://127.0.0.1:${port}`, stop: () => stopProc(proc) };
 }
 
 async function startFloor(): Promise<Server> {
   const port = await freePort();
-  const proc = pinned(SERVER_CORE, serverNode, [here, "floor-server", String(port)]);
+  const proc = pinned(SERVER_CORE, serverNode, [...SERVE_NODE_FLAGS, here, "floor-server", String(port)]);
   await waitForLine(proc, (l) => l.startsWith("listening"), "floor server");
   return { name: "floor", proc, url: `http://127.0.0.1:${port}`, stop: () => stopProc(proc) };
 }
 
 async function startCapvend(dataDir: string): Promise<Server> {
   const port = await freePort();
-  const proc = pinned(SERVER_CORE, serverNode, [path.join(repoRoot, "dist", "src", "cli.js"), "serve"], {
+  const proc = pinned(SERVER_CORE, serverNode, [...SERVE_NODE_FLAGS, path.join(repoRoot, "dist", "src", "cli.js"), "serve"], {
     ...process.env,
     CAPVEND_LISTEN: `127.0.0.1:${port}`,
     CAPVEND_DATA_DIR: dataDir,

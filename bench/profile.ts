@@ -14,6 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { SERVE_NODE_FLAGS } from "../src/node-flags.js";
 import { freePort } from "../test/helpers/nats-server.js";
 
 const PROFILE_MS = Number(process.env.CAPVEND_BENCH_MS ?? 6000);
@@ -124,11 +125,32 @@ export function inclusive(profile: Profile, window: [number, number] = [0, Infin
 /** The monotonic clock of V8's profile timestamps, in µs. */
 const monotonicMicros = () => Number(process.hrtime.bigint() / 1000n);
 
+/** Prints a profile's busy time in `window` by component (self, then inclusive), and the top functions with $CAPVEND_PROFILE_TOP. */
+export function printProfile(profile: Profile, window: [number, number], title: string): void {
+  const { total, shares } = summarize(profile, window);
+  process.stdout.write(`\nprofile: ${title}, ${(total / 1e6).toFixed(1)} s busy (self time by component):\n`);
+  for (const [c, share] of shares) if (share >= 0.005) process.stdout.write(`  ${(share * 100).toFixed(1).padStart(5)}%  ${c}\n`);
+  process.stdout.write(`  inclusive (a sample counts for every component on its stack):\n`);
+  for (const [c, share] of inclusive(profile, window)) if (share >= 0.02) process.stdout.write(`  ${(share * 100).toFixed(1).padStart(5)}%  ${c}\n`);
+  if (process.env.CAPVEND_PROFILE_TOP) {
+    const top = summarize(profile, window, (f) => f.functionName === "(idle)" ? "(idle)" : `${f.functionName || "(anonymous)"} ${f.url.replace(/^.*node_modules\//, "").replace(/^file:\/\/.*\/dist\//, "")}`);
+    process.stdout.write(`  top functions:\n`);
+    for (const [c, share] of top.shares.slice(0, Number(process.env.CAPVEND_PROFILE_TOP))) process.stdout.write(`  ${(share * 100).toFixed(1).padStart(5)}%  ${c}\n`);
+  }
+}
+
+/** The newest .cpuprofile in `dir`. */
+export async function newestProfile(dir: string): Promise<Profile> {
+  const files = (await readdir(dir)).filter((f) => f.endsWith(".cpuprofile")).sort();
+  if (files.length === 0) throw new Error(`no .cpuprofile in ${dir}`);
+  return JSON.parse(await readFile(path.join(dir, files.at(-1)!), "utf8")) as Profile;
+}
+
 async function profileOne(kind: string, dir: string): Promise<{ profile: Profile; window: [number, number] }> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "capvend-profile-"));
   const profDir = path.join(dir, kind);
   const port = await freePort();
-  const args = ["--cpu-prof", `--cpu-prof-dir=${profDir}`, path.join(repoRoot, "dist", "src", "cli.js"), "serve"];
+  const args = [...SERVE_NODE_FLAGS, "--cpu-prof", `--cpu-prof-dir=${profDir}`, path.join(repoRoot, "dist", "src", "cli.js"), "serve"];
   const server = spawn(hasTaskset ? "taskset" : serverNode, hasTaskset ? ["-c", "1", serverNode, ...args] : args, {
     env: { ...process.env, CAPVEND_LISTEN: `127.0.0.1:${port}`, CAPVEND_DATA_DIR: dataDir, CAPVEND_ORCHESTRATOR_TOKEN: "bench-orchestrator-token-0123456789", CAPVEND_LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "inherit"],
@@ -158,8 +180,7 @@ async function profileOne(kind: string, dir: string): Promise<{ profile: Profile
     server.kill("SIGTERM");
   });
   await rm(dataDir, { recursive: true, force: true });
-  const files = (await readdir(profDir)).filter((f) => f.endsWith(".cpuprofile"));
-  return { profile: JSON.parse(await readFile(path.join(profDir, files[0]!), "utf8")) as Profile, window: [from, to] };
+  return { profile: await newestProfile(profDir), window: [from, to] };
 }
 
 export async function main(): Promise<void> {
@@ -170,16 +191,7 @@ export async function main(): Promise<void> {
   try {
     for (const kind of kinds) {
       const { profile, window } = await profileOne(kind, dir);
-      const { total, shares } = summarize(profile, window);
-      process.stdout.write(`\nprofile: IssueToken over ${kind}, server on ${version}, ${(total / 1e6).toFixed(1)} s busy (self time by component):\n`);
-      for (const [c, share] of shares) if (share >= 0.005) process.stdout.write(`  ${(share * 100).toFixed(1).padStart(5)}%  ${c}\n`);
-      process.stdout.write(`  inclusive (a sample counts for every component on its stack):\n`);
-      for (const [c, share] of inclusive(profile, window)) if (share >= 0.02) process.stdout.write(`  ${(share * 100).toFixed(1).padStart(5)}%  ${c}\n`);
-      if (process.env.CAPVEND_PROFILE_TOP) {
-        const top = summarize(profile, window, (f) => `${f.functionName || "(anonymous)"} ${f.url.replace(/^.*node_modules\//, "").replace(/^file:\/\/.*\/dist\//, "")}`);
-        process.stdout.write(`  top functions:\n`);
-        for (const [c, share] of top.shares.slice(0, Number(process.env.CAPVEND_PROFILE_TOP))) process.stdout.write(`  ${(share * 100).toFixed(1).padStart(5)}%  ${c}\n`);
-      }
+      printProfile(profile, window, `IssueToken over ${kind}, server on ${version}`);
     }
     if (keep) process.stdout.write(`profiles kept in ${dir}\n`);
   } finally {

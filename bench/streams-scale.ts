@@ -30,7 +30,9 @@ import { systemClock } from "../src/clock.js";
 import { VendingService } from "../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing } from "../src/keys/key-ring.js";
 import { createMinter } from "../src/tokens/mint.js";
+import { SERVE_NODE_FLAGS } from "../src/node-flags.js";
 import { freePort } from "../test/helpers/nats-server.js";
+import { newestProfile, printProfile } from "./profile.js";
 import { rssBytes } from "../test/helpers/process-memory.js";
 
 const ORCHESTRATOR_TOKEN = "bench-orchestrator-token-0123456789";
@@ -41,6 +43,12 @@ const RENEW_WINDOW_MS = 10_000;
 const here = fileURLToPath(import.meta.url);
 const repoRoot = path.resolve(path.dirname(here), "..", "..");
 const serverNode = process.env.CAPVEND_BENCH_NODE ?? process.execPath;
+/**
+ * The server runs with the Node flags `capvend serve` ships with (src/node-flags.ts), then
+ * $CAPVEND_BENCH_SERVER_FLAGS (space-separated, e.g. "--trace-gc", or
+ * "--max-semi-space-size=16" for Node's default young generation).
+ */
+const serverFlags = (process.env.CAPVEND_BENCH_SERVER_FLAGS ?? "").split(" ").filter((f) => f !== "");
 const hasTaskset = spawnSync("taskset", ["-c", "0", "true"]).status === 0;
 const ticks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim() || 100);
 
@@ -132,20 +140,21 @@ async function rawSigningPerCpuSecond(dataDir: string): Promise<number> {
   return rates.sort((a, b) => a - b)[1]!;
 }
 
-/** The renewal phase's time span (µs, monotonic clock), for reading a server profile. */
-export let renewWindow: [number, number] = [0, 0];
-
 /** Runs the three phases; prints one line each. */
 export async function runScale(): Promise<void> {
+  /** The renewal phase's time span (µs, the monotonic clock of V8's profiles). */
+  let renewWindow: [number, number] | undefined;
   const dataDir = await mkdtemp(path.join(process.env.CAPVEND_BENCH_DIR ?? os.tmpdir(), "capvend-scale-"));
   const raw = await rawSigningPerCpuSecond(path.join(dataDir, "raw"));
   const port = await freePort();
-  // $CAPVEND_PROFILE_DIR: profile the server (node --cpu-prof) into that directory.
-  const profile = process.env.CAPVEND_PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${process.env.CAPVEND_PROFILE_DIR}`] : [];
+  // $CAPVEND_PROFILE_DIR: profile the server (node --cpu-prof) into that directory, and print
+  // where its CPU went during the renewal phase.
+  const profileDir = process.env.CAPVEND_PROFILE_DIR;
+  const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
   // The server's log goes to a file ($CAPVEND_BENCH_SERVER_LOG, else one in the run's directory):
   // a pipe nobody reads would fill, and the logger would then hold every later line in memory.
   const serverLog = openSync(process.env.CAPVEND_BENCH_SERVER_LOG ?? path.join(dataDir, "server.log"), "a");
-  const server = pinned("1", serverNode, [...profile, path.join(repoRoot, "dist", "src", "cli.js"), "serve"], {
+  const server = pinned("1", serverNode, [...SERVE_NODE_FLAGS, ...serverFlags, ...profile, path.join(repoRoot, "dist", "src", "cli.js"), "serve"], {
     ...process.env,
     CAPVEND_LISTEN: `127.0.0.1:${port}`,
     CAPVEND_DATA_DIR: path.join(dataDir, "server"),
@@ -227,6 +236,10 @@ export async function runScale(): Promise<void> {
     client.kill();
     await stopServer(server, 30_000);
     await rm(dataDir, { recursive: true, force: true });
+  }
+  if (profileDir && renewWindow) {
+    printProfile(await newestProfile(profileDir), renewWindow, `renewals, ${SCALE_STREAMS} streams (the renewal phase only)`);
+    process.stdout.write(`profile kept in ${profileDir} (renewal phase ${renewWindow[0]}–${renewWindow[1]} µs)\n`);
   }
 }
 
