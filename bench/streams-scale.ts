@@ -29,11 +29,11 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { systemClock } from "../src/clock.js";
 import { VendingService } from "../src/gen/capvend/v1/vending_pb.js";
 import { openKeyRing } from "../src/keys/key-ring.js";
-import { createMinter } from "../src/tokens/mint.js";
 import { SERVE_NODE_FLAGS } from "../src/node-flags.js";
+import { createMinter } from "../src/tokens/mint.js";
 import { freePort } from "../test/helpers/nats-server.js";
-import { newestProfile, printProfile } from "./profile.js";
 import { rssBytes } from "../test/helpers/process-memory.js";
+import { newestProfile, printProfile } from "./profile.js";
 
 const ORCHESTRATOR_TOKEN = "bench-orchestrator-token-0123456789";
 const SCALE_STREAMS = Number(process.env.CAPVEND_BENCH_STREAMS ?? 10_000);
